@@ -1,0 +1,65 @@
+"""The trajectory analysis layer: every measure, every checkpoint (and seed), one compiled call.
+
+A *measure* is a pure function `(params, data) -> value` (scalar or array) of ONE model's
+params (a dict like `init_params` gives) and whatever fixed data it needs. `analyze` evaluates
+a dict of measures over a whole `Trajectory`: vmapped over seeds, `lax.map`ped in chunks of
+checkpoints (bounded memory), jitted once. It never loops over checkpoints in Python.
+
+    results = analyze(traj, {"weight_norm": weight_norm}, data)
+    results["weight_norm"]   # [time] or [time, seed]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mi_jax.config import ConfigError
+
+Measure = Callable[[dict, Any], Any]
+
+
+def evaluate_measures(measures: dict[str, Measure], params: dict, data: Any) -> dict:
+    """All measures of one model (no time or seed axis)."""
+    return {name: fn(params, data) for name, fn in measures.items()}
+
+
+def analyze_params(
+    params: dict,
+    measures: dict[str, Measure],
+    data: Any = None,
+    *,
+    seed_axis: bool = False,
+    chunk_size: int = 16,
+) -> dict[str, np.ndarray]:
+    """Measures over stacked params with leaves [time, (seed,) ...] -> {name: [time, (seed,) ...]}."""
+    if not measures:
+        raise ConfigError("no measures to compute")
+    one = lambda p: evaluate_measures(measures, p, data)  # noqa: E731
+    per_time = jax.vmap(one) if seed_axis else one
+    run = jax.jit(lambda ps: jax.lax.map(per_time, ps, batch_size=chunk_size))
+    return jax.tree.map(np.asarray, run(jax.tree.map(jnp.asarray, params)))
+
+
+def analyze(traj, measures: dict[str, Measure], data: Any = None, *, chunk_size: int = 16) -> dict[str, np.ndarray]:
+    """Measures for every checkpoint (and seed) of `traj`: {name: [time, (seed,) ...]}."""
+    return analyze_params(traj.params, measures, data, seed_axis=traj.ensemble, chunk_size=chunk_size)
+
+
+def save_results(run_dir: Path, name: str, steps: np.ndarray, results: dict[str, np.ndarray]) -> Path:
+    """Write results to RUN_DIR/analysis/NAME.npz (with the steps) and return the path."""
+    out = Path(run_dir) / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.npz"
+    np.savez(path, steps=np.asarray(steps), **{k: np.asarray(v) for k, v in results.items()})
+    return path
+
+
+def load_results(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    return data.pop("steps"), data

@@ -1,0 +1,150 @@
+"""`mi-jax`: train presets, resume runs, analyse checkpoint series, run the demo.
+
+    mi-jax list
+    mi-jax train PRESET [--set key=value ...] [--seeds 0,1,2] [--out DIR] [--overwrite] [--wandb offline|online|off]
+    mi-jax train --resume RUN_DIR
+    mi-jax analyze RUN_DIR
+    mi-jax demo [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    from mi_jax.config import ConfigError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _parse_seeds(text: str | None):
+    from mi_jax.config import ConfigError
+
+    if text is None:
+        return None
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds needs distinct integers, got {text!r}")
+    return seeds
+
+
+def cmd_list(args) -> int:
+    from mi_jax import presets
+
+    for name, doc in presets.describe().items():
+        print(f"{name:24s} {doc}")
+    return 0
+
+
+def build_config(preset: str, sets: list[str], seeds: str | None):
+    from mi_jax import config, presets
+    from mi_jax.train.run import with_seeds
+
+    cfg = presets.load(preset)
+    cfg = config.override(cfg, _parse_sets(sets or []))
+    return with_seeds(cfg, _parse_seeds(seeds))
+
+
+def cmd_train(args) -> int:
+    from mi_jax.config import ConfigError
+    from mi_jax.train import run
+
+    if args.resume:
+        if args.sets or args.seeds:
+            raise ConfigError("--resume continues a run with its saved config; drop --set/--seeds")
+        run.resume(Path(args.resume), wandb=args.wandb, progress=not args.quiet)
+        print(f"run dir: {args.resume}")
+        return 0
+    if not args.preset:
+        raise ConfigError("train needs a PRESET (see `mi-jax list`) or --resume RUN_DIR")
+    cfg = build_config(args.preset, args.sets, args.seeds)
+    run_dir = Path(args.out) if args.out else run.default_run_dir(args.preset)
+    final = run.start(cfg, run_dir, overwrite=args.overwrite, wandb=args.wandb, progress=not args.quiet)
+    shown = ", ".join(f"{k} {v}" for k, v in final.items() if k != "step")
+    print(f"run dir: {run_dir}\nfinal (step {final.get('step')}): {shown}")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from mi_jax.analysis import report
+
+    outputs = report.analyze_run(Path(args.run_dir), wandb=args.wandb, progress=not args.quiet)
+    for line in outputs:
+        print(line)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Train grokking_small, analyse its checkpoint series and write the plots."""
+    from mi_jax.analysis import report
+    from mi_jax.train import run
+
+    cfg = build_config("grokking_small", [], None)
+    run_dir = Path(args.out) if args.out else run.default_run_dir("grokking_small")
+    print(f"[demo] training grokking_small into {run_dir} (a few minutes on 2 CPU cores)")
+    final = run.start(cfg, run_dir, overwrite=True, wandb=args.wandb, progress=not args.quiet)
+    print(f"[demo] final: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k != "step"))
+    print(f"[demo] analysing every checkpoint of {run_dir}")
+    for line in report.analyze_run(run_dir, wandb=args.wandb, progress=not args.quiet):
+        print(f"[demo] {line}")
+    print(f"[demo] done. run dir {run_dir}: config.json, metrics.jsonl, snapshots/, state/, analysis/, wandb/")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mi-jax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the presets").set_defaults(func=cmd_list)
+
+    train = sub.add_parser("train", help="train a preset (or resume a run)")
+    train.add_argument("preset", nargs="?")
+    train.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--seeds", help="comma-separated seeds: train them as one vmapped ensemble")
+    train.add_argument("--out", help="run dir (default checkpoints/PRESET)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run dir")
+    train.set_defaults(func=cmd_train)
+
+    analyze = sub.add_parser("analyze", help="compute progress measures over a run's checkpoints and plot them")
+    analyze.add_argument("run_dir")
+    analyze.set_defaults(func=cmd_analyze)
+
+    demo = sub.add_parser("demo", help="train grokking_small, analyse it, write plots")
+    demo.add_argument("--out", help="run dir (default checkpoints/grokking_small)")
+    demo.set_defaults(func=cmd_demo)
+    for p in (train, analyze, demo):
+        p.add_argument("--wandb", default="offline", choices=["offline", "online", "off"])
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from mi_jax.config import ConfigError
+    from mi_jax.train.loop import TrainingDiverged
+    from mi_jax.train.store import CheckpointError
+
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, TrainingDiverged) as e:
+        print(f"mi-jax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mi-jax: interrupted; resume with `mi-jax train --resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

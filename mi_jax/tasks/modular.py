@@ -1,0 +1,172 @@
+"""Modular arithmetic `a op b mod p` (Nanda et al. 2023), as a training task.
+
+Inputs are three tokens `(a, b, =)` with `=` the token `p`; the label is `a op b mod p`,
+predicted at the last position. Vocabulary: p + 1 input tokens, p output classes.
+Ops: `+`, `-`, `*`, `/` (p prime, b != 0, a * b^(p-2) mod p), and `x2+y2` (a^2 + b^2 mod p).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mi_jax.config import check
+from mi_jax.models import transformer as tfm
+from mi_jax.train.config import TrainConfig
+
+Op = Literal["+", "-", "*", "/", "x2+y2"]
+N_INPUT_TOKENS = 3  # a, b, =
+
+
+def is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModularConfig:
+    """A transformer trained on `a op b mod p` (the grokking experiment)."""
+
+    kind: ClassVar[str] = "modular"
+    p: int = 113
+    op: Op = "+"
+    train_frac: float = 0.3
+    data_seed: int = 598
+    model: tfm.TransformerConfig = tfm.TransformerConfig()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def transformer(self) -> tfm.TransformerConfig:
+        """The model config with the task's context length and vocabularies filled in."""
+        m = self.model
+        return dataclasses.replace(
+            m, n_ctx=m.n_ctx or N_INPUT_TOKENS, d_vocab=m.d_vocab or self.p + 1, d_vocab_out=m.d_vocab_out or self.p
+        )
+
+    def __post_init__(self):
+        check(self.p >= 2, f"p must be >= 2, got {self.p}")
+        check(self.op in ("+", "-", "*", "/", "x2+y2"), f"op must be one of + - * / x2+y2, got {self.op!r}")
+        check(self.op != "/" or is_prime(self.p), f"p={self.p} is not prime: division mod p needs a prime")
+        check(0 < self.train_frac <= 1, f"train_frac must be in (0, 1], got {self.train_frac}")
+        m = self.model
+        check(
+            m.n_ctx is None or m.n_ctx >= N_INPUT_TOKENS,
+            f"model.n_ctx={m.n_ctx} is too small for the modular task ({N_INPUT_TOKENS} tokens: a, b, =)",
+        )
+        check(m.d_vocab is None or m.d_vocab >= self.p + 1, f"model.d_vocab={m.d_vocab} < p + 1 = {self.p + 1}")
+        check(
+            m.d_vocab_out is None or m.d_vocab_out >= self.p,
+            f"model.d_vocab_out={m.d_vocab_out} < p = {self.p}",
+        )
+        n_pairs = len(all_pairs(self.p, self.op)[1])
+        check(
+            round(self.train_frac * n_pairs) >= 1,
+            f"train_frac={self.train_frac} leaves no training pairs out of {n_pairs}",
+        )
+
+
+def all_pairs(p: int, op: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every input of the task. -> tokens [n_pairs, 3] int32 (a, b, =), labels [n_pairs] int32.
+
+    Pairs are ordered a-major (index = a * p + b, skipping b = 0 for division).
+    """
+    a, b = (x.ravel() for x in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
+    if op == "/":
+        keep = b != 0
+        a, b = a[keep], b[keep]
+    if op == "+":
+        labels = (a + b) % p
+    elif op == "-":
+        labels = (a - b) % p
+    elif op == "*":
+        labels = (a * b) % p
+    elif op == "/":
+        labels = (a * np.array([pow(int(x), p - 2, p) for x in b])) % p
+    else:
+        labels = (a * a + b * b) % p
+    tokens = np.stack([a, b, np.full_like(a, p)], axis=1)
+    return tokens.astype(np.int32), labels.astype(np.int32)
+
+
+def train_test_split(n: int, train_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of range(n) -> (train_idx, test_idx), each sorted."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_train = int(round(train_frac * n))
+    return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+
+@dataclasses.dataclass(frozen=True)
+class ModularData:
+    tokens: np.ndarray  # [n_pairs, 3] every input
+    labels: np.ndarray  # [n_pairs]
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+
+    @classmethod
+    def from_config(cls, cfg: ModularConfig) -> "ModularData":
+        tokens, labels = all_pairs(cfg.p, cfg.op)
+        train_idx, test_idx = train_test_split(len(labels), cfg.train_frac, cfg.data_seed)
+        return cls(tokens, labels, train_idx, test_idx)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, f64: bool = False) -> jax.Array:
+    """Mean cross-entropy; logits [batch, vocab_out], labels [batch]. In float64 when `f64`."""
+    if f64:
+        logits = logits.astype(jnp.float64)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(logp, labels[:, None], axis=-1).mean()
+
+
+class ModularTask:
+    """The training-side definition of a modular-arithmetic run (pure functions of params)."""
+
+    def __init__(self, cfg: ModularConfig):
+        self.cfg = cfg
+        self.data = ModularData.from_config(cfg)
+        d = self.data
+        self.train_tokens, self.train_labels = d.tokens[d.train_idx], d.labels[d.train_idx]
+        self.test_tokens, self.test_labels = d.tokens[d.test_idx], d.labels[d.test_idx]
+        n_train = len(d.train_idx)
+        bs = cfg.train.batch_size
+        check(bs is None or bs <= n_train, f"train.batch_size={bs} exceeds the {n_train} training pairs")
+
+    def init_params(self, key: jax.Array) -> dict:
+        return tfm.init_params(self.cfg.transformer, key)
+
+    def frozen(self, path: tuple) -> bool:
+        return self.cfg.train.freeze_biases and tfm.is_bias(path)
+
+    def batch(self, key: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The training batch at `step`: the whole training set, or a fresh seeded sample of it."""
+        tokens, labels = jnp.asarray(self.train_tokens), jnp.asarray(self.train_labels)
+        bs = self.cfg.train.batch_size
+        if bs is None or bs == len(labels):
+            return tokens, labels
+        idx = jax.random.choice(jax.random.fold_in(key, step), len(labels), (bs,), replace=False)
+        return tokens[idx], labels[idx]
+
+    def last_logits(self, params: dict, tokens: jax.Array) -> jax.Array:
+        """logits at the `=` position [batch, vocab_out], via the last-position fast path."""
+        logits, _ = tfm.apply(params, tokens, self.cfg.transformer, last_position_only=True)
+        return logits[:, -1, : self.cfg.p]
+
+    def loss(self, params: dict, batch) -> jax.Array:
+        tokens, labels = batch
+        return cross_entropy(self.last_logits(params, tokens), labels, self.cfg.train.logsoftmax_f64)
+
+    def evaluate(self, params: dict) -> dict[str, jax.Array]:
+        out = {}
+        for split, tokens, labels in (
+            ("train", self.train_tokens, self.train_labels),
+            ("test", self.test_tokens, self.test_labels),
+        ):
+            if len(labels) == 0:
+                continue
+            logits = self.last_logits(params, jnp.asarray(tokens))
+            labels = jnp.asarray(labels)
+            out[f"{split}_loss"] = cross_entropy(logits, labels, self.cfg.train.logsoftmax_f64).astype(jnp.float32)
+            out[f"{split}_acc"] = (logits.argmax(-1) == labels).mean(dtype=jnp.float32)
+        return out

@@ -1,0 +1,67 @@
+"""Optimisation and bookkeeping settings shared by every experiment kind."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mi_jax.config import check
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train, evaluate and checkpoint (the same for every experiment kind).
+
+    steps          optimiser steps in total
+    lr, weight_decay, beta1, beta2   AdamW (optax.adamw; decoupled weight decay, set explicitly)
+    warmup_steps   linear learning-rate warm-up from 0 (lr at step s is lr * min(s / warmup, 1))
+    batch_size     None = full batch (the whole training set every step)
+    eval_every     metrics (train/test loss and accuracy) every this many steps, inside the compiled chunk
+    ckpt_every     parameter snapshot (and resumable train state) every this many steps
+    seed           model seed of a solo run; `seeds` (e.g. (0, 1, 2)) trains an ensemble as one program
+    freeze_biases  keep biases at their initial value (zero), as the TransformerLens grokking demo does
+    logsoftmax_f64 take the final log-softmax in float64 (needs jax x64 for the run; avoids the
+                   loss spikes float32 shows once the loss is ~1e-7)
+    """
+
+    steps: int = 10_000
+    lr: float = 1e-3
+    weight_decay: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    warmup_steps: int = 10
+    batch_size: int | None = None
+    eval_every: int = 100
+    ckpt_every: int = 100
+    seed: int = 0
+    seeds: tuple[int, ...] | None = None
+    freeze_biases: bool = False
+    logsoftmax_f64: bool = False
+
+    def __post_init__(self):
+        check(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
+        check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)")
+        check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        check(self.batch_size is None or self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        check(self.eval_every >= 1, f"train.eval_every must be >= 1, got {self.eval_every}")
+        check(self.ckpt_every >= 1, f"train.ckpt_every must be >= 1, got {self.ckpt_every}")
+        check(
+            self.ckpt_every % self.eval_every == 0,
+            f"train.ckpt_every={self.ckpt_every} must be a multiple of train.eval_every={self.eval_every}",
+        )
+        check(
+            self.steps % self.ckpt_every == 0,
+            f"train.steps={self.steps} must be a multiple of train.ckpt_every={self.ckpt_every}",
+        )
+        if self.seeds is not None:
+            check(len(self.seeds) >= 1, "train.seeds must name at least one seed")
+            check(len(set(self.seeds)) == len(self.seeds), f"train.seeds has duplicates: {self.seeds}")
+
+    @property
+    def ensemble(self) -> bool:
+        return self.seeds is not None
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        return self.seeds if self.seeds is not None else (self.seed,)

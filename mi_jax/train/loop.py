@@ -1,0 +1,215 @@
+"""The jitted training loop: chunks of steps inside `lax.scan`, ensembles as one vmapped program.
+
+A *task* supplies pure functions (see `mi_jax.tasks`):
+    init_params(key) -> params
+    batch(key, step) -> batch             (jittable; the data order is a function of (seed, step))
+    loss(params, batch) -> scalar
+    evaluate(params) -> {name: scalar}    (train/test loss and accuracy, ...)
+    frozen(path) -> bool                  (parameters the optimiser leaves alone)
+
+One compiled *chunk* runs `ckpt_every` steps with an evaluation every `eval_every` steps.
+Between chunks (Python, outside jit): a parameter snapshot, the resumable state, metrics
+rows, logging. A run with `seeds=(0, 1, ...)` vmaps the chunk over a leading [seed] axis;
+member k equals the solo run with seed k up to float reassociation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mi_jax.train import store
+from mi_jax.train.config import TrainConfig
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run dir keeps the last good checkpoint."""
+
+
+def make_optimizer(tc: TrainConfig, params, frozen: Callable[[tuple], bool]) -> optax.GradientTransformation:
+    """AdamW with linear warm-up; parameters for which `frozen(path)` holds are never updated."""
+    schedule = optax.linear_schedule(0.0, tc.lr, tc.warmup_steps) if tc.warmup_steps else tc.lr
+    adamw = optax.adamw(schedule, b1=tc.beta1, b2=tc.beta2, weight_decay=tc.weight_decay)
+    labels = jax.tree_util.tree_map_with_path(lambda p, _: "frozen" if frozen(p) else "train", params)
+    if "frozen" not in jax.tree.leaves(labels):
+        return adamw
+    return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels)
+
+
+def train_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(init key, data key) of a seed."""
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    return init_key, data_key
+
+
+class Trainer:
+    """Compiled training of one task: `init_state`, `run_chunk` and `evaluate` (all jitted)."""
+
+    def __init__(self, task, tc: TrainConfig):
+        self.task, self.tc = task, tc
+        self.seeds = tc.seed_list
+        template = jax.eval_shape(task.init_params, jax.random.key(0))
+        self.tx = make_optimizer(tc, template, task.frozen)
+        steps_per_eval, evals_per_chunk = tc.eval_every, tc.ckpt_every // tc.eval_every
+
+        def init_one(seed_key):
+            init_key, _ = jax.random.split(seed_key)
+            params = jax.tree.map(lambda x: x.astype(jnp.float32), task.init_params(init_key))
+            return {"params": params, "opt_state": self.tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+        def chunk_one(state, seed_key):
+            _, data_key = jax.random.split(seed_key)
+
+            def one_step(state, _):
+                batch = task.batch(data_key, state["step"])
+                loss, grads = jax.value_and_grad(task.loss)(state["params"], batch)
+                updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+                params = optax.apply_updates(state["params"], updates)
+                return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
+
+            def one_eval(state, _):
+                state, losses = jax.lax.scan(one_step, state, length=steps_per_eval)
+                metrics = dict(task.evaluate(state["params"]))
+                metrics["step_loss"] = losses.astype(jnp.float32).mean()
+                metrics["step_loss_finite"] = jnp.isfinite(losses).all()
+                return state, metrics
+
+            return jax.lax.scan(one_eval, state, length=evals_per_chunk)
+
+        keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in self.seeds])
+        self._seed_keys = keys if tc.ensemble else keys[0]
+        wrap = (lambda f: jax.vmap(f)) if tc.ensemble else (lambda f: f)
+        self._init = jax.jit(wrap(lambda k: init_one(jax.random.wrap_key_data(k))))
+        self._chunk = jax.jit(wrap(lambda s, k: chunk_one(s, jax.random.wrap_key_data(k))), donate_argnums=0)
+        self._evaluate = jax.jit(wrap(task.evaluate))
+
+    def init_state(self):
+        return self._init(self._seed_keys)
+
+    def run_chunk(self, state):
+        """-> (state after ckpt_every more steps, metrics {name: [evals_per_chunk, (seed)]})."""
+        state, metrics = self._chunk(state, self._seed_keys)
+        if self.tc.ensemble:  # vmap puts [seed] first; metrics rows want [eval, seed]
+            metrics = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), metrics)
+        return state, metrics
+
+    def evaluate(self, params):
+        return self._evaluate(params)
+
+
+def _rows(steps: list[int], metrics: dict[str, np.ndarray]) -> list[dict]:
+    rows = []
+    for i, step in enumerate(steps):
+        row: dict[str, Any] = {"step": int(step)}
+        for name, values in metrics.items():
+            if name == "step_loss_finite":
+                continue
+            value = np.asarray(values[i])
+            row[name] = value.tolist() if value.ndim else float(value)
+        rows.append(row)
+    return rows
+
+
+def train(
+    task,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    logger=None,
+    progress: bool = True,
+    stop_after_chunks: int | None = None,
+) -> dict:
+    """Train `task` into `run_dir` (which holds config.json already); returns final metrics.
+
+    With `resume`, continue from the newest good state in `run_dir`; the result is bit-identical
+    to an uninterrupted run on the same machine. `stop_after_chunks` ends early (for tests).
+    """
+    tc: TrainConfig = task.cfg.train
+    run_dir = Path(run_dir)
+    x64 = jax.enable_x64(True) if tc.logsoftmax_f64 else contextlib.nullcontext()
+    with x64:
+        return _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks)
+
+
+def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks):
+    trainer = Trainer(task, tc)
+    n_chunks = tc.steps // tc.ckpt_every
+    states = store.StateStore(run_dir)
+    state = trainer.init_state()
+    if resume:
+        state, meta = states.restore_latest(jax.device_get(state))
+        state = jax.device_put(state)
+        start_chunk, n_rows = int(meta["step"]) // tc.ckpt_every, int(meta["snapshots"])
+        store.truncate_metrics(run_dir, int(meta["step"]))
+        snapshots = store.SnapshotWriter(run_dir, state["params"], n_chunks + 1, resume_rows=n_rows)
+    else:
+        start_chunk = 0
+        snapshots = store.SnapshotWriter(run_dir, state["params"], n_chunks + 1)
+        first = trainer.evaluate(state["params"])
+        store.append_metrics(run_dir, _rows([0], jax.tree.map(lambda m: np.asarray(m)[None], first)))
+        snapshots.write(0, state["params"])
+        states.save(0, state, {"snapshots": snapshots.rows})
+    bar = _progress_bar(tc.steps, start_chunk * tc.ckpt_every, progress)
+    last: dict = {}
+    try:
+        for chunk in range(start_chunk, n_chunks):
+            if stop_after_chunks is not None and chunk - start_chunk >= stop_after_chunks:
+                break
+            t0 = time.perf_counter()
+            state, metrics = trainer.run_chunk(state)
+            metrics = jax.device_get(metrics)
+            step = (chunk + 1) * tc.ckpt_every
+            steps = [chunk * tc.ckpt_every + (i + 1) * tc.eval_every for i in range(tc.ckpt_every // tc.eval_every)]
+            if not np.all(metrics["step_loss_finite"]):
+                raise TrainingDiverged(
+                    f"loss became NaN/inf between steps {chunk * tc.ckpt_every} and {step}; "
+                    f"the last good checkpoint (step {snapshots.steps[-1]}) is kept in {run_dir}"
+                )
+            rows = _rows(steps, metrics)
+            snapshots.write(step, state["params"])
+            store.append_metrics(run_dir, rows)
+            states.save(step, state, {"snapshots": snapshots.rows})
+            dt = time.perf_counter() - t0
+            last = rows[-1]
+            if logger is not None:
+                logger.log(rows, steps_per_s=tc.ckpt_every / dt)
+            bar.update(tc.ckpt_every, last, tc.ckpt_every / dt)
+    finally:
+        bar.close()
+        states.close()
+    return last
+
+
+class _progress_bar:
+    """tqdm bar showing step, steps/s and the current losses (silent when disabled)."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def update(self, n: int, row: dict, steps_per_s: float):
+        if self.bar is None:
+            return
+        shown = {}
+        for key in ("train_loss", "test_loss", "test_acc", "step_loss"):
+            if key in row:
+                value = np.mean(row[key])
+                shown[key] = f"{value:.3g}" if math.isfinite(value) else str(value)
+        shown["steps/s"] = f"{steps_per_s:.0f}"
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.update(n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,260 @@
+"""The run directory: config, metrics, the parameter-snapshot series and the resumable state.
+
+    RUN_DIR/config.json        the experiment config (kind + fields)
+    RUN_DIR/metrics.jsonl      one JSON row per evaluation: {"step": s, "train_loss": x or [x per seed], ...}
+    RUN_DIR/snapshots/         the parameter series, one .npy per parameter with a leading
+                               [time] axis ([time, seed, ...] for ensembles), written in place as
+                               training goes, and index.json: {"steps": [...], "crc32": [...]}
+    RUN_DIR/state/             orbax-checkpoint CheckpointManager: the latest full train state
+                               (params, optimizer state, step), the last two kept for fallback
+
+Loading the whole series is one memory-map per parameter, not one file per checkpoint.
+Each snapshot row carries a CRC32, so a truncated or overwritten row is found and named.
+I/O only: nothing here is traced by jax.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import zlib
+from pathlib import Path
+
+import jax
+import numpy as np
+
+SNAPSHOTS, STATE, METRICS, CONFIG = "snapshots", "state", "metrics.jsonl", "config.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated or corrupt (the message names it)."""
+
+
+def leaf_name(path: tuple) -> str:
+    """`("blocks", 0, "attn", "W_Q")` -> `"blocks.0.attn.W_Q"`."""
+    return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def flatten(tree) -> dict[str, np.ndarray]:
+    return {leaf_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def unflatten(flat: dict[str, np.ndarray]) -> dict:
+    """Inverse of `flatten` for nested dicts (integer keys come back as ints)."""
+    out: dict = {}
+    for name, value in flat.items():
+        node = out
+        *parents, last = [int(p) if p.isdigit() else p for p in name.split(".")]
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _row_crc(arrays: list[np.ndarray], row: int) -> int:
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(a[row]).view(np.uint8), crc)
+    return crc
+
+
+class SnapshotWriter:
+    """Appends parameter snapshots to preallocated [capacity, ...] arrays on disk."""
+
+    def __init__(self, run_dir: Path, template: dict, capacity: int, resume_rows: int | None = None):
+        self.dir = Path(run_dir) / SNAPSHOTS
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.names = list(flatten(template))
+        self.arrays = {}
+        for name, leaf in flatten(template).items():
+            path = self.dir / f"{name}.npy"
+            shape = (capacity, *np.shape(leaf))
+            if resume_rows is not None and path.exists():
+                arr = np.load(path, mmap_mode="r+")
+                if arr.shape != shape:
+                    raise CheckpointError(f"{path} has shape {arr.shape}, expected {shape}")
+            else:
+                arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.asarray(leaf).dtype, shape=shape)
+            self.arrays[name] = arr
+        index = read_index(self.dir) if resume_rows is not None else {"steps": [], "crc32": []}
+        rows = resume_rows or 0
+        self.steps, self.crcs = index["steps"][:rows], index["crc32"][:rows]
+        if len(self.steps) != rows:
+            raise CheckpointError(f"{self.dir / 'index.json'} lists {len(self.steps)} snapshots, state expects {rows}")
+
+    @property
+    def rows(self) -> int:
+        return len(self.steps)
+
+    def write(self, step: int, params) -> None:
+        row = self.rows
+        flat = flatten(params)
+        for name in self.names:
+            self.arrays[name][row] = np.asarray(flat[name])
+        for arr in self.arrays.values():
+            arr.flush()
+        self.steps.append(int(step))
+        self.crcs.append(_row_crc([self.arrays[n] for n in self.names], row))
+        _atomic_write(self.dir / "index.json", json.dumps({"steps": self.steps, "crc32": self.crcs}))
+
+
+def read_index(snap_dir: Path) -> dict:
+    path = Path(snap_dir) / "index.json"
+    if not path.exists():
+        raise CheckpointError(f"no checkpoints in {path.parent.parent} (missing {path})")
+    try:
+        index = json.loads(path.read_text())
+        assert len(index["steps"]) == len(index["crc32"])
+    except Exception as e:  # noqa: BLE001 - any malformed index is the same error to the user
+        raise CheckpointError(f"corrupt snapshot index {path}: {e}") from None
+    return index
+
+
+def load_snapshots(run_dir: Path, on_corrupt: str = "warn") -> tuple[np.ndarray, dict]:
+    """-> (steps [time], params {name: [time, ...] array}) with corrupt rows named and dropped.
+
+    `on_corrupt`: "warn" skips a corrupt snapshot with a warning naming it, "raise" stops.
+    """
+    snap_dir = Path(run_dir) / SNAPSHOTS
+    index = read_index(snap_dir)
+    n = len(index["steps"])
+    if n == 0:
+        raise CheckpointError(f"no checkpoints in {run_dir} (the snapshot index is empty)")
+    arrays = {}
+    for path in sorted(snap_dir.glob("*.npy")):
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except Exception as e:  # noqa: BLE001 - truncated headers and short files land here
+            raise CheckpointError(f"corrupt or truncated checkpoint file {path}: {e}") from None
+        if arr.shape[0] < n:
+            raise CheckpointError(f"checkpoint file {path} holds {arr.shape[0]} rows, index lists {n}")
+        arrays[path.stem] = arr
+    if not arrays:
+        raise CheckpointError(f"no checkpoints in {run_dir} (no parameter files in {snap_dir})")
+    names = sorted(arrays)
+    good = []
+    for row, (step, crc) in enumerate(zip(index["steps"], index["crc32"])):
+        if _row_crc([arrays[k] for k in names], row) == crc:
+            good.append(row)
+            continue
+        message = f"checkpoint at step {step} (row {row} of {snap_dir}) is corrupt: checksum mismatch"
+        if on_corrupt == "raise":
+            raise CheckpointError(message)
+        warnings.warn(message + "; skipping it", stacklevel=2)
+    if not good:
+        raise CheckpointError(f"every checkpoint in {run_dir} is corrupt")
+    rows = np.asarray(good)
+    whole = len(good) == n
+    params = {k: np.asarray(a[:n] if whole else a[rows]) for k, a in arrays.items()}
+    return np.asarray(index["steps"])[rows], params
+
+
+# ----------------------------------------------------------------------------- resumable state
+
+
+def _state_manager(run_dir: Path, read_only: bool = False):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=not read_only, read_only=read_only)
+    return ocp.CheckpointManager((Path(run_dir) / STATE).absolute(), options=options)
+
+
+def _tree_crc(tree) -> int:
+    crc = 0
+    for leaf in jax.tree.leaves(tree):
+        crc = zlib.crc32(np.ascontiguousarray(np.asarray(leaf)).view(np.uint8), crc)
+    return crc
+
+
+class StateStore:
+    """The resumable train state, saved with orbax-checkpoint (asynchronously)."""
+
+    def __init__(self, run_dir: Path, read_only: bool = False):
+        self.manager = _state_manager(run_dir, read_only)
+        self.dir = Path(run_dir) / STATE
+
+    def save(self, step: int, state, extra: dict) -> None:
+        import orbax.checkpoint as ocp
+
+        self.manager.wait_until_finished()
+        host = jax.tree.map(lambda x: np.array(x, copy=True), state)  # no view of donated buffers
+        meta = {**extra, "step": int(step), "crc32": _tree_crc(host)}
+        self.manager.save(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(meta)),
+        )
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+    def restore_latest(self, abstract_state) -> tuple[object, dict]:
+        """Newest state whose contents check out; a corrupt one is named and the older one used."""
+        import orbax.checkpoint as ocp
+
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
+            raise CheckpointError(f"no resumable state in {self.dir}")
+        for step in steps:
+            try:
+                restored = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+                    ),
+                )
+                state, meta = restored["state"], restored["meta"]
+                if _tree_crc(state) != meta["crc32"]:
+                    raise CheckpointError("checksum mismatch")
+                return state, meta
+            except Exception as e:  # noqa: BLE001 - any failure to read means: fall back
+                warnings.warn(f"train state at step {step} in {self.dir} is corrupt ({e}); falling back", stacklevel=2)
+        raise CheckpointError(f"every train state in {self.dir} is corrupt")
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def append_metrics(run_dir: Path, rows: list[dict]) -> None:
+    with open(Path(run_dir) / METRICS, "a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+        f.flush()
+
+
+def read_metrics(run_dir: Path, upto_step: int | None = None) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by a crash ends the good part
+            if upto_step is not None and row["step"] > upto_step:
+                break
+            rows.append(row)
+    return rows
+
+
+def truncate_metrics(run_dir: Path, upto_step: int) -> None:
+    rows = read_metrics(run_dir, upto_step)
+    _atomic_write(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def metrics_arrays(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Rows -> {"step": [n], name: [n, (seed)]}."""
+    if not rows:
+        return {"step": np.zeros((0,), np.int64)}
+    keys = list(rows[0])
+    return {k: np.asarray([r[k] for r in rows]) for k in keys}
