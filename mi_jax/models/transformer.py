@@ -159,19 +159,20 @@ class HookedTransformer(nnx.Module):
         self.b_U = nnx.Param(jnp.zeros((cfg.d_vocab_out,)))
 
     def __call__(self, tokens, **kwargs):
-        params = nnx.state(self, nnx.Param).to_pure_dict()
+        params = nnx.to_pure_dict(nnx.state(self, nnx.Param))
         return apply(params, tokens, self.cfg, **kwargs)
 
 
 def init_params(cfg: TransformerConfig, key: jax.Array) -> dict:
     """Fresh parameters as a plain nested dict (pure: same key, same params; vmappable)."""
     model = HookedTransformer(cfg, rngs=nnx.Rngs(params=key))
-    return nnx.state(model, nnx.Param).to_pure_dict()
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def is_bias(path: tuple) -> bool:
     """True for bias and layer-norm offset leaves (names b_*, or `b` of a layer norm)."""
-    name = str(path[-1])
+    last = path[-1]
+    name = str(getattr(last, "key", getattr(last, "name", last)))
     return name.startswith("b_") or name == "b"
 
 

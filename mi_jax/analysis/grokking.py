@@ -1,0 +1,327 @@
+"""Progress measures for grokking modular addition (Nanda, Chan, Lieberum, Smith, Steinhardt 2023).
+
+Every measure is a pure function `(params, data) -> value` of ONE model, so
+`mi_jax.analysis.core.analyze` can run it over every checkpoint and seed in one call.
+`data` is the dict `make_data(cfg)` returns: all p² inputs (a-major, index a*p + b), the
+train/test split, Fourier tables, and `key_mask` [freq], the model's key frequencies (found
+once, from the trained model, by `key_frequencies`, then held fixed over the trajectory).
+
+Notation: p the modulus, w_k = 2πk/p, s = (a + b) mod p, L[(a,b), c] the logit of output c at
+the `=` position, F the real Fourier basis of Z_p (`fourier.basis`), K the key frequencies.
+
+    train/test loss, acc   cross-entropy and accuracy of L on the train / test pairs
+    logit directions       D_k^cos[(a,b), c] = cos(w_k(a+b-c)), D_k^sin = sin(w_k(a+b-c)),
+                           over all p² pairs and p outputs; mutually orthogonal
+    logit_freq_energy[k]   (<L,D_k^cos>²/|D_k^cos|² + <L,D_k^sin>²/|D_k^sin|²) / |L - mean_c L|²:
+                           the share of the logits (per-pair constants removed) in frequency k's
+                           a+b-c directions
+    restricted_loss        train loss of  mean_(a,b) L + Σ_{k∈K} P_k L, with P_k L the projection
+                           of L on D_k^cos, D_k^sin: only the key-frequency circuit (and the
+                           per-output mean) kept. Low once the circuit exists.
+    excluded_loss          train loss of  L - Σ_{k∈K} P_k L: the circuit removed, everything else
+                           (memorisation) kept. Rises as the model comes to rely on the circuit.
+    embed_freq_norms[k]    |(F W_E)_{cos k}|² + |(F W_E)_{sin k}|², square-rooted, W_E [a, d_model]
+    logit_map_freq_norms   the same for W_L = (W_out W_U)^T [c, d_mlp] (Fourier over c)
+    *_gini                 Gini coefficient of those norms (`gini`): 0 uniform, (n-1)/n one-hot
+    neuron_best_frac[n]    max_k of the fraction of neuron n's activation variance over the p²
+                           pairs (at `=`) in the 2D Fourier components {const, cos k, sin k}_a ⊗
+                           {const, cos k, sin k}_b (the constant-constant part removed first)
+    neuron_best_freq[n]    that k: neuron n's frequency cluster
+    weight_norm            Σ of every squared weight (all parameters)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mi_jax.analysis import fourier
+from mi_jax.config import ConfigError, check
+from mi_jax.models import transformer as tfm
+from mi_jax.tasks.modular import ModularConfig, ModularData, cross_entropy
+
+# ----------------------------------------------------------------------------- fixed data
+
+
+def make_data(cfg: ModularConfig, key_freqs=()) -> dict:
+    """The fixed inputs of every measure (a dict of arrays; `key_mask` [freq] marks `key_freqs`)."""
+    p, nf = cfg.p, fourier.n_freqs(cfg.p)
+    d = ModularData.from_config(cfg)
+    a, b = d.tokens[:, 0].astype(np.int64), d.tokens[:, 1].astype(np.int64)
+    w = 2 * np.pi * np.arange(1, nf + 1) / p  # [freq]
+    s = (a + b) % p
+    cos_s, sin_s = np.cos(np.outer(s, w)), np.sin(np.outer(s, w))  # [pair, freq]
+    cos_c, sin_c = np.cos(np.outer(np.arange(p), w)), np.sin(np.outer(np.arange(p), w))  # [c, freq]
+    # |D_k|² = Σ_pairs Σ_c cos²(w_k(s - c)) (and sin²); 0 for the sine of an even p's Nyquist frequency
+    phase = w[None, None, :] * (s[:, None, None] - np.arange(p)[None, :, None])
+    norm_cos, norm_sin = (np.cos(phase) ** 2).sum((0, 1)), (np.sin(phase) ** 2).sum((0, 1))
+    dft_phase = 2 * np.pi / p * _block_indices(p)[:, :, None] * np.arange(p)[None, None, :]  # [freq, 3, a]
+    f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+    return {
+        "tokens": d.tokens, "labels": d.labels,
+        "train_idx": d.train_idx.astype(np.int32), "test_idx": d.test_idx.astype(np.int32),
+        "F": f32(fourier.basis(p)), "freq_indicator": f32(fourier.freq_indicator(p)),
+        "cos_s": f32(cos_s), "sin_s": f32(sin_s), "cos_c": f32(cos_c), "sin_c": f32(sin_c),
+        "norm_cos": f32(norm_cos), "norm_sin": f32(norm_sin),
+        "inv_norm_cos": f32(1 / norm_cos), "inv_norm_sin": f32(np.where(norm_sin > 1e-9, 1 / np.maximum(norm_sin, 1e-9), 0)),
+        "dft_rows_re": f32(np.cos(dft_phase)), "dft_rows_im": f32(-np.sin(dft_phase)),
+        "block_weight": _block_weights(p), "v_mirror": f32(np.where(2 * np.arange(1, nf + 1) == p, 1, 2)),
+        "key_mask": key_mask(p, key_freqs),
+    }
+
+
+def key_mask(p: int, key_freqs) -> np.ndarray:
+    """[freq] float32: 1 at each key frequency k (stored at index k-1), else 0."""
+    mask = np.zeros(fourier.n_freqs(p), np.float32)
+    for k in key_freqs:
+        check(1 <= int(k) <= fourier.n_freqs(p), f"key frequency {k} is not in 1..{fourier.n_freqs(p)}")
+        mask[int(k) - 1] = 1
+    return mask
+
+
+def _block_indices(p: int) -> np.ndarray:
+    """[freq, 3] DFT indices {0, k, p-k} spanning {const, cos k, sin k}."""
+    k = np.arange(1, fourier.n_freqs(p) + 1)
+    return np.stack([np.zeros_like(k), k, (p - k) % p], axis=1).astype(np.int32)
+
+
+def _block_weights(p: int) -> np.ndarray:
+    """[freq, 3] 1, or 0 for the repeated index of an even p's Nyquist frequency (k = p - k)."""
+    idx = _block_indices(p)
+    return np.where((idx[:, 2] == idx[:, 1])[:, None], [1, 1, 0], [1, 1, 1]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- pure numerics
+
+
+def gini(x: jax.Array) -> jax.Array:
+    """Gini coefficient of non-negative x [..., n]: Σ_i (2i - n - 1) x_(i) / (n Σ x), x_(i) ascending.
+
+    0 for a uniform vector, (n-1)/n (the maximum) for a one-hot one; 0 for all zeros.
+    """
+    x = jnp.sort(x, axis=-1)
+    n = x.shape[-1]
+    i = jnp.arange(1, n + 1, dtype=x.dtype)
+    total = x.sum(-1)
+    return jnp.where(total > 0, ((2 * i - n - 1) * x).sum(-1) / (n * jnp.where(total > 0, total, 1)), 0.0)
+
+
+def logit_projection(logits: jax.Array, data: dict) -> tuple[jax.Array, jax.Array]:
+    """Coefficients of logits [pair, c] on the a+b-c directions: (α, β) [freq], L ≈ Σ α_k D_k^cos + β_k D_k^sin."""
+    Lc, Ls = logits @ data["cos_c"], logits @ data["sin_c"]  # [pair, freq]
+    alpha = (data["cos_s"] * Lc + data["sin_s"] * Ls).sum(0) * data["inv_norm_cos"]
+    beta = (data["sin_s"] * Lc - data["cos_s"] * Ls).sum(0) * data["inv_norm_sin"]
+    return alpha, beta
+
+
+def key_component(logits: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
+    """Σ_{k: mask_k=1} P_k L [pair, c]: the logits' part in the masked frequencies' a+b-c directions."""
+    alpha, beta = logit_projection(logits, data)
+    alpha, beta = alpha * mask, beta * mask
+    cos_s, sin_s = data["cos_s"], data["sin_s"]
+    # cos(w(s-c)) = cos ws cos wc + sin ws sin wc ;  sin(w(s-c)) = sin ws cos wc - cos ws sin wc
+    on_cos_c = alpha * cos_s + beta * sin_s  # [pair, freq]
+    on_sin_c = alpha * sin_s - beta * cos_s
+    return on_cos_c @ data["cos_c"].T + on_sin_c @ data["sin_c"].T
+
+
+def neuron_freq_fractions(acts: jax.Array, data: dict, p: int) -> jax.Array:
+    """Fraction of each neuron's variance in each frequency's 2D block: acts [p*p, d_mlp] -> [freq, d_mlp].
+
+    Block k = span{const, cos k, sin k}_a ⊗ {const, cos k, sin k}_b = span{e^{i(ua+vb)}: u, v ∈ {0, ±k}},
+    so its energy is Σ |X[u, v]|² / p² over those (u, v), X the 2D DFT of the centred activations
+    (Parseval on the subspace). Only the 9 entries per k are formed: an rFFT over b, then the
+    three DFT rows u ∈ {0, ±k} over a of the columns v = 0 and v = k (v = -k mirrors v = k).
+    """
+    grid = acts.reshape(p, p, -1)
+    grid = grid - grid.mean((0, 1))
+    Y = jnp.fft.rfft(grid, axis=1)  # [a, v = 0..p//2, d_mlp]
+    rows = jax.lax.complex(jnp.asarray(data["dft_rows_re"]), jnp.asarray(data["dft_rows_im"]))  # [freq, 3, a]: e^{-i u a}, u ∈ {0, k, -k}
+    X0 = jnp.einsum("kja,an->kjn", rows, Y[:, 0])  # v = 0
+    Xk = jnp.einsum("kja,akn->kjn", rows, Y[:, 1 : fourier.n_freqs(p) + 1])  # v = k
+    w = data["block_weight"][:, :, None]  # [freq, 3, 1]: drops the repeated u of an even p's Nyquist k
+    energy = (w * jnp.abs(X0) ** 2).sum(1) + data["v_mirror"][:, None] * (w * jnp.abs(Xk) ** 2).sum(1)
+    total = p * p * (grid**2).sum((0, 1))
+    return energy / jnp.where(total > 0, total, 1.0)
+
+
+def weight_norm(params: dict, data=None) -> jax.Array:
+    """Σ of every squared parameter."""
+    return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(params))
+
+
+# ----------------------------------------------------------------------------- forward pass
+
+
+def grid_forward_applies(tcfg: tfm.TransformerConfig) -> bool:
+    """`grid_forward` is exact for one-layer models with an MLP and no layer norm."""
+    return tcfg.n_layers == 1 and tcfg.d_mlp is not None and not tcfg.layer_norm and tcfg.n_ctx >= 3
+
+
+def grid_forward(params: dict, tcfg: tfm.TransformerConfig, p: int) -> tuple[jax.Array, jax.Array]:
+    """The `=`-position logits and neuron activations for all p² inputs (a, b, =) of a one-layer model.
+
+    -> logits [a*p + b, vocab_out], acts [a*p + b, d_mlp]; the same numbers as `tfm.apply`
+    (a test checks it), computed from per-token tables: the residual at position 0 depends
+    on a only, at 1 on b only, at 2 not at all, so keys, values and their images under W_O,
+    W_in and W_U are [p]-sized tables and only the attention weights and the MLP run per pair.
+    """
+    blk = params["blocks"][0]
+    att, mlp = blk["attn"], blk["mlp"]
+    pos = params["W_pos"][:3] if tcfg.positional_embedding == "learned" else jnp.zeros((3, tcfg.d_model), params["W_E"].dtype)
+    x_num = params["W_E"][:p][None] + pos[:2, None]  # [pos 0|1, token, d_model]
+    x_eq = params["W_E"][p] + pos[2]  # [d_model]
+    q = jnp.einsum("d,hde->he", x_eq, att["W_Q"]) + att["b_Q"]  # [head, d_head]
+    keys = jnp.einsum("itd,hde->ithe", x_num, att["W_K"]) + att["b_K"]  # [pos, token, head, d_head]
+    key_eq = jnp.einsum("d,hde->he", x_eq, att["W_K"]) + att["b_K"]
+    scale = 1 / float(np.sqrt(tcfg.d_head))
+    s_a, s_b = (jnp.einsum("he,the->th", q, keys[i]) * scale for i in (0, 1))  # [token, head]
+    s_eq = (q * key_eq).sum(-1) * scale  # [head]
+    scores = jnp.stack(jnp.broadcast_arrays(s_a[:, None], s_b[None, :], s_eq[None, None]), -1)
+    pattern = jax.nn.softmax(scores, axis=-1)  # [a, b, head, 3]
+    out_num = jnp.einsum("ithe,hed->ithd", jnp.einsum("itd,hde->ithe", x_num, att["W_V"]) + att["b_V"], att["W_O"])
+    out_eq = jnp.einsum("he,hed->hd", jnp.einsum("d,hde->he", x_eq, att["W_V"]) + att["b_V"], att["W_O"])
+    resid_base = x_eq + att["b_O"]  # [d_model]: the residual at `=` before the weighted values
+
+    def read(W):  # the residual at `=` after attention, read through W [d_model, n] -> [a, b, n]
+        return (
+            (resid_base @ W)
+            + jnp.einsum("abh,ahn->abn", pattern[..., 0], out_num[0] @ W)
+            + jnp.einsum("abh,bhn->abn", pattern[..., 1], out_num[1] @ W)
+            + jnp.einsum("abh,hn->abn", pattern[..., 2], out_eq @ W)
+        )
+
+    acts = tfm.ACTIVATIONS[tcfg.act_fn](read(mlp["W_in"]) + mlp["b_in"])  # [a, b, d_mlp]
+    logits = read(params["W_U"]) + acts @ (mlp["W_out"] @ params["W_U"]) + mlp["b_out"] @ params["W_U"] + params["b_U"]
+    return logits.reshape(p * p, -1), acts.reshape(p * p, -1)
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+def measures(cfg: ModularConfig, names=None) -> dict:
+    """{name: fn(params, data)} for the config's model; `names` picks some (unknown -> ConfigError)."""
+    check(type(cfg).kind == "modular", f"grokking measures need a modular-arithmetic run, got kind {type(cfg).kind!r}")
+    p, tcfg, f64 = cfg.p, cfg.transformer, cfg.train.logsoftmax_f64
+    last = tcfg.n_layers - 1
+    hook = f"blocks.{last}.mlp.hook_post"
+
+    def forward(params, data):
+        """-> logits [pair, p], neuron activations at `=` [pair, d_mlp] (or None)."""
+        if grid_forward_applies(tcfg):
+            logits, acts = grid_forward(params, tcfg, p)
+            rows = jnp.asarray(data["tokens"][:, 0] * p + data["tokens"][:, 1])
+            return logits[rows, :p], acts[rows]
+        cache = [hook] if tcfg.d_mlp else []
+        logits, acts = tfm.apply(params, jnp.asarray(data["tokens"]), tcfg, cache=cache)
+        return logits[:, -1, :p], (acts[hook][:, -1] if tcfg.d_mlp else None)
+
+    def loss_on(logits, data, split):
+        idx = data[f"{split}_idx"]
+        return cross_entropy(logits[idx], jnp.asarray(data["labels"])[idx], f64).astype(jnp.float32)
+
+    def acc_on(logits, data, split):
+        idx = data[f"{split}_idx"]
+        return (logits[idx].argmax(-1) == jnp.asarray(data["labels"])[idx]).mean(dtype=jnp.float32)
+
+    def restricted_logits(params, data):
+        logits = forward(params, data)[0]
+        return logits.mean(0, keepdims=True) + key_component(logits, data, data["key_mask"])
+
+    def excluded_logits(params, data):
+        logits = forward(params, data)[0]
+        return logits - key_component(logits, data, data["key_mask"])
+
+    def logit_freq_energy(params, data):
+        logits = forward(params, data)[0]
+        alpha, beta = logit_projection(logits, data)
+        centred = logits - logits.mean(1, keepdims=True)
+        explained = alpha**2 * data["norm_cos"] + beta**2 * data["norm_sin"]
+        return explained / jnp.sum(centred**2)
+
+    def embed_norms(params, data):
+        return fourier.freq_norms(fourier.embedding_matrix(params, p), data["F"], data["freq_indicator"])
+
+    def logit_map_norms(params, data):
+        return fourier.freq_norms(fourier.neuron_logit_map(params, p), data["F"], data["freq_indicator"])
+
+    def neuron_fracs(params, data):
+        return neuron_freq_fractions(forward(params, data)[1], data, p)
+
+    out = {
+        "train_loss": lambda P, D: loss_on(forward(P, D)[0], D, "train"),
+        "train_acc": lambda P, D: acc_on(forward(P, D)[0], D, "train"),
+        "weight_norm": weight_norm,
+        "embed_freq_norms": embed_norms,
+        "embed_gini": lambda P, D: gini(embed_norms(P, D)),
+    }
+    if cfg.op == "+":
+        out["restricted_loss"] = lambda P, D: loss_on(restricted_logits(P, D), D, "train")
+        out["excluded_loss"] = lambda P, D: loss_on(excluded_logits(P, D), D, "train")
+        out["logit_freq_energy"] = logit_freq_energy
+    if len(ModularData.from_config(cfg).test_idx):
+        out["test_loss"] = lambda P, D: loss_on(forward(P, D)[0], D, "test")
+        out["test_acc"] = lambda P, D: acc_on(forward(P, D)[0], D, "test")
+    if tcfg.d_mlp:
+        out["logit_map_freq_norms"] = logit_map_norms
+        out["logit_map_gini"] = lambda P, D: gini(logit_map_norms(P, D))
+        if cfg.op != "/":  # the 2D transform needs every (a, b) pair
+            out["neuron_best_frac"] = lambda P, D: neuron_fracs(P, D).max(0)
+            out["neuron_best_freq"] = lambda P, D: neuron_fracs(P, D).argmax(0).astype(jnp.int32) + 1
+    if names is None:
+        return out
+    unknown = [n for n in names if n not in out]
+    if unknown:
+        raise ConfigError(f"unknown measure {unknown[0]!r} for this run (known: {', '.join(sorted(out))})")
+    return {n: out[n] for n in names}
+
+
+# ----------------------------------------------------------------------------- key frequencies, phases
+
+
+def key_frequencies(logit_freq_energy: np.ndarray, max_keys: int = 12, min_share: float = 0.01) -> np.ndarray:
+    """The key frequencies of a trained model from its `logit_freq_energy` [freq] (final checkpoint).
+
+    Sort the shares e_(1) >= e_(2) >= ...; keep the top n where the ratio e_(n) / e_(n+1) is
+    largest (n <= max_keys, e_(n) >= min_share): the frequencies the logits are built from stand
+    far above the rest once the circuit has formed. Returns the frequencies k (1-based), ascending.
+    """
+    e = np.asarray(logit_freq_energy, float)
+    order = np.argsort(-e)
+    top = e[order]
+    n_max = int(min(max_keys, len(e) - 1, max(1, (top >= min_share).sum())))
+    ratios = top[:n_max] / np.maximum(top[1 : n_max + 1], 1e-12)
+    n = int(np.argmax(ratios)) + 1
+    return np.sort(order[:n] + 1)
+
+
+def phase_boundaries(steps, train_acc, test_acc, test_loss, acc_level: float = 0.99, drop: float = 0.1) -> dict:
+    """Memorisation / circuit formation / cleanup boundaries (steps) from one model's curves [time].
+
+    memorised   first step with train_acc >= acc_level (end of memorisation)
+    generalised first later step with test_acc >= acc_level (end of cleanup)
+    cleanup     first step between the peak of log test loss after `memorised` and `generalised`
+                where log test loss has fallen by `drop` of its way from the peak to its value
+                at `generalised` (the sharp fall of the test loss starts cleanup)
+    Phases: memorisation [first, memorised], circuit formation [memorised, cleanup],
+    cleanup [cleanup, generalised]. A boundary that is never reached is None.
+    """
+    steps, train_acc, test_acc = np.asarray(steps), np.asarray(train_acc), np.asarray(test_acc)
+    log_loss = np.log(np.maximum(np.asarray(test_loss, float), 1e-30))
+    out = {"memorised": None, "cleanup": None, "generalised": None}
+    hit = np.flatnonzero(train_acc >= acc_level)
+    if not len(hit):
+        return out
+    i_mem = int(hit[0])
+    out["memorised"] = int(steps[i_mem])
+    gen = np.flatnonzero(test_acc[i_mem:] >= acc_level)
+    if not len(gen):
+        return out
+    i_gen = i_mem + int(gen[0])
+    out["generalised"] = int(steps[i_gen])
+    i_peak = i_mem + int(np.argmax(log_loss[i_mem : i_gen + 1]))
+    level = log_loss[i_peak] - drop * (log_loss[i_peak] - log_loss[i_gen])
+    i_clean = i_peak + int(np.flatnonzero(log_loss[i_peak : i_gen + 1] <= level)[0])
+    out["cleanup"] = int(steps[i_clean])
+    return out

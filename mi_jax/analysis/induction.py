@@ -1,0 +1,272 @@
+"""Induction-head measures: pure functions of ONE model's params (and fixed probe data).
+
+Axes: layer, head, pos (query), key_pos. Scores are attention means on the *repeated probe*
+(`probe`: [batch, seq_len] uniform tokens whose last `span` tokens repeat the `span` before,
+Elhage et al. 2021 / Olsson et al. 2022); the second copy is queries q >= seq_len - span.
+
+    previous-token   mean attention from q to q - 1 (all q >= 1)
+    duplicate-token  mean attention from q in the second copy to q - span (its earlier copy)
+    induction        mean attention from q in the second copy to q - span + 1 (the token after
+                     the earlier copy of the current token)
+    prefix-matching  Olsson et al.'s token-based form: attention mass on every earlier key k whose
+                     *previous* token equals the query token (chance repeats count too), averaged
+                     over queries that have at least one such key
+    ICL score        loss on token `late` minus loss on token `early` (task data)
+    composition      ||M1 M2||_F / (||M1||_F ||M2||_F) between each layer-0 head's W_OV and each
+                     layer-1 head's W_QK (Q: W_OV1 W_QK2; K: W_QK2 W_OV1^T) or W_OV (V: W_OV1 W_OV2),
+                     row-vector convention (resid @ W); raw scores, no random baseline subtracted
+    OV copying       sum(Re λ) / sum(|λ|) over the eigenvalues λ of the full OV circuit
+                     W_E W_V W_O W_U [vocab, vocab] (Elhage et al.'s positive-eigenvalue criterion;
+                     +1 for a pure copying head), computed from the same non-zero eigenvalues of the
+                     [d_head, d_head] matrix W_O W_U W_E W_V
+    direct logit     each head's output on the probe's second copy, dotted with the correct next
+                     token's unembedding minus the mean unembedding (W_U[:, t] - mean_v W_U[:, v])
+
+`make_measures(cfg)` binds the static sizes and returns `{name: fn(params, data)}` for
+`mi_jax.analysis.core.analyze`; `probe_data(cfg)` gives the matching `data`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mi_jax.config import check
+from mi_jax.models import transformer as tfm
+from mi_jax.tasks import induction as task_lib
+
+HEAD_SCORES = ("previous_token", "duplicate_token", "induction", "prefix_matching")
+
+
+# ----------------------------------------------------------------------------- attention scores
+
+
+def patterns(params: dict, tokens: jax.Array, model: tfm.TransformerConfig) -> jax.Array:
+    """Attention patterns of every head: [batch, layer, head, pos, key_pos]."""
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.n_layers)]
+    _, cache = tfm.apply(params, tokens, model, cache=names)
+    return jnp.stack([cache[n] for n in names], axis=1)
+
+
+def offset_score(pattern: jax.Array, queries: np.ndarray, offset: int) -> jax.Array:
+    """Mean attention from each query q in `queries` to key q - offset. pattern [..., pos, key_pos] -> [...]."""
+    q = np.asarray(queries)
+    return pattern[..., q, q - offset].mean(-1)
+
+
+def prefix_matching_score(pattern: jax.Array, tokens: jax.Array) -> jax.Array:
+    """pattern [batch, layer, head, pos, key_pos], tokens [batch, pos] -> [layer, head].
+
+    Attention on keys k >= 1 with tokens[k - 1] == tokens[q] (k <= q), averaged over queries with a match.
+    """
+    n = tokens.shape[1]
+    previous = jnp.concatenate([jnp.full_like(tokens[:, :1], -1), tokens[:, :-1]], axis=1)  # [batch, key_pos]
+    causal = jnp.tril(jnp.ones((n, n), bool))
+    match = (previous[:, None, :] == tokens[:, :, None]) & causal  # [batch, pos, key_pos]
+    mass = (pattern * match[:, None, None]).sum(-1)  # [batch, layer, head, pos]
+    has = match.any(-1)[:, None, None]
+    return (mass * has).sum((0, -1)) / jnp.maximum(has.sum((0, -1)), 1)
+
+
+def head_scores(pattern: jax.Array, tokens: jax.Array, span: int) -> dict[str, jax.Array]:
+    """All four attention scores from patterns [batch, layer, head, pos, key_pos] -> {name: [layer, head]}."""
+    n = tokens.shape[1]
+    second = np.arange(n - span, n)
+    mean = pattern.mean(0)
+    return {
+        "previous_token": offset_score(mean, np.arange(1, n), 1),
+        "duplicate_token": offset_score(mean, second, span),
+        "induction": offset_score(mean, second, span - 1),
+        "prefix_matching": prefix_matching_score(pattern, tokens),
+    }
+
+
+def chance_scores(tokens: np.ndarray, span: int) -> dict[str, float]:
+    """The scores of uniform causal attention on these probe tokens (the 'chance' level)."""
+    n = tokens.shape[1]
+    uniform = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+    pattern = jnp.broadcast_to(jnp.asarray(uniform, jnp.float32), (tokens.shape[0], 1, 1, n, n))
+    return {k: float(v[0, 0]) for k, v in head_scores(pattern, jnp.asarray(tokens), span).items()}
+
+
+# ----------------------------------------------------------------------------- weight-based scores
+
+
+def _require_layers(params: dict, n: int, what: str) -> None:
+    have = len(params["blocks"])
+    check(have >= n, f"{what} needs a model with >= {n} layers; this one has {have}")
+
+
+def ov_matrices(params: dict, layer: int) -> jax.Array:
+    """W_V W_O of each head: [head, d_model, d_model]."""
+    a = params["blocks"][layer]["attn"]
+    return jnp.einsum("hde,hef->hdf", a["W_V"], a["W_O"])
+
+
+def qk_matrices(params: dict, layer: int) -> jax.Array:
+    """W_Q W_K^T of each head: [head, d_model, d_model] (score = x_q W_QK x_k^T)."""
+    a = params["blocks"][layer]["attn"]
+    return jnp.einsum("hde,hfe->hdf", a["W_Q"], a["W_K"])
+
+
+def composition(first: jax.Array, second: jax.Array) -> jax.Array:
+    """||A B||_F / (||A||_F ||B||_F) for every pair: first [h1, d, d], second [h2, d, d] -> [h1, h2]."""
+    product = jnp.einsum("ade,bef->abdf", first, second)
+    norm = lambda m: jnp.sqrt((m**2).sum((-2, -1)))  # noqa: E731
+    return norm(product) / (norm(first)[:, None] * norm(second)[None, :])
+
+
+def composition_scores(params: dict, data=None) -> dict[str, jax.Array]:
+    """Q-, K-, V-composition of layer-0 heads into layer-1 heads: {"q"|"k"|"v": [head0, head1]}."""
+    _require_layers(params, 2, "composition scores")
+    ov0, qk1, ov1 = ov_matrices(params, 0), qk_matrices(params, 1), ov_matrices(params, 1)
+    return {
+        "q": composition(ov0, qk1),
+        "k": composition(ov0, jnp.swapaxes(qk1, -1, -2)),  # ||W_QK2 W_OV1^T|| = ||W_OV1 W_QK2^T||
+        "v": composition(ov0, ov1),
+    }
+
+
+def ov_copying_score(params: dict, data=None) -> jax.Array:
+    """sum(Re λ) / sum(|λ|) of each head's full OV circuit W_E W_V W_O W_U: [layer, head]."""
+    rows = []
+    for layer in range(len(params["blocks"])):
+        a = params["blocks"][layer]["attn"]
+        small = jnp.einsum("hed,dv,vf,hfg->heg", a["W_O"], params["W_U"], params["W_E"], a["W_V"])
+        eig = jnp.linalg.eigvals(small)
+        rows.append(eig.real.sum(-1) / jnp.maximum(jnp.abs(eig).sum(-1), 1e-30))
+    return jnp.stack(rows)
+
+
+# ----------------------------------------------------------------------------- activation-based measures
+
+
+def direct_logit_attribution(params: dict, tokens: jax.Array, span: int, model: tfm.TransformerConfig) -> jax.Array:
+    """Each head's direct effect on the correct logit over the probe's second copy: [layer, head].
+
+    Mean over sequences and the queries q in [n - span, n - 2] (which predict token q + 1).
+    """
+    names = [f"blocks.{l}.attn.hook_z" for l in range(model.n_layers)]
+    _, cache = tfm.apply(params, tokens, model, cache=names)
+    n = tokens.shape[1]
+    q = np.arange(n - span, n - 1)
+    direction = params["W_U"] - params["W_U"].mean(-1, keepdims=True)  # [d_model, vocab]
+    target = direction.T[tokens[:, q + 1]]  # [batch, q, d_model]
+    rows = []
+    for layer, name in enumerate(names):
+        out = jnp.einsum("bqhe,hed->bqhd", cache[name][:, q], params["blocks"][layer]["attn"]["W_O"])
+        rows.append(jnp.einsum("bqhd,bqd->h", out, target) / (tokens.shape[0] * len(q)))
+    return jnp.stack(rows)
+
+
+# ----------------------------------------------------------------------------- bundle
+
+
+def probe_data(cfg: task_lib.InductionConfig, n: int = 64, seed: int = 7) -> dict[str, jax.Array]:
+    """Fixed analysis data: {"probe": repeated probe [n, seq_len], "task": task sequences [n, seq_len]}."""
+    key = jax.random.key(seed)
+    return {
+        "probe": task_lib.repeated_probe(key, n, cfg.seq_len, cfg.d_vocab, cfg.repeat_len),
+        "task": task_lib.sample(cfg, jax.random.fold_in(key, 1), n),
+    }
+
+
+def make_measures(cfg: task_lib.InductionConfig) -> dict:
+    """{name: fn(params, data)} of every measure this model supports (composition only with >= 2 layers)."""
+    model, span = cfg.transformer, cfg.repeat_len
+
+    def scores(params, data):
+        return head_scores(patterns(params, data["probe"], model), data["probe"], span)
+
+    def position_loss(params, data):
+        return task_lib.per_position_loss(params, data["task"], model)
+
+    measures = {name: functools.partial(lambda p, d, name: scores(p, d)[name], name=name) for name in HEAD_SCORES}
+    measures["position_loss"] = position_loss
+    measures["icl_score"] = lambda p, d: task_lib.icl_score(position_loss(p, d), cfg.early, cfg.late)
+    measures["ov_copying"] = ov_copying_score
+    measures["direct_logit"] = lambda p, d: direct_logit_attribution(p, d["probe"], span, model)
+    if model.n_layers >= 2:
+        for kind in ("q", "k", "v"):
+            measures[f"{kind}_composition"] = functools.partial(lambda p, d, kind: composition_scores(p)[kind], kind=kind)
+    return measures
+
+
+# ----------------------------------------------------------------------------- phase change (one seed's series)
+
+
+def smooth(values: np.ndarray, width: int = 3) -> np.ndarray:
+    """Centred moving average along time (edges use the available neighbours). values [time]."""
+    values = np.asarray(values, float)
+    kernel = np.ones(width)
+    total = np.convolve(values, kernel, mode="same")
+    count = np.convolve(np.ones_like(values), kernel, mode="same")
+    return total / count
+
+
+def fastest_change(steps: np.ndarray, values: np.ndarray, width: int = 3) -> tuple[int, float]:
+    """(step, slope): where the smoothed series changes fastest (largest |d value / d step|)."""
+    s = smooth(values, width)
+    slope = np.diff(s) / np.diff(np.asarray(steps, float))
+    i = int(np.argmax(np.abs(slope)))
+    return int((steps[i] + steps[i + 1]) // 2), float(slope[i])
+
+
+def transition_window(steps: np.ndarray, values: np.ndarray, lo: float = 0.1, hi: float = 0.9) -> tuple[int, int]:
+    """First steps at which the series has made `lo` and `hi` of its change from start to its extreme."""
+    v = smooth(values)
+    end = v.max() if v[-1] >= v[0] else v.min()
+    progress = (v - v[0]) / (end - v[0]) if end != v[0] else np.zeros_like(v)
+    first = lambda frac: int(steps[int(np.argmax(progress >= frac))])  # noqa: E731
+    return first(lo), first(hi)
+
+
+def loss_bump(steps: np.ndarray, loss: np.ndarray, drop_step: int) -> dict:
+    """The loss around its fastest fall at `drop_step`: the plateau before it and any rise (bump) in it.
+
+    plateau_start: first step after which the loss stays within 5% of its value at the drop onset;
+    bump: largest rise of the smoothed loss over its running minimum before `drop_step`.
+    """
+    s = smooth(loss)
+    before = np.asarray(steps) <= drop_step
+    head = s[before]
+    running_min = np.minimum.accumulate(head)
+    onset = head[-1]
+    near = np.abs(head - onset) <= 0.05 * abs(onset)
+    outside = np.nonzero(~near)[0]
+    start = int(steps[outside[-1] + 1]) if len(outside) and outside[-1] + 1 < len(head) else int(steps[0])
+    return {"plateau_start": start, "plateau_end": int(drop_step), "bump": float((head - running_min).max())}
+
+
+def phase_change(
+    steps: np.ndarray,
+    induction: np.ndarray,
+    icl: np.ndarray,
+    loss_steps: np.ndarray,
+    copy_loss: np.ndarray,
+    loss: np.ndarray,
+) -> dict:
+    """Phase-change summary of one seed. steps, induction (the induction head's score), icl [time];
+    loss_steps, copy_loss (loss on the probe's repeated half, which only in-context learning lowers),
+    loss (the whole test loss) [n_evals]. "coincide": the fastest changes of the induction score, the
+    ICL score and the copy loss lie within one 10%-90% induction window (at least one checkpoint
+    interval) of each other. The plateau and bump are read off the whole loss before the change."""
+    ind_step, ind_slope = fastest_change(steps, induction)
+    icl_step, icl_slope = fastest_change(steps, icl)
+    loss_step, loss_slope = fastest_change(loss_steps, copy_loss)
+    lo, hi = transition_window(steps, induction)
+    tolerance = max(hi - lo, int(np.diff(steps).max()))
+    return {
+        "induction_step": ind_step,
+        "induction_slope": ind_slope,
+        "induction_window": (lo, hi),
+        "icl_step": icl_step,
+        "icl_slope": icl_slope,
+        "loss_step": loss_step,
+        "loss_slope": loss_slope,
+        **loss_bump(loss_steps, loss, ind_step),
+        "coincide": bool(abs(ind_step - icl_step) <= tolerance and abs(ind_step - loss_step) <= tolerance),
+    }

@@ -1,0 +1,98 @@
+"""Plots of an induction run: loss and phase change, head scores over time, attention, composition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from mi_jax.plots import save
+
+LAYER_COLORS = ("Blues", "Reds", "Greens", "Purples")
+
+
+def _per_seed(values: np.ndarray, ensemble: bool) -> np.ndarray:
+    """[time, (seed,) ...] -> [seed, time, ...]."""
+    values = np.asarray(values)
+    return np.moveaxis(values, 1, 0) if ensemble else values[None]
+
+
+def loss_with_phase_change(loss_steps, loss, icl_steps, icl, phase_steps, path: Path, ensemble: bool) -> Path:
+    """Training loss and ICL score against step, one line per seed, the phase change as a dashed line."""
+    fig, (ax_loss, ax_icl) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for k, (ls, ic, step) in enumerate(zip(_per_seed(loss, ensemble), _per_seed(icl, ensemble), phase_steps)):
+        color = f"C{k}"
+        ax_loss.plot(loss_steps, ls, color=color, lw=1, label=f"seed {k}")
+        ax_icl.plot(icl_steps, ic, color=color, lw=1)
+        for ax in (ax_loss, ax_icl):
+            ax.axvline(step, color=color, ls="--", lw=0.8)
+    ax_loss.set(xlabel="step", ylabel="test loss (nats)", title="loss (dashed: induction phase change)")
+    ax_icl.set(xlabel="step", ylabel="loss(late) - loss(early)", title="in-context-learning score")
+    ax_loss.legend(fontsize=7)
+    for ax in (ax_loss, ax_icl):
+        ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def head_score_trajectories(steps, scores: dict, chance: dict, path: Path, seed_index: int = 0, ensemble=False) -> Path:
+    """One panel per score {name: [time, (seed,) layer, head]}; a line per head, coloured by layer."""
+    fig, axes = plt.subplots(1, len(scores), figsize=(3.6 * len(scores), 3.4), squeeze=False)
+    for ax, (name, values) in zip(axes[0], scores.items()):
+        v = _per_seed(values, ensemble)[seed_index]  # [time, layer, head]
+        n_layers, n_heads = v.shape[1:]
+        for layer in range(n_layers):
+            cmap = plt.get_cmap(LAYER_COLORS[layer % len(LAYER_COLORS)])
+            for head in range(n_heads):
+                ax.plot(steps, v[:, layer, head], color=cmap(0.5 + 0.5 * head / max(n_heads, 1)), lw=1.2,
+                        label=f"L{layer}H{head}")
+        if name in chance:
+            ax.axhline(chance[name], color="grey", ls=":", lw=1, label="chance")
+        ax.set(xlabel="step", title=name.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    return save(fig, path)
+
+
+def attention_before_after(patterns: dict, path: Path) -> Path:
+    """patterns {(head label, when): [pos, key_pos]} -> a grid of heatmaps (rows: heads, columns: when)."""
+    labels = list(dict.fromkeys(k[0] for k in patterns))
+    whens = list(dict.fromkeys(k[1] for k in patterns))
+    fig, axes = plt.subplots(len(labels), len(whens), figsize=(3.5 * len(whens), 3.3 * len(labels)), squeeze=False)
+    for row, label in enumerate(labels):
+        for col, when in enumerate(whens):
+            ax = axes[row][col]
+            ax.imshow(patterns[(label, when)], cmap="viridis", vmin=0, vmax=1)
+            ax.set(title=f"{label} {when}", xlabel="key position", ylabel="query position")
+    return save(fig, path)
+
+
+def k_composition_over_time(steps, k_comp: np.ndarray, path: Path, n_panels: int = 4) -> Path:
+    """k_comp [time, head0, head1] (one seed): heatmaps at a few checkpoints and every pair's line."""
+    idx = np.linspace(0, len(steps) - 1, n_panels).round().astype(int)
+    fig, axes = plt.subplots(1, n_panels + 1, figsize=(3 * (n_panels + 1), 3))
+    vmax = float(k_comp.max())
+    for ax, i in zip(axes, idx):
+        im = ax.imshow(k_comp[i], cmap="magma", vmin=0, vmax=vmax)
+        ax.set(title=f"step {steps[i]}", xlabel="layer-1 head", ylabel="layer-0 head")
+    fig.colorbar(im, ax=axes[n_panels - 1], fraction=0.046)
+    ax = axes[-1]
+    for h0 in range(k_comp.shape[1]):
+        for h1 in range(k_comp.shape[2]):
+            ax.plot(steps, k_comp[:, h0, h1], lw=1, label=f"L0H{h0}->L1H{h1}")
+    ax.set(xlabel="step", title="K-composition")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def per_position_loss(before: np.ndarray, after: np.ndarray, labels: tuple[str, str], path: Path) -> Path:
+    """Loss at each token position [pos - 1], before and after the phase change."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    tokens = np.arange(1, len(before) + 1)
+    ax.plot(tokens, before, label=labels[0])
+    ax.plot(tokens, after, label=labels[1])
+    ax.set(xlabel="token position", ylabel="loss (nats)", title="per-position loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return save(fig, path)

@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny configs that train in seconds on 2 CPU cores."""
+
+import dataclasses
+
+import pytest
+
+from mi_jax.models.transformer import TransformerConfig
+from mi_jax.tasks.modular import ModularConfig
+from mi_jax.train.config import TrainConfig
+
+
+def tiny_modular(**train_overrides) -> ModularConfig:
+    train = dataclasses.replace(
+        TrainConfig(steps=200, lr=3e-3, weight_decay=1.0, eval_every=25, ckpt_every=50, seed=0),
+        **train_overrides,
+    )
+    return ModularConfig(
+        p=13, train_frac=0.5, data_seed=1,
+        model=TransformerConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64), train=train,
+    )
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny_modular()

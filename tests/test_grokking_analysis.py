@@ -1,0 +1,269 @@
+"""The grokking progress measures (Nanda et al. 2023) on small p: Fourier tools, a hand-built
+transformer that runs the trig algorithm, and the trajectory / ensemble analysis in one call."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from mi_jax.analysis import fourier, grokking, modular_report
+from mi_jax.analysis.core import evaluate_measures
+from mi_jax.config import ConfigError
+from mi_jax.models import transformer as tfm
+from mi_jax.tasks.modular import ModularConfig
+from mi_jax.train import run, store
+from mi_jax.train.config import TrainConfig
+from mi_jax.train.trajectory import Trajectory
+
+TINY_MODEL = tfm.TransformerConfig(d_model=32, n_heads=4, d_mlp=64)
+TINY_TRAIN = TrainConfig(steps=200, lr=3e-3, weight_decay=1.0, beta2=0.98, eval_every=50, ckpt_every=50,
+                         freeze_biases=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    cfg = ModularConfig(p=13, train_frac=0.5, model=TINY_MODEL, train=TINY_TRAIN)
+    path = tmp_path_factory.mktemp("runs") / "solo"
+    run.start(cfg, path, wandb="off", progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_ensemble(tmp_path_factory):
+    cfg = ModularConfig(p=13, train_frac=0.5, model=TINY_MODEL,
+                        train=dataclasses.replace(TINY_TRAIN, seeds=(0, 1, 2)))
+    path = tmp_path_factory.mktemp("runs") / "ensemble"
+    run.start(cfg, path, wandb="off", progress=False)
+    return path
+
+
+# ----------------------------------------------------------------------------- Fourier tools
+
+
+@pytest.mark.parametrize("p", [12, 13, 17])
+def test_fourier_basis_is_orthonormal_and_labelled(p):
+    F = fourier.basis(p)
+    np.testing.assert_allclose(F @ F.T, np.eye(p), atol=1e-12)
+    freqs = fourier.freq_of_component(p)
+    assert freqs[0] == 0 and sorted(set(freqs[1:])) == list(range(1, p // 2 + 1))
+    x = np.arange(p)
+    k = 3
+    assert np.allclose(F[fourier.component_names(p).index(f"sin {k}")], np.sqrt(2 / p) * np.sin(2 * np.pi * k * x / p))
+
+
+def test_freq_norms_of_a_pure_wave_sit_at_its_frequency():
+    p, k = 17, 5
+    x = np.arange(p)
+    M = np.stack([np.cos(2 * np.pi * k * x / p + 0.3), 2 * np.sin(2 * np.pi * k * x / p)], axis=1)  # [x, 2]
+    norms = np.asarray(fourier.freq_norms(M, fourier.basis(p), fourier.freq_indicator(p)))
+    assert norms.argmax() == k - 1
+    np.testing.assert_allclose(norms[k - 1], np.linalg.norm(M), rtol=1e-6)  # all of it (no constant part)
+    assert np.delete(norms, k - 1).max() < 1e-6
+
+
+@pytest.mark.parametrize("p", [12, 13])
+def test_neuron_fractions_equal_the_real_basis_definition(p):
+    """The DFT shortcut equals Nanda et al.'s definition: energy in {const, cos k, sin k}² blocks of F A F^T."""
+    data = grokking.make_data(ModularConfig(p=p))
+    acts = np.random.default_rng(0).normal(size=(p * p, 7)).astype(np.float32)
+    got = np.asarray(grokking.neuron_freq_fractions(acts, data, p))
+    F, freqs = fourier.basis(p), fourier.freq_of_component(p)
+    grid = acts.reshape(p, p, -1) - acts.reshape(p, p, -1).mean((0, 1))
+    power = np.einsum("ia,jb,abn->ijn", F, F, grid) ** 2
+    want = np.stack([power[np.isin(freqs, [0, k])][:, np.isin(freqs, [0, k])].sum((0, 1))
+                     for k in range(1, p // 2 + 1)]) / power.sum((0, 1))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_gini_is_maximal_for_one_hot_and_zero_for_uniform():
+    n = 56
+    one_hot = np.zeros(n, np.float32)
+    one_hot[7] = 3.0
+    assert float(grokking.gini(one_hot)) == pytest.approx((n - 1) / n)
+    assert float(grokking.gini(np.full(n, 0.4, np.float32))) == pytest.approx(0.0, abs=1e-6)
+    rng = np.random.default_rng(1)
+    for _ in range(20):  # any other non-negative vector lies in between
+        g = float(grokking.gini(rng.exponential(size=n).astype(np.float32)))
+        assert 0 < g < (n - 1) / n
+
+
+# ----------------------------------------------------------------------------- the trig algorithm by hand
+
+
+def trig_transformer(p: int, keys: tuple[int, ...], phases: int = 8, amplitude: float = 6.0):
+    """A one-layer transformer whose weights implement the trig algorithm for a + b mod p.
+
+    W_E writes cos/sin(w_k a); head 0 (head 1) attends from `=` to position 0 (1) only and copies
+    them into slots X (Y); neuron (k, i, j) computes ReLU(cos(w_k a - θ_i) + cos(w_k b - φ_j)) on a
+    grid of phases θ_i, φ_j; W_out W_U reads it as cos(θ_i + φ_j - w_k c). Summed over the grid,
+    only the (1, 1) harmonic of the ReLU survives (up to aliasing at order `phases`):
+    logit(c) ∝ Σ_k cos(w_k(a + b - c)).
+    """
+    K = len(keys)
+    T, X, Y, O, P = 0, 2 * K, 4 * K, 6 * K, 8 * K
+    d_model = P + 3 + (P + 3) % 2
+    cfg = ModularConfig(p=p, model=tfm.TransformerConfig(d_model=d_model, n_heads=2, d_head=2 * K,
+                                                         d_mlp=K * phases**2))
+    tc = cfg.transformer
+    params = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), tfm.init_params(tc, jax.random.key(0)))
+    tok, c = np.arange(p), np.arange(p)
+    for j, k in enumerate(keys):
+        w = 2 * np.pi * k / p
+        params["W_E"][:p, T + 2 * j], params["W_E"][:p, T + 2 * j + 1] = np.cos(w * tok), np.sin(w * tok)
+        params["W_U"][O + 2 * j], params["W_U"][O + 2 * j + 1] = np.cos(w * c), np.sin(w * c)
+    params["W_pos"][[0, 1, 2], [P, P + 1, P + 2]] = 1
+    attn = params["blocks"][0]["attn"]
+    for h, slot in ((0, X), (1, Y)):
+        attn["W_Q"][h, P + 2, 0] = 1.0
+        attn["W_K"][h, P + h, 0] = 60.0 * np.sqrt(2 * K)  # scores 60 apart: one-hot attention
+        attn["W_V"][h, T : T + 2 * K] = np.eye(2 * K)
+        attn["W_O"][h, :, slot : slot + 2 * K] = np.eye(2 * K)
+    mlp = params["blocks"][0]["mlp"]
+    angles = 2 * np.pi * np.arange(phases) / phases
+    n = 0
+    for j in range(K):
+        for theta in angles:
+            for phi in angles:
+                mlp["W_in"][[X + 2 * j, X + 2 * j + 1, Y + 2 * j, Y + 2 * j + 1], n] = [
+                    np.cos(theta), np.sin(theta), np.cos(phi), np.sin(phi)]
+                mlp["W_out"][n, [O + 2 * j, O + 2 * j + 1]] = [np.cos(theta + phi), np.sin(theta + phi)]
+                n += 1
+    # scale so that each frequency's logit wave has the given amplitude
+    logits, _ = grokking.grid_forward(params, tc, p)
+    mlp["W_out"] *= amplitude / float(np.abs(logits).max() / K)
+    return cfg, params
+
+
+def test_hand_built_trig_transformer_relies_on_its_key_frequencies():
+    p, keys = 17, (2, 5, 7)
+    cfg, params = trig_transformer(p, keys)
+    data = grokking.make_data(cfg)
+    energy = np.asarray(grokking.measures(cfg, ["logit_freq_energy"])["logit_freq_energy"](params, data))
+    assert energy[[k - 1 for k in keys]].sum() > 0.99  # the logits are the a+b-c waves, nothing else
+    found = grokking.key_frequencies(energy)
+    assert tuple(found) == keys
+    values = {k: float(v) for k, v in evaluate_measures(grokking.measures(cfg), params,
+                                                        grokking.make_data(cfg, found)).items() if np.ndim(v) == 0}
+    assert values["train_acc"] == 1.0 and values["test_acc"] == 1.0
+    # keeping only the circuit changes the loss little; removing it leaves chance level (log p) or worse
+    assert values["restricted_loss"] == pytest.approx(values["train_loss"], rel=0.1)
+    assert values["excluded_loss"] > 0.95 * np.log(p) > 20 * values["train_loss"]
+    n_freqs = p // 2  # K equal norms among n frequencies, the rest 0: Gini = 1 - K/n
+    assert values["embed_gini"] == pytest.approx(1 - len(keys) / n_freqs, abs=1e-3)
+    assert values["logit_map_gini"] == pytest.approx(1 - len(keys) / n_freqs, abs=1e-3)
+    fracs = np.asarray(grokking.neuron_freq_fractions(grokking.grid_forward(params, cfg.transformer, p)[1], data, p))
+    assert set(fracs.argmax(0) + 1) == set(keys) and fracs.max(0).min() > 0.99
+
+
+def test_grid_forward_equals_the_transformer():
+    cfg = ModularConfig(p=13, model=TINY_MODEL)
+    params = tfm.init_params(cfg.transformer, jax.random.key(1))
+    noise = jax.random.split(jax.random.key(2), len(jax.tree.leaves(params)))
+    leaves = [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(jax.tree.leaves(params), noise)]
+    params = jax.tree.unflatten(jax.tree.structure(params), leaves)  # biases nonzero too
+    tokens = grokking.make_data(cfg)["tokens"]
+    logits, cache = tfm.apply(params, tokens, cfg.transformer, cache=["blocks.0.mlp.hook_post"])
+    grid_logits, grid_acts = grokking.grid_forward(params, cfg.transformer, cfg.p)
+    np.testing.assert_allclose(grid_logits, logits[:, -1], atol=2e-5)
+    np.testing.assert_allclose(grid_acts, cache["blocks.0.mlp.hook_post"][:, -1], atol=2e-5)
+
+
+def test_phase_boundaries_on_a_synthetic_grokking_curve():
+    steps = np.arange(0, 1000, 10)
+    train_acc = np.where(steps >= 100, 1.0, steps / 100)
+    test_loss = np.where(steps < 500, 5.0, 5.0 * np.exp(-(steps - 500) / 30.0))
+    test_acc = np.where(steps >= 700, 1.0, 0.1)
+    got = grokking.phase_boundaries(steps, train_acc, test_acc, test_loss)
+    assert got["memorised"] == 100 and got["generalised"] == 700
+    assert 500 < got["cleanup"] < 560
+    assert grokking.phase_boundaries(steps, train_acc * 0.5, test_acc, test_loss)["memorised"] is None
+
+
+# ----------------------------------------------------------------------------- whole trajectories
+
+
+def test_one_call_equals_each_checkpoint_alone(tiny_run):
+    traj = Trajectory.load(tiny_run)
+    results, keys = modular_report.progress_measures(traj)
+    assert len(traj) == 5 and set(results) == set(grokking.measures(traj.config))
+    measures = grokking.measures(traj.config)
+    data = grokking.make_data(traj.config, keys[0])
+    one = jax.jit(lambda p: evaluate_measures(measures, p, data))
+    for t in range(len(traj)):
+        alone = one(traj.at(t))
+        for name, value in alone.items():
+            np.testing.assert_allclose(results[name][t], value, rtol=2e-5, atol=2e-6, err_msg=f"{name} at t={t}")
+
+
+def test_ensemble_measures_equal_per_seed_runs(tiny_ensemble):
+    ens = Trajectory.load(tiny_ensemble)
+    results, keys = modular_report.progress_measures(ens)
+    assert results["train_loss"].shape == (len(ens), 3)
+    for i, seed in enumerate(ens.seeds):
+        solo_cfg = dataclasses.replace(ens.config, train=dataclasses.replace(ens.config.train, seeds=None, seed=seed))
+        solo = dataclasses.replace(ens, config=solo_cfg, params=jax.tree.map(lambda x: x[:, i], ens.params))
+        solo_results, solo_keys = modular_report.progress_measures(solo)
+        np.testing.assert_array_equal(solo_keys[0], keys[i])  # each seed's own key frequencies
+        for name, value in solo_results.items():
+            np.testing.assert_allclose(results[name][:, i], value, rtol=2e-5, atol=2e-6, err_msg=f"{name}, seed {seed}")
+
+
+def test_analyze_cli_path_writes_results_and_plots(tiny_run):
+    from mi_jax.analysis import report
+
+    lines = report.analyze_run(tiny_run, wandb="off", progress=False)
+    out = tiny_run / "analysis"
+    with np.load(out / "grokking.npz") as f:
+        assert f["restricted_loss"].shape == (5,) and f["steps"].tolist() == [0, 50, 100, 150, 200]
+    summary = json.loads((out / "grokking_summary.json").read_text())
+    assert summary["models"][0]["key_frequencies"]
+    for name in ("loss_phases", "restricted_excluded", "gini_weight_norm", "embed_fourier_heatmap",
+                 "embed_spectrum", "neuron_clusters"):
+        assert (out / f"grokking_{name}.png").stat().st_size > 1000, name
+    assert any("key frequencies" in line for line in lines)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_gives_one_clear_error(tiny_run, tmp_path):
+    with pytest.raises(ConfigError, match="unknown measure 'nonsense'"):
+        grokking.measures(Trajectory.load(tiny_run).config, ["train_loss", "nonsense"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / store.CONFIG).write_text((tiny_run / store.CONFIG).read_text())
+    with pytest.raises(store.CheckpointError, match="no checkpoints"):
+        Trajectory.load(empty)
+
+    @dataclasses.dataclass(frozen=True)
+    class OtherConfig:
+        kind = "tms"
+        train: TrainConfig = TrainConfig()
+
+    other = dataclasses.replace(Trajectory.load(tiny_run), config=OtherConfig())
+    with pytest.raises(ConfigError, match="not a modular-arithmetic"):
+        modular_report.progress_measures(other)
+
+
+def test_a_corrupt_checkpoint_is_named_and_skipped(tiny_run, tmp_path):
+    import shutil
+
+    from mi_jax.analysis import report
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    w_e = np.load(copy / store.SNAPSHOTS / "W_E.npy", mmap_mode="r+")
+    w_e[2] += 1.0  # the step-100 snapshot no longer matches its checksum
+    w_e.flush()
+    del w_e
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lines = report.analyze_run(copy, wandb="off", progress=False)
+    assert any("step 100" in line and "corrupt" in line for line in lines)
+    with np.load(copy / "analysis" / "grokking.npz") as f:
+        assert f["steps"].tolist() == [0, 50, 150, 200]

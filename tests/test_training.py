@@ -1,0 +1,147 @@
+"""Training: the run dir as a checkpoint series, ensembles, exact resume after kill -9, bad states."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_modular
+from mi_jax import config as config_lib
+from mi_jax.tasks.modular import ModularTask
+from mi_jax.train import loop, run, store
+from mi_jax.train.trajectory import Trajectory
+
+
+def test_run_dir_loads_as_one_stacked_trajectory(tmp_path, tiny_cfg):
+    final = run.start(tiny_cfg, tmp_path / "run", wandb="off", progress=False)
+    traj = Trajectory.load(tmp_path / "run")
+    assert list(traj.steps) == [0, 50, 100, 150, 200]
+    assert traj.params["W_E"].shape == (5, 14, 32)
+    assert traj.params["blocks"][0]["attn"]["W_Q"].shape == (5, 2, 32, 16)
+    assert traj.config == tiny_cfg
+    assert list(traj.metrics["step"]) == [0] + list(range(25, 201, 25))
+    assert traj.metrics["train_loss"][-1] == pytest.approx(final["train_loss"])
+    assert traj.metrics["train_loss"][-1] < traj.metrics["train_loss"][0]
+    # the snapshot at the end equals what the task evaluates to in the metrics
+    task = ModularTask(tiny_cfg)
+    last = jax.tree.map(np.asarray, traj.at(-1))
+    assert float(task.evaluate(last)["train_loss"]) == pytest.approx(final["train_loss"], rel=1e-5)
+
+
+def test_frozen_biases_stay_zero_and_minibatches_train(tmp_path):
+    cfg = tiny_modular(freeze_biases=True, batch_size=32, steps=100)
+    run.start(cfg, tmp_path / "run", wandb="off", progress=False)
+    traj = Trajectory.load(tmp_path / "run")
+    assert np.all(traj.params["blocks"][0]["mlp"]["b_in"] == 0)
+    assert np.all(traj.params["b_U"] == 0)
+    assert not np.allclose(traj.params["W_E"][0], traj.params["W_E"][-1])
+    assert traj.metrics["train_loss"][-1] < traj.metrics["train_loss"][0]
+
+
+def test_ensemble_member_equals_the_solo_run_with_its_seed(tmp_path):
+    ens = tiny_modular(seeds=(3, 5), steps=100)
+    run.start(ens, tmp_path / "ens", wandb="off", progress=False)
+    run.start(tiny_modular(seed=5, steps=100), tmp_path / "solo", wandb="off", progress=False)
+    e, s = Trajectory.load(tmp_path / "ens"), Trajectory.load(tmp_path / "solo")
+    assert e.params["W_E"].shape[:2] == (3, 2) and e.ensemble
+    for name in ("W_E", "W_U"):
+        np.testing.assert_allclose(e.params[name][:, 1], s.params[name], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(e.metrics["test_loss"][:, 1], s.metrics["test_loss"], rtol=1e-4)
+    assert not np.allclose(e.params["W_E"][-1, 0], e.params["W_E"][-1, 1])
+
+
+RESUME_SCRIPT = """
+import sys
+from conftest import tiny_modular
+from mi_jax.train import run
+cfg = tiny_modular(steps=1000, ckpt_every=20, eval_every=20)
+run.start(cfg, sys.argv[1], wandb="off", progress=False)
+"""
+
+
+def test_resume_after_kill_9_is_bit_identical(tmp_path):
+    cfg = tiny_modular(steps=1000, ckpt_every=20, eval_every=20)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESUME_SCRIPT, str(killed)], cwd=Path(__file__).parent,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 240
+    index = killed / "snapshots" / "index.json"
+    while time.time() < deadline and proc.poll() is None:
+        if index.exists() and len(json.loads(index.read_text() or '{"steps": []}')["steps"]) >= 8:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training finished or died before the kill: {proc.stderr.read()[-500:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(json.loads(index.read_text())["steps"])
+    assert n_before < 51, "the kill came after the end"
+
+    run.resume(killed, wandb="off", progress=False)
+    run.start(cfg, tmp_path / "straight", wandb="off", progress=False)
+    a, b = Trajectory.load(killed, on_corrupt="raise"), Trajectory.load(tmp_path / "straight")
+    assert list(a.steps) == list(b.steps) == list(range(0, 1001, 20))
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a.params)[0], jax.tree.leaves(b.params)):
+        assert np.array_equal(x, y), f"{store.leaf_name(path)} differs after resume"
+    assert np.array_equal(a.metrics["step"], b.metrics["step"])
+    assert np.array_equal(a.metrics["test_loss"], b.metrics["test_loss"])
+
+
+def test_corrupt_snapshot_is_named_and_skipped(tmp_path, tiny_cfg):
+    run.start(tiny_cfg, tmp_path / "run", wandb="off", progress=False)
+    path = tmp_path / "run" / "snapshots" / "W_U.npy"
+    arr = np.load(path, mmap_mode="r+")
+    arr[2] += 1.0  # silently overwrite the snapshot at step 100
+    arr.flush()
+    with pytest.warns(UserWarning, match="step 100"):
+        traj = Trajectory.load(tmp_path / "run")
+    assert list(traj.steps) == [0, 50, 150, 200]
+    with pytest.raises(store.CheckpointError, match="step 100"):
+        Trajectory.load(tmp_path / "run", on_corrupt="raise")
+
+
+def test_truncated_checkpoint_file_is_named(tmp_path, tiny_cfg):
+    run.start(tiny_cfg, tmp_path / "run", wandb="off", progress=False)
+    path = tmp_path / "run" / "snapshots" / "W_E.npy"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(store.CheckpointError, match="W_E.npy"):
+        Trajectory.load(tmp_path / "run")
+
+
+def test_resume_falls_back_to_the_last_good_state(tmp_path, tiny_cfg):
+    run.start(tiny_cfg, tmp_path / "run", wandb="off", progress=False)
+    state_dir = tmp_path / "run" / "state"
+    newest = max((p for p in state_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    for f in (newest / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name:
+            f.write_bytes(b"\0" * f.stat().st_size)  # zero every data file of the newest state
+    with pytest.warns(UserWarning, match=f"step {newest.name}"):
+        run.resume(tmp_path / "run", wandb="off", progress=False)
+    traj = Trajectory.load(tmp_path / "run", on_corrupt="raise")
+    assert list(traj.steps) == [0, 50, 100, 150, 200]
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = tiny_modular(lr=1e30, warmup_steps=0, weight_decay=0.0)
+    with pytest.raises(loop.TrainingDiverged, match="NaN"):
+        run.start(cfg, tmp_path / "run", wandb="off", progress=False)
+    traj = Trajectory.load(tmp_path / "run", on_corrupt="raise")
+    assert len(traj) >= 1
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(traj.params))
+
+
+def test_config_round_trips_through_json(tiny_cfg):
+    data = json.loads(config_lib.dumps(tiny_cfg))
+    assert data["kind"] == "modular"
+    assert config_lib.from_dict(type(tiny_cfg), data) == tiny_cfg
+    seeds = config_lib.override(tiny_cfg, {"train.seeds": "1,2,3", "p": "17"})
+    assert seeds.train.seeds == (1, 2, 3) and seeds.p == 17 and seeds.transformer.d_vocab == 18
