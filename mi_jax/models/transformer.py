@@ -228,17 +228,41 @@ def _project(x, W, b):
     return flat.reshape(*x.shape[:-1], n_head, d_head) + b
 
 
+def _last_query_attention(p, q, k, v):
+    """Attention of one query per sequence (the training fast path): plain products and sums
+    beat batched matmuls on CPU. q [batch, 1, head, d_head], k, v [batch, key_pos, head, d_head]."""
+    scores = (q * k).sum(-1) / math.sqrt(q.shape[-1])  # [batch, key_pos, head]
+    pattern = jax.nn.softmax(scores, axis=1)
+    z = (pattern[..., None] * v).sum(1, keepdims=True)  # [batch, 1, head, d_head]
+    return z.reshape(z.shape[0], 1, -1) @ p["W_O"].reshape(-1, p["W_O"].shape[-1]) + p["b_O"]
+
+
+def _first_layer_last_query_attention(params, tokens, cfg: TransformerConfig):
+    """The fast path's attention when it is layer 0 without layer norm.
+
+    There the residual stream is `W_E[token] + W_pos[pos]`, so queries, keys and values are rows of
+    per-(position, token) tables `(W_E + W_pos[pos]) @ W`: n_ctx * d_vocab rows to project instead of
+    batch * pos, then a gather. -> (attn_out [batch, 1, d_model], resid at the last position [batch, 1, d_model]).
+    """
+    p = params["blocks"][0]["attn"]
+    n_pos = tokens.shape[1]
+    embed = params["W_E"][None] + (params["W_pos"][:n_pos, None] if "W_pos" in params else 0.0)  # [pos, vocab, d_model]
+    embed = jnp.broadcast_to(embed, (n_pos, *params["W_E"].shape))
+    rows = jnp.arange(n_pos) * params["W_E"].shape[0] + tokens  # [batch, pos] -> row of the table
+    flat_embed = embed.reshape(-1, embed.shape[-1])
+    k = _project(flat_embed, p["W_K"], p["b_K"])[rows]  # [batch, pos, head, d_head]
+    v = _project(flat_embed, p["W_V"], p["b_V"])[rows]
+    q = _project(embed[-1], p["W_Q"], p["b_Q"])[tokens[:, -1:]]  # [batch, 1, head, d_head]
+    return _last_query_attention(p, q, k, v), embed[-1][tokens[:, -1:]]
+
+
 def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str):
     """x_q [batch, pos, d_model] queries, x_kv [batch, key_pos, d_model] keys/values."""
     q = hk(f"{name}.hook_q", _project(x_q, p["W_Q"], p["b_Q"]))
     k = hk(f"{name}.hook_k", _project(x_kv, p["W_K"], p["b_K"]))
     v = hk(f"{name}.hook_v", _project(x_kv, p["W_V"], p["b_V"]))
     if q.shape[1] == 1 and not hk.hooks and not hk.wanted and not hk.cache_all:
-        # One query (the training fast path): plain products and sums beat batched matmuls on CPU.
-        scores = (q * k).sum(-1) / math.sqrt(q.shape[-1])  # [batch, key_pos, head]
-        pattern = jax.nn.softmax(scores, axis=1)
-        z = (pattern[..., None] * v).sum(1, keepdims=True)  # [batch, 1, head, d_head]
-        return z.reshape(z.shape[0], 1, -1) @ p["W_O"].reshape(-1, p["W_O"].shape[-1]) + p["b_O"]
+        return _last_query_attention(p, q, k, v)
     scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
     if causal:
         n_q, n_k = scores.shape[-2:]
@@ -287,10 +311,13 @@ def apply(
         last = last_position_only and layer == cfg.n_layers - 1
         resid = hk(f"{name}.hook_resid_pre", resid)
         x = hk(f"{name}.ln1.hook_normalized", _layer_norm(resid, p["ln1"])) if cfg.layer_norm else resid
-        x_q = x[:, -1:] if last else x
-        if last:
-            resid = resid[:, -1:]
-        attn_out = _attention(p["attn"], x_q, x, causal=not last, hk=hk, name=f"{name}.attn")
+        if last and layer == 0 and not cfg.layer_norm and tokens.shape[0] > cfg.d_vocab:
+            attn_out, resid = _first_layer_last_query_attention(params, tokens, cfg)
+        else:
+            x_q = x[:, -1:] if last else x
+            if last:
+                resid = resid[:, -1:]
+            attn_out = _attention(p["attn"], x_q, x, causal=not last, hk=hk, name=f"{name}.attn")
         resid = resid + hk(f"{name}.hook_attn_out", attn_out)
         if cfg.d_mlp is not None:
             resid = hk(f"{name}.hook_resid_mid", resid)
