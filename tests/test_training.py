@@ -145,3 +145,16 @@ def test_config_round_trips_through_json(tiny_cfg):
     assert config_lib.from_dict(type(tiny_cfg), data) == tiny_cfg
     seeds = config_lib.override(tiny_cfg, {"train.seeds": "1,2,3", "p": "17"})
     assert seeds.train.seeds == (1, 2, 3) and seeds.p == 17 and seeds.transformer.d_vocab == 18
+
+
+@pytest.mark.slow
+def test_grokking_small_groks_on_cpu(tmp_path):
+    """The demo preset generalises: test accuracy >= 0.95 by the end (a minute or two on 2 cores)."""
+    from mi_jax import presets
+
+    final = run.start(presets.load("grokking_small"), tmp_path / "run", wandb="off", progress=False)
+    assert final["train_acc"] == 1.0
+    assert final["test_acc"] >= 0.95
+    traj = Trajectory.load(tmp_path / "run")
+    early = traj.metrics["test_acc"][traj.metrics["step"] == 500][0]
+    assert early < 0.5, "memorisation first: test accuracy is still low after 500 steps"
