@@ -12,6 +12,7 @@ import pytest
 
 from mi_jax.analysis import superposition as sp
 from mi_jax.config import ConfigError, override
+from mi_jax.models import toy
 from mi_jax.tasks.superposition import TMS_TRAIN, TMSConfig, TMSTask, sparse_features, uniform
 from mi_jax.train import loop
 
@@ -108,7 +109,7 @@ def test_signed_features_for_the_abs_model():
 def small_cfg(**kw) -> TMSConfig:
     train = dataclasses.replace(TMS_TRAIN, steps=200, eval_every=100, ckpt_every=100, batch_size=256)
     return TMSConfig(**{"n_features": 5, "n_hidden": 2, "n_probabilities": 4, "importance_decay": 0.9,
-                        "train": train, **kw})
+                        "eval_batch": 64, "train": train, **kw})
 
 
 def test_instance_of_vmapped_batch_equals_training_it_alone():
@@ -139,7 +140,8 @@ def test_instance_of_vmapped_batch_equals_training_it_alone():
 
 def test_5_2_dense_dedicates_two_dims_and_sparse_forms_a_pentagon():
     train = dataclasses.replace(TMS_TRAIN, steps=3000, eval_every=1000, ckpt_every=1000, batch_size=512)
-    cfg = TMSConfig(n_features=5, n_hidden=2, feature_probability=(1.0, 0.05), importance_decay=0.9, train=train)
+    cfg = TMSConfig(n_features=5, n_hidden=2, feature_probability=(1.0, 0.05), importance_decay=0.9,
+                    eval_batch=64, train=train)
     trainer = loop.Trainer(TMSTask(cfg), cfg.train)
     state = trainer.init_state()
     for _ in range(3):
@@ -236,3 +238,23 @@ def test_bad_and_configs():
         band.ANDConfig(n_inputs=1)
     with pytest.warns(UserWarning, match="no superposition"):
         band.ANDConfig(n_inputs=4, n_hidden=6)
+
+
+def test_abs_model_learns_absolute_value_through_its_relu_layer():
+    train = dataclasses.replace(TMS_TRAIN, steps=1000, eval_every=500, ckpt_every=500, lr=1e-2)
+    # 10 neurons for 3 features (6 would do: |x| = ReLU(x) + ReLU(-x)) so a dead neuron cannot block it
+    cfg = TMSConfig(model="abs", n_features=3, n_hidden=10, feature_probability=(0.5,), eval_batch=512, train=train)
+    task = TMSTask(cfg)
+    trainer = loop.Trainer(task, cfg.train)
+    state = trainer.init_state()
+    before = float(trainer.evaluate(state["params"])["test_loss"])
+    for _ in range(2):
+        state, _ = trainer.run_chunk(state)
+    after = float(trainer.evaluate(state["params"])["test_loss"])
+    assert after < 1e-3 * before
+    x = jnp.asarray([[-0.7, 0.0, 0.4]])
+    out = toy.apply(jax.tree.map(lambda a: a[0], state["params"]), x, "abs")
+    np.testing.assert_allclose(out, [[0.7, 0.0, 0.4]], atol=0.1)
+    measures = sp.measures(task)
+    D = measures["dimensionality"](state["params"], None)
+    assert D.shape == (1, 3)

@@ -1,0 +1,113 @@
+"""Toy models of superposition: training speed against eager PyTorch, and instance throughput.
+
+tms_train          8 instances, 5 -> 2, batch 1024, 10,000 steps, Adam lr 1e-3 (weight decay 0),
+                   feature probability 20**-linspace(0, 1, 8), importance 0.9**i. `s_total`: wall
+                   seconds of the 10,000 steps after compilation (the Trainer's compiled chunks,
+                   no checkpoint I/O); `torch_s`: /work/shared/peers/torch_tms.py (ARENA-style eager
+                   PyTorch, same model and data law) run in /tmp/peer-tl right after, same steps;
+                   `speedup` = torch_s / s_total. Peer threads: $TMS_PEER_THREADS (default 1: on a
+                   shared, oversubscribed CPU torch's 2-thread pool spins and runs 10-20x slower).
+tms_phase_diagram  the n=2, m=1 phase diagram, 20 x 20 = 400 instances, end to end (compile + train
+                   into a run dir + classify), and instance-steps/s at 1, 64 and 1024 instances of 5 -> 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from mi_jax.tasks.superposition import TMS_TRAIN, TMSConfig, TMSTask
+from mi_jax.train.loop import Trainer
+
+PEER = Path("/work/shared/peers")
+PEER_PY = Path("/tmp/peer-tl/bin/python")
+
+
+def _timed_steps(cfg: TMSConfig, chunks: int) -> float:
+    """Seconds for `chunks` compiled chunks after a compile-and-warm-up chunk on a throwaway state."""
+    trainer = Trainer(TMSTask(cfg), cfg.train)
+    state, _ = trainer.run_chunk(trainer.init_state())
+    jax.block_until_ready(state)
+    state = jax.block_until_ready(trainer.init_state())
+    t0 = time.perf_counter()
+    for _ in range(chunks):
+        state, metrics = trainer.run_chunk(state)
+    jax.block_until_ready((state, metrics))
+    return time.perf_counter() - t0
+
+
+def _peer(steps: int) -> dict:
+    if not PEER_PY.exists():
+        build = subprocess.run(["bash", str(PEER / "setup-peer-venvs.sh")], capture_output=True, text=True)
+        if build.returncode != 0 or not PEER_PY.exists():
+            return {"torch_error": f"could not build /tmp/peer-tl: {build.stderr.strip().splitlines()[-1:]}"}
+    threads = os.environ.get("TMS_PEER_THREADS", "1")
+    out = subprocess.run(
+        [str(PEER_PY), str(PEER / "torch_tms.py"), "--steps", str(steps), "--threads", threads],
+        capture_output=True, text=True, cwd="/tmp/peer-tl",
+    )
+    if out.returncode != 0:
+        return {"torch_error": out.stderr.strip().splitlines()[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tms_train() -> dict:
+    steps, chunk = 10_000, 1_000
+    tc = dataclasses.replace(TMS_TRAIN, steps=steps, eval_every=chunk, ckpt_every=chunk, batch_size=1024)
+    cfg = TMSConfig(n_features=5, n_hidden=2, n_probabilities=8, prob_max=1.0, prob_min=0.05,
+                    importance_decay=0.9, train=tc)
+    s_total = _timed_steps(cfg, steps // chunk)
+    row = {"s_total": round(s_total, 3), "ms_per_step": round(1e3 * s_total / steps, 4)}
+    peer = _peer(steps)
+    if "s_total" in peer:
+        row.update(torch_s=peer["s_total"], torch_threads=peer["threads"], speedup=round(peer["s_total"] / s_total, 2))
+    else:
+        row.update(peer)
+    return row
+
+
+def instance_steps_per_s(n_instances: int, steps: int = 500) -> float:
+    tc = dataclasses.replace(TMS_TRAIN, steps=steps, eval_every=steps, ckpt_every=steps, batch_size=1024)
+    cfg = TMSConfig(n_features=5, n_hidden=2, n_probabilities=n_instances, importance_decay=0.9,
+                    eval_batch=256, train=tc)
+    return n_instances * steps / _timed_steps(cfg, 1)
+
+
+def tms_phase_diagram() -> dict:
+    import importlib.util
+
+    from mi_jax.analysis.superposition import classify_two_feature
+    from mi_jax.train.run import start
+    from mi_jax.train.trajectory import Trajectory
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "tms_phase_diagram.py"
+    spec = importlib.util.spec_from_file_location("tms_phase_diagram", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.PRESET
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        start(cfg, Path(tmp) / "run", wandb="off", progress=False)
+        traj = Trajectory.load(Path(tmp) / "run")
+        phases = np.asarray(jax.vmap(classify_two_feature)(traj.params["W"][-1]))
+        wall = time.perf_counter() - t0
+    counts = np.bincount(phases, minlength=3)
+    row = {
+        "instances": cfg.n_instances, "steps": cfg.train.steps, "batch": cfg.train.batch_size,
+        "end_to_end_s": round(wall, 2),
+        "not_represented": int(counts[0]), "dedicated": int(counts[1]), "superposed": int(counts[2]),
+    }
+    for n, steps in ((1, 2000), (64, 500), (1024, 100)):
+        row[f"instance_steps_per_s_{n}"] = round(instance_steps_per_s(n, steps))
+    return row
+
+
+BENCHMARKS = {"tms_train": tms_train, "tms_phase_diagram": tms_phase_diagram}
