@@ -72,9 +72,24 @@ def cmd_train(args) -> int:
     cfg = build_config(args.preset, args.sets, args.seeds)
     run_dir = Path(args.out) if args.out else run.default_run_dir(args.preset)
     final = run.start(cfg, run_dir, overwrite=args.overwrite, wandb=args.wandb, progress=not args.quiet)
-    shown = ", ".join(f"{k} {v}" for k, v in final.items() if k != "step")
-    print(f"run dir: {run_dir}\nfinal (step {final.get('step')}): {shown}")
+    print(f"run dir: {run_dir}\nfinal (step {final.get('step')}): {_summary(final)}")
     return 0
+
+
+def _summary(row: dict) -> str:
+    """`name value` pairs; per-seed or per-instance lists shown as their mean and range."""
+    import numpy as np
+
+    parts = []
+    for name, value in row.items():
+        if name == "step":
+            continue
+        v = np.asarray(value, dtype=float)
+        if v.ndim == 0:
+            parts.append(f"{name} {float(v):.4g}")
+        else:
+            parts.append(f"{name} {v.mean():.4g} (mean of {v.size}, {v.min():.3g}..{v.max():.3g})")
+    return ", ".join(parts)
 
 
 def cmd_analyze(args) -> int:
@@ -95,7 +110,7 @@ def cmd_demo(args) -> int:
     run_dir = Path(args.out) if args.out else run.default_run_dir("grokking_small")
     print(f"[demo] training grokking_small into {run_dir} (a few minutes on 2 CPU cores)")
     final = run.start(cfg, run_dir, overwrite=True, wandb=args.wandb, progress=not args.quiet)
-    print(f"[demo] final: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k != "step"))
+    print(f"[demo] final: {_summary(final)}")
     print(f"[demo] analysing every checkpoint of {run_dir}")
     for line in report.analyze_run(run_dir, wandb=args.wandb, progress=not args.quiet):
         print(f"[demo] {line}")

@@ -37,7 +37,8 @@ def training_curves(traj, path: Path) -> Path:
     ax_loss.set(xlabel="step", ylabel="loss", title="loss")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(-0.02, 1.02))
     for ax in (ax_loss, ax_acc):
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(Path(traj.run_dir).name if traj.run_dir else "")
     return save(fig, path)
