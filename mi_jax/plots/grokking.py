@@ -33,13 +33,15 @@ def shade_phases(ax, phases: list[dict], first: int) -> None:
             labelled.add(name)
 
 
-def _lines(ax, steps, values, label, color, **kw):
-    """values [seed, time]: one faint line per seed and the mean (the only line for one seed)."""
+def _lines(ax, steps, values, label, color, log: bool = False, **kw):
+    """values [seed, time]: one faint line per seed and their mean (geometric with `log`)."""
     values = np.asarray(values, float)
     if len(values) > 1:
         for v in values:
             ax.plot(steps, v, color=color, alpha=0.25, lw=0.8)
-    ax.plot(steps, values.mean(0), color=color, label=label, **kw)
+        label += " (geometric mean)" if log else " (mean)"
+    mean = np.exp(np.log(np.maximum(values, 1e-30)).mean(0)) if log else values.mean(0)
+    ax.plot(steps, mean, color=color, label=label, **kw)
 
 
 def losses_with_phases(steps, series: dict, phases: list[dict], path: Path, title: str = "") -> Path:
@@ -47,7 +49,7 @@ def losses_with_phases(steps, series: dict, phases: list[dict], path: Path, titl
     fig, ax = plt.subplots(figsize=(7, 4))
     colors = {"train": "tab:blue", "test": "tab:red", "restricted": "tab:green", "excluded": "tab:brown"}
     for label, values in series.items():
-        _lines(ax, steps, values, f"{label} loss", colors.get(label, None))
+        _lines(ax, steps, values, f"{label} loss", colors.get(label, None), log=True)
     shade_phases(ax, phases, int(steps[0]))
     ax.set_yscale("log")
     ax.set(xlabel="step", ylabel="loss (cross-entropy)", title=title)
@@ -77,11 +79,11 @@ def freq_norm_heatmaps(steps, norms, path: Path, seeds=(None,)) -> Path:
     """Embedding Fourier norm per frequency against step, one panel per seed: norms [seed, time, freq]."""
     norms = np.asarray(norms, float)
     n = len(norms)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 1, 3.8), squeeze=False)
-    for ax, seed, nm in zip(axes[0], seeds, norms):
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 1, 3.8), squeeze=False, layout="constrained")
+    for i, (ax, seed, nm) in enumerate(zip(axes[0], seeds, norms)):
         im = ax.imshow(nm.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
                        extent=(steps[0], steps[-1], 0.5, nm.shape[1] + 0.5))
-        ax.set(xlabel="step", ylabel="frequency k", title="W_E Fourier norms" + (f" (seed {seed})" if seed is not None else ""))
+        ax.set(xlabel="step", ylabel="frequency k" if i == 0 else None, title="W_E Fourier norms" + (f" (seed {seed})" if seed is not None else ""))
         fig.colorbar(im, ax=ax, fraction=0.046)
     return save(fig, path)
 

@@ -1,0 +1,69 @@
+"""Grokking progress measures over a checkpoint series: one vmapped call against a per-checkpoint loop.
+
+`analysis_p113`: every measure of `mi_jax.analysis.grokking` (losses, accuracies, restricted and
+excluded loss, Fourier norms and Gini of W_E and W_L, neuron frequency fractions, weight norm) for
+250 checkpoints of a grokking_p113-shaped model. The params are random inits (one key per
+checkpoint): the cost of the measures does not depend on the values. `vmapped_s` is
+`analyze_params` over the stacked series (compile included); `loop_s` is the plain loop a notebook
+would write: per checkpoint, take its arrays out of the stacked series and evaluate the same
+measures op by op (no jit); `loop_jit_s` the same loop calling one jitted per-checkpoint function.
+Both loops run on the first `loop_measured` checkpoints and are scaled to all of them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+N_CHECKPOINTS = 250
+LOOP_MEASURED = 10
+
+
+def _preset():
+    path = Path(__file__).resolve().parents[1] / "experiments" / "grokking_p113.py"
+    spec = importlib.util.spec_from_file_location("grokking_p113", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PRESET
+
+
+def analysis_p113() -> dict:
+    from mi_jax.analysis import grokking
+    from mi_jax.analysis.core import analyze_params, evaluate_measures
+    from mi_jax.models import transformer as tfm
+
+    cfg = _preset()
+    keys = jax.random.split(jax.random.key(0), N_CHECKPOINTS)
+    stacked = jax.tree.map(np.asarray, jax.jit(jax.vmap(lambda k: tfm.init_params(cfg.transformer, k)))(keys))
+    measures = grokking.measures(cfg)
+    data = grokking.make_data(cfg, key_freqs=(14, 35, 41, 42, 52))
+    with jax.enable_x64(cfg.train.logsoftmax_f64):
+        t0 = time.perf_counter()
+        vmapped = analyze_params(stacked, measures, data)
+        vmapped_s = time.perf_counter() - t0
+
+        def loop(evaluate):
+            out = []
+            t0 = time.perf_counter()
+            for t in range(LOOP_MEASURED):
+                params = jax.tree.map(lambda x: np.array(x[t]), stacked)  # load one checkpoint
+                out.append(jax.tree.map(np.asarray, evaluate(params)))
+            return (time.perf_counter() - t0) * N_CHECKPOINTS / LOOP_MEASURED, out
+
+        loop_s, eager = loop(lambda p: evaluate_measures(measures, p, data))
+        loop_jit_s, _ = loop(jax.jit(lambda p: evaluate_measures(measures, p, data)))
+    agree = all(np.allclose(vmapped[k][t], eager[t][k], rtol=1e-3, atol=1e-4)
+                for t in range(LOOP_MEASURED) for k in vmapped if k != "neuron_best_freq")
+    return {
+        "n_checkpoints": N_CHECKPOINTS, "n_measures": len(measures), "params": "random init",
+        "vmapped_s": round(vmapped_s, 2), "loop_s": round(loop_s, 2), "loop_jit_s": round(loop_jit_s, 2),
+        "loop_measured": LOOP_MEASURED, "speedup": round(loop_s / vmapped_s, 2),
+        "speedup_vs_jit_loop": round(loop_jit_s / vmapped_s, 2), "results_agree": bool(agree),
+    }
+
+
+BENCHMARKS = {"analysis_p113": analysis_p113}
