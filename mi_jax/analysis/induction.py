@@ -248,18 +248,21 @@ def phase_change(
     loss_steps: np.ndarray,
     copy_loss: np.ndarray,
     loss: np.ndarray,
+    min_rise: float = 0.25,
 ) -> dict:
     """Phase-change summary of one seed. steps, induction (the induction head's score), icl [time];
     loss_steps, copy_loss (loss on the probe's repeated half, which only in-context learning lowers),
-    loss (the whole test loss) [n_evals]. "coincide": the fastest changes of the induction score, the
-    ICL score and the copy loss lie within one 10%-90% induction window (at least one checkpoint
-    interval) of each other. The plateau and bump are read off the whole loss before the change."""
+    loss (the whole test loss) [n_evals]. "coincide": the induction score rose by at least
+    `min_rise` and its fastest change, the ICL score's and the copy loss's lie within one 10%-90%
+    induction window (at least one checkpoint interval) of each other. The plateau and bump are read off the whole loss before the change."""
     ind_step, ind_slope = fastest_change(steps, induction)
     icl_step, icl_slope = fastest_change(steps, icl)
     loss_step, loss_slope = fastest_change(loss_steps, copy_loss)
     lo, hi = transition_window(steps, induction)
     tolerance = max(hi - lo, int(np.diff(steps).max()))
+    rise = float(np.max(induction) - induction[0])
     return {
+        "induction_rise": rise,
         "induction_step": ind_step,
         "induction_slope": ind_slope,
         "induction_window": (lo, hi),
@@ -268,5 +271,7 @@ def phase_change(
         "loss_step": loss_step,
         "loss_slope": loss_slope,
         **loss_bump(loss_steps, loss, ind_step),
-        "coincide": bool(abs(ind_step - icl_step) <= tolerance and abs(ind_step - loss_step) <= tolerance),
+        "coincide": bool(
+            rise >= min_rise and abs(ind_step - icl_step) <= tolerance and abs(ind_step - loss_step) <= tolerance
+        ),
     }
