@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from mi_jax.analysis import superposition as sp
+from mi_jax.analysis.tms_dynamics import find_jumps
 from mi_jax.config import ConfigError, override
 from mi_jax.models import toy
 from mi_jax.tasks.superposition import TMS_TRAIN, TMSConfig, TMSTask, sparse_features, uniform
@@ -258,3 +259,27 @@ def test_abs_model_learns_absolute_value_through_its_relu_layer():
     measures = sp.measures(task)
     D = measures["dimensionality"](state["params"], None)
     assert D.shape == (1, 3)
+
+
+# ---- jumps between geometries during training ---------------------------------------------------
+
+def test_find_jumps_locates_a_ramp_between_two_plateaus():
+    steps = np.arange(100) * 20
+    before, after = np.array([0.5, 0.5, 0.5, 0.5, 0.1]), np.full(5, 0.4)
+    ramp = np.clip((np.arange(100) - 50) / 10, 0, 1)[:, None]  # moves during checkpoints 50..60
+    D = before + ramp * (after - before) + 0.002 * np.random.default_rng(0).standard_normal((100, 5))
+    loss = np.where(np.arange(100) < 55, 8e-3, 3e-3)
+    jumps = find_jumps(steps, D, loss)
+    assert len(jumps) == 1
+    j = jumps[0]
+    assert 45 * 20 <= j.step_from <= 50 * 20 and 60 * 20 <= j.step_to <= 62 * 20
+    np.testing.assert_allclose(j.D_before, before, atol=0.02)
+    np.testing.assert_allclose(j.D_after, after, atol=0.02)
+    assert (j.loss_before, j.loss_after) == (8e-3, 3e-3)
+
+
+def test_find_jumps_ignores_slow_drift_and_noise():
+    steps = np.arange(200) * 10
+    drift = np.linspace(0.5, 0.47, 200)[:, None] * np.ones(5)  # settles slowly, never jumps
+    D = drift + 0.003 * np.random.default_rng(1).standard_normal((200, 5))
+    assert find_jumps(steps, D, np.ones(200)) == []

@@ -14,6 +14,7 @@ import numpy as np
 
 from mi_jax.analysis import superposition as sp
 from mi_jax.analysis.core import analyze, save_results
+from mi_jax.analysis.tms_dynamics import find_jumps
 from mi_jax.models import toy
 from mi_jax.plots import superposition as plots
 from mi_jax.tasks.superposition import TMSTask
@@ -70,4 +71,21 @@ def analyze_run(traj, out_dir: Path, logger=None, progress: bool = True) -> list
     path = plots.dimensionality_dynamics(traj.steps, results["dimensionality"][:, k], results["loss"][:, k],
                                          f"instance {k}: 1-S={p[k]:.3g}", out_dir / "dimensionality_dynamics.png")
     lines.append(f"wrote {path}")
+    lines += _jumps(traj.steps, results["dimensionality"], results["loss"], p, out_dir)
+    return lines
+
+
+def _jumps(steps, D, loss, p, out_dir: Path) -> list[str]:
+    """Jumps between geometries per instance (D [time, instance, feat]); plot up to 4 instances that jump."""
+    jumps = [find_jumps(steps, D[:, k], loss[:, k]) for k in range(D.shape[1])]
+    lines = [f"jumps between D_i plateaus: {sum(map(len, jumps))} in {sum(map(bool, jumps))} of {len(jumps)} instances"]
+    lines += [f"  instance {k} step {j.step_from}->{j.step_to}: D {np.round(j.D_before, 2)} -> {np.round(j.D_after, 2)}, "
+              f"loss {j.loss_before:.4g} -> {j.loss_after:.4g}" for k, js in enumerate(jumps) for j in js]
+    # the instances whose last jump comes latest (the longest metastable plateaus)
+    pick = sorted((k for k in range(len(jumps)) if jumps[k]), key=lambda k: -jumps[k][-1].step_from)[:4]
+    if pick:
+        path = plots.dimensionality_jumps(steps, D[:, pick], loss[:, pick],
+                                          [f"instance {k}: 1-S={p[k]:.3g}" for k in pick],
+                                          [jumps[k] for k in pick], out_dir / "dimensionality_jumps.png")
+        lines.append(f"wrote {path}")
     return lines

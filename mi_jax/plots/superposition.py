@@ -103,3 +103,33 @@ def and_vs_width(rows: list[dict], path: Path) -> Path:
     ax_fpr.set_yscale("symlog", linthresh=1e-4)
     ax_acc.legend(fontsize=6)
     return save(fig, path)
+
+
+def dimensionality_jumps(steps: np.ndarray, D: np.ndarray, loss: np.ndarray, titles: list[str],
+                         jumps: list[list], path: Path) -> Path:
+    """D_i over training (top) and loss (bottom, log) for a few instances, jumps shaded.
+
+    D [time, instance, feat]; loss [time, instance]; jumps[k]: the `tms_dynamics.Jump`s of instance k."""
+    n_inst = D.shape[1]
+    fig, axes = plt.subplots(2, n_inst, figsize=(2.5 * n_inst, 3.6), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1]})
+    for k in range(n_inst):
+        ax, ax_loss = axes[0, k], axes[1, k]
+        ax.plot(steps, D[:, k], lw=0.9)
+        for f in STICKY:
+            ax.axhline(f, color="gray", lw=0.4, ls="--")
+        for j in jumps[k]:
+            for a in (ax, ax_loss):
+                a.axvspan(j.step_from, j.step_to, color="tab:orange", alpha=0.25, lw=0)
+        ax.set(ylim=(-0.02, 1.02))
+        ax.set_title(titles[k], fontsize=8)
+        ax_loss.plot(steps, loss[:, k], color="k", lw=0.9)
+        ax_loss.set(yscale="log", xlabel="step")
+        ax_loss.yaxis.set_minor_formatter(plt.NullFormatter())
+        for a in (ax, ax_loss):
+            a.tick_params(which="both", labelsize=7)
+    for f in STICKY:
+        axes[0, -1].text(steps[-1] * 1.03, f, str(Fraction(f).limit_denominator(8)), fontsize=6, va="center")
+    axes[0, 0].set_ylabel("D_i")
+    axes[1, 0].set_ylabel("loss")
+    return save(fig, path)
