@@ -4,7 +4,7 @@
 excluded loss, Fourier norms and Gini of W_E and W_L, neuron frequency fractions, weight norm) for
 250 checkpoints of a grokking_p113-shaped model. The params are random inits (one key per
 checkpoint): the cost of the measures does not depend on the values. `vmapped_s` is
-`analyze_params` over the stacked series (compile included); `loop_s` is the plain loop a notebook
+`analyze_params` over the stacked series (one compiled call, compile included); `loop_s` is the plain loop a notebook
 would write: per checkpoint, take its arrays out of the stacked series and evaluate the same
 measures op by op (no jit); `loop_jit_s` the same loop calling one jitted per-checkpoint function.
 Both loops run on the first `loop_measured` checkpoints and are scaled to all of them.
@@ -21,6 +21,7 @@ import numpy as np
 
 N_CHECKPOINTS = 250
 LOOP_MEASURED = 10
+CHUNK_SIZE = 1  # lax.map over time as a compiled scan: on CPU one checkpoint's p² forward fills the cores
 
 
 def _preset():
@@ -43,7 +44,7 @@ def analysis_p113() -> dict:
     data = grokking.make_data(cfg, key_freqs=(14, 35, 41, 42, 52))
     with jax.enable_x64(cfg.train.logsoftmax_f64):
         t0 = time.perf_counter()
-        vmapped = analyze_params(stacked, measures, data)
+        vmapped = analyze_params(stacked, measures, data, chunk_size=CHUNK_SIZE)
         vmapped_s = time.perf_counter() - t0
 
         def loop(evaluate):

@@ -37,11 +37,13 @@ def find_key_frequencies(traj, data: dict) -> list[np.ndarray]:
     return [grokking.key_frequencies(e) for e in np.atleast_2d(final)]
 
 
-def progress_measures(traj, names=None, key_freqs=None, chunk_size: int = 16):
+def progress_measures(traj, names=None, key_freqs=None, chunk_size: int = 1):
     """All (or the `names`d) grokking measures for every checkpoint and seed of `traj`, one call.
 
     key_freqs: one sequence of frequencies per seed (a single run: a list of one), or None to find
-    them from the final checkpoint. -> ({name: [time, (seed,) ...]}, key_freqs).
+    them from the final checkpoint. chunk_size: checkpoints per vmapped batch of the `lax.map` over
+    time; 1 (a compiled scan) is fastest on CPU, where each checkpoint's p² forward pass already
+    fills the cores. -> ({name: [time, (seed,) ...]}, key_freqs).
     Each model's key frequencies enter its measures as data (`key_mask`), so an ensemble's seeds
     each use their own.
     """
