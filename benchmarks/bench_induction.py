@@ -35,7 +35,8 @@ def induction_2l_step(n_chunks: int = 3) -> dict:
 
 def induction_analysis(n_checkpoints: int = 200) -> dict:
     """Every induction measure on 200 checkpoints (random inits of induction_2l's model):
-    vmapped/lax.map in one jitted call vs a Python loop calling each measure (jitted) per checkpoint."""
+    vmapped/lax.map in one jitted call vs a Python loop calling each measure (jitted) per checkpoint;
+    both include the host-side OV eigenvalues (`induction.finish`)."""
     cfg = load("induction_2l")
     measures, data = ind.make_measures(cfg), ind.probe_data(cfg)
     keys = jax.random.split(jax.random.key(0), n_checkpoints)
@@ -44,7 +45,7 @@ def induction_analysis(n_checkpoints: int = 200) -> dict:
     run = jax.jit(lambda ps: jax.lax.map(lambda p: {n: f(p, data) for n, f in measures.items()}, ps, batch_size=16))
     jax.block_until_ready(run(stacked))
     t0 = time.perf_counter()
-    jax.block_until_ready(run(stacked))
+    ind.finish(jax.tree.map(np.asarray, run(stacked)))  # OV eigenvalues on the host, as `mi-jax analyze` does
     vmapped = time.perf_counter() - t0
     jitted = {name: jax.jit(lambda p, f=f: f(p, data)) for name, f in measures.items()}
     host = jax.tree.map(np.asarray, stacked)
@@ -54,7 +55,7 @@ def induction_analysis(n_checkpoints: int = 200) -> dict:
     t0 = time.perf_counter()
     for t in range(n_checkpoints):
         p = one(t)
-        jax.block_until_ready([f(p) for f in jitted.values()])
+        ind.finish({name: np.asarray(f(p)) for name, f in jitted.items()})
     loop = time.perf_counter() - t0
     return {"n_checkpoints": n_checkpoints, "n_measures": len(measures), "vmapped_s": round(vmapped, 3),
             "loop_s": round(loop, 3), "speedup": round(loop / vmapped, 2)}

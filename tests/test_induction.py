@@ -88,6 +88,8 @@ def test_hand_built_model_has_exact_previous_token_and_induction_heads():
     assert float(task_lib.icl_score(loss, 2, N - 1)) < -1.0
     assert int(jnp.argmax(dla.ravel())) == 2  # L1H0
     assert float(ov[1, 0]) == pytest.approx(1.0, abs=1e-5)
+    host_ov = ind.ov_copying_from_circuit(np.asarray(jax.jit(ind.ov_circuit)(params)))  # the trajectory path
+    np.testing.assert_allclose(host_ov, np.asarray(ov), atol=1e-5)
     assert float(comp["k"][0, 0]) > 0.1  # the induction head's keys read the previous-token head
     assert float(comp["q"][0, 0]) == pytest.approx(0.0, abs=1e-6)
     assert float(comp["v"][0, 0]) == pytest.approx(0.0, abs=1e-6)

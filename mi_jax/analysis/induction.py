@@ -23,7 +23,9 @@ Elhage et al. 2021 / Olsson et al. 2022); the second copy is queries q >= seq_le
                      token's unembedding minus the mean unembedding (W_U[:, t] - mean_v W_U[:, v])
 
 `make_measures(cfg)` binds the static sizes and returns `{name: fn(params, data)}` for
-`mi_jax.analysis.core.analyze`; `probe_data(cfg)` gives the matching `data`.
+`mi_jax.analysis.core.analyze`; `probe_data(cfg)` gives the matching `data`; `finish(results)`
+turns the "ov_circuit" results into "ov_copying" (eigenvalues on the host, see
+`ov_copying_from_circuit`).
 """
 
 from __future__ import annotations
@@ -130,15 +132,44 @@ def composition_scores(params: dict, data=None) -> dict[str, jax.Array]:
     }
 
 
-def ov_copying_score(params: dict, data=None) -> jax.Array:
-    """sum(Re λ) / sum(|λ|) of each head's full OV circuit W_E W_V W_O W_U: [layer, head]."""
+def ov_circuit(params: dict, data=None) -> jax.Array:
+    """Each head's OV circuit in head space, W_O W_U W_E W_V: [layer, head, d_head, d_head].
+
+    It has the same non-zero eigenvalues as the full [vocab, vocab] circuit W_E W_V W_O W_U.
+    """
     rows = []
     for layer in range(len(params["blocks"])):
         a = params["blocks"][layer]["attn"]
-        small = jnp.einsum("hed,dv,vf,hfg->heg", a["W_O"], params["W_U"], params["W_E"], a["W_V"])
-        eig = jnp.linalg.eigvals(small)
-        rows.append(eig.real.sum(-1) / jnp.maximum(jnp.abs(eig).sum(-1), 1e-30))
+        rows.append(jnp.einsum("hed,dv,vf,hfg->heg", a["W_O"], params["W_U"], params["W_E"], a["W_V"]))
     return jnp.stack(rows)
+
+
+def copying_score(eigenvalues):
+    """sum(Re λ) / sum(|λ|) over the last axis of eigenvalues [..., d_head] -> [...] (numpy or jax)."""
+    return eigenvalues.real.sum(-1) / (abs(eigenvalues).sum(-1) + 1e-30)
+
+
+def ov_copying_score(params: dict, data=None) -> jax.Array:
+    """OV copying score of each head of one model: [layer, head] (jittable; eigenvalues in the graph)."""
+    return copying_score(jnp.linalg.eigvals(ov_circuit(params)))
+
+
+def ov_copying_from_circuit(circuit: np.ndarray) -> np.ndarray:
+    """OV copying score from `ov_circuit` results [..., d_head, d_head] -> [...], eigenvalues by numpy.
+
+    The trajectory measures return the circuit and the eigenvalues are taken here, on the host,
+    after the compiled call: LAPACK's eigenvalue routine inside the mapped, multi-measure XLA
+    program stalled on the 2-core CPU (a call never returned), and it is cheap in numpy.
+    """
+    return copying_score(np.linalg.eigvals(np.asarray(circuit, np.float64))).astype(np.float32)
+
+
+def finish(results: dict) -> dict:
+    """Replace the "ov_circuit" trajectory measure [..., d_head, d_head] by "ov_copying" [...]."""
+    results = dict(results)
+    if "ov_circuit" in results:
+        results["ov_copying"] = ov_copying_from_circuit(results.pop("ov_circuit"))
+    return results
 
 
 # ----------------------------------------------------------------------------- activation-based measures
@@ -187,7 +218,7 @@ def make_measures(cfg: task_lib.InductionConfig) -> dict:
     measures = {name: functools.partial(lambda p, d, name: scores(p, d)[name], name=name) for name in HEAD_SCORES}
     measures["position_loss"] = position_loss
     measures["icl_score"] = lambda p, d: task_lib.icl_score(position_loss(p, d), cfg.early, cfg.late)
-    measures["ov_copying"] = ov_copying_score
+    measures["ov_circuit"] = ov_circuit  # -> "ov_copying" by `finish`, after the compiled call
     measures["direct_logit"] = lambda p, d: direct_logit_attribution(p, d["probe"], span, model)
     if model.n_layers >= 2:
         for kind in ("q", "k", "v"):

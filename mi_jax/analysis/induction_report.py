@@ -48,7 +48,7 @@ def analyze_run(traj, out_dir: Path, *, logger=None, progress: bool = True) -> l
     cfg = traj.config
     out_dir = Path(out_dir)
     data = ind.probe_data(cfg)
-    results = analyze(traj, ind.make_measures(cfg), data)
+    results = ind.finish(analyze(traj, ind.make_measures(cfg), data))
     lines = [f"wrote {save_results(traj.run_dir or out_dir.parent, 'induction', traj.steps, results)}"]
     chance = ind.chance_scores(np.asarray(data["probe"]), cfg.repeat_len)
     metrics = {k: np.asarray(v, float) for k, v in traj.metrics.items()}

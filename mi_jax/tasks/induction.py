@@ -9,9 +9,6 @@ repeated  Uniform random tokens whose last L tokens repeat an earlier span of L 
           except the L - 1 after the first token of the second A, which are certain: mean
           ~ ln(d_vocab) * (1 - E[L - 1] / (seq_len - 1)), a little more in practice (chance
           repeats of a token in a small vocabulary make the earlier occurrence ambiguous).
-          With `skip_bigram` = p > 0 the tokens outside the repeat follow a fixed skip-bigram
-          (token i = perm[token i - 2] with probability p): then a previous-token head pays on its
-          own, as in natural text, and the induction head forms sooner.
 markov    In-context bigrams: each sequence is a Markov chain over the d_vocab tokens with its
           own transition matrix, rows drawn from Dirichlet(markov_alpha). The best predictor is
           the Bayesian one (Dirichlet posterior over the current token's row, from the counts
@@ -51,7 +48,6 @@ class InductionConfig:
     repeat_len: int = 24  # longest repeated span (and the span of the fixed analysis probe)
     min_repeat_len: int = 8
     markov_alpha: float = 0.3
-    skip_bigram: float = 0.0  # repeated: P(a filler token is perm(token two back)); see `skip_bigram_tokens`
     n_eval: int = 256  # sequences in the fixed evaluation batch
     eval_seed: int = 12345
     icl_early: int | None = None  # token index; None: max(1, seq_len // 10)
@@ -86,7 +82,6 @@ class InductionConfig:
             f"min_repeat_len must be in [2, repeat_len={self.repeat_len}], got {self.min_repeat_len}",
         )
         check(self.markov_alpha > 0, f"markov_alpha must be > 0, got {self.markov_alpha}")
-        check(0 <= self.skip_bigram < 1, f"skip_bigram must be in [0, 1), got {self.skip_bigram}")
         check(self.n_eval >= 1, f"n_eval must be >= 1, got {self.n_eval}")
         check(
             1 <= self.early < self.late <= self.seq_len - 1,
@@ -119,25 +114,6 @@ def random_tokens(key: jax.Array, n: int, seq_len: int, d_vocab: int) -> jax.Arr
     return jax.random.randint(key, (n, seq_len), 0, d_vocab)
 
 
-def skip_bigram_tokens(key: jax.Array, n: int, seq_len: int, d_vocab: int, p: float, perm: jax.Array) -> jax.Array:
-    """[n, seq_len] tokens, each uniform or, with probability p, `perm[token two back]`.
-
-    A fixed (global, not in-context) skip-bigram: a layer-0 previous-token head predicts it on its
-    own, as bigram-like statistics of natural text do, which shortens the plateau before induction.
-    """
-    k_tok, k_use = jax.random.split(key)
-    fresh = jax.random.randint(k_tok, (seq_len, n), 0, d_vocab)
-    use = jax.random.bernoulli(k_use, p, (seq_len, n))
-
-    def step(carry, x):
-        two_back, one_back = carry
-        token = jnp.where(x[1], perm[two_back], x[0])
-        return (one_back, token), token
-
-    _, tokens = jax.lax.scan(step, (fresh[0], fresh[1]), (fresh[2:], use[2:]))
-    return jnp.concatenate([fresh[:2], tokens]).T
-
-
 def markov_tokens(key: jax.Array, n: int, seq_len: int, d_vocab: int, alpha: float) -> jax.Array:
     """[n, seq_len] Markov chains, each with its own transition matrix (rows ~ Dirichlet(alpha))."""
     k_mat, k_first, k_walk = jax.random.split(key, 3)
@@ -156,10 +132,7 @@ def markov_tokens(key: jax.Array, n: int, seq_len: int, d_vocab: int, alpha: flo
 def sample(cfg: InductionConfig, key: jax.Array, n: int) -> jax.Array:
     """n sequences of the config's task -> tokens [n, seq_len] int32."""
     k_tok, k_span = jax.random.split(key)
-    if cfg.task == "repeated" and cfg.skip_bigram > 0:
-        perm = jax.random.permutation(jax.random.key(cfg.eval_seed + 1), cfg.d_vocab)
-        tokens = skip_bigram_tokens(k_tok, n, cfg.seq_len, cfg.d_vocab, cfg.skip_bigram, perm)
-    elif cfg.task == "repeated":
+    if cfg.task == "repeated":
         tokens = random_tokens(k_tok, n, cfg.seq_len, cfg.d_vocab)
     else:
         tokens = markov_tokens(k_tok, n, cfg.seq_len, cfg.d_vocab, cfg.markov_alpha)
