@@ -47,11 +47,14 @@ def test_frozen_biases_stay_zero_and_minibatches_train(tmp_path):
 
 
 def test_ensemble_member_equals_the_solo_run_with_its_seed(tmp_path):
-    ens = tiny_modular(seeds=(3, 5), steps=100)
+    # One chunk of 50 steps: long enough to exercise init, data order and AdamW, short enough that
+    # float reassociation between the vmapped and the solo program is not yet amplified by Adam's
+    # normalisation of near-zero gradients (which makes later steps diverge chaotically).
+    ens = tiny_modular(seeds=(3, 5), steps=50)
     run.start(ens, tmp_path / "ens", wandb="off", progress=False)
-    run.start(tiny_modular(seed=5, steps=100), tmp_path / "solo", wandb="off", progress=False)
+    run.start(tiny_modular(seed=5, steps=50), tmp_path / "solo", wandb="off", progress=False)
     e, s = Trajectory.load(tmp_path / "ens"), Trajectory.load(tmp_path / "solo")
-    assert e.params["W_E"].shape[:2] == (3, 2) and e.ensemble
+    assert e.params["W_E"].shape[:2] == (2, 2) and e.ensemble
     for name in ("W_E", "W_U"):
         np.testing.assert_allclose(e.params[name][:, 1], s.params[name], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(e.metrics["test_loss"][:, 1], s.metrics["test_loss"], rtol=1e-4)
