@@ -91,7 +91,7 @@ def test_analyze_of_a_dir_without_checkpoints(capsys, tmp_path):
     assert_one_line_error(capsys, ["analyze", str(tmp_path), "--wandb", "off"], "not a mi_jax run dir")
 
 
-def test_train_with_overrides_and_seeds_then_analyze(capsys, tmp_path):
+def test_train_with_overrides_and_seeds(capsys, tmp_path):
     out = tmp_path / "run"
     code, stdout, err = run_cli(
         capsys, "train", "grokking_small", "--set", "p=11", "--set", "model.d_model=32", "--set", "model.d_mlp=32",
@@ -102,6 +102,4 @@ def test_train_with_overrides_and_seeds_then_analyze(capsys, tmp_path):
     traj = Trajectory.load(out)
     assert traj.config.p == 11 and traj.seeds == (0, 1)
     assert traj.params["W_E"].shape == (3, 2, 12, 32)
-    code, stdout, err = run_cli(capsys, "analyze", str(out), "--wandb", "off", "--quiet")
-    assert code == 0, err
-    assert (out / "analysis" / "training_curves.png").stat().st_size > 1000
+    # (`mi-jax analyze` on a finished run is covered by tests/test_grokking_analysis.py)
