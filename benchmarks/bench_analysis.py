@@ -12,24 +12,16 @@ Both loops run on the first `loop_measured` checkpoints and are scaled to all of
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
+from mi_jax import presets
+
 N_CHECKPOINTS = 250
 LOOP_MEASURED = 10
 CHUNK_SIZE = 1  # lax.map over time as a compiled scan: on CPU one checkpoint's p² forward fills the cores
-
-
-def _preset():
-    path = Path(__file__).resolve().parents[1] / "experiments" / "grokking_p113.py"
-    spec = importlib.util.spec_from_file_location("grokking_p113", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.PRESET
 
 
 def analysis_p113() -> dict:
@@ -37,7 +29,7 @@ def analysis_p113() -> dict:
     from mi_jax.analysis.core import analyze_params, evaluate_measures
     from mi_jax.models import transformer as tfm
 
-    cfg = _preset()
+    cfg = presets.load("grokking_p113")
     keys = jax.random.split(jax.random.key(0), N_CHECKPOINTS)
     stacked = jax.tree.map(np.asarray, jax.jit(jax.vmap(lambda k: tfm.init_params(cfg.transformer, k)))(keys))
     measures = grokking.measures(cfg)

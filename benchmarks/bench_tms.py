@@ -82,17 +82,14 @@ def instance_steps_per_s(n_instances: int, steps: int = 500) -> float:
 
 
 def tms_phase_diagram() -> dict:
-    import importlib.util
 
     from mi_jax.analysis.superposition import classify_two_feature
     from mi_jax.train.run import start
     from mi_jax.train.trajectory import Trajectory
 
-    path = Path(__file__).resolve().parent.parent / "experiments" / "tms_phase_diagram.py"
-    spec = importlib.util.spec_from_file_location("tms_phase_diagram", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.PRESET
+    from mi_jax import presets
+
+    cfg = presets.load("tms_phase_diagram")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         start(cfg, Path(tmp) / "run", wandb="off", progress=False)
