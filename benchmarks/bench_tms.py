@@ -82,12 +82,10 @@ def instance_steps_per_s(n_instances: int, steps: int = 500) -> float:
 
 
 def tms_phase_diagram() -> dict:
-
+    from mi_jax import presets
     from mi_jax.analysis.superposition import classify_two_feature
     from mi_jax.train.run import start
     from mi_jax.train.trajectory import Trajectory
-
-    from mi_jax import presets
 
     cfg = presets.load("tms_phase_diagram")
     with tempfile.TemporaryDirectory() as tmp:
