@@ -153,6 +153,7 @@ def test_hand_built_trig_transformer_relies_on_its_key_frequencies():
     assert values["train_acc"] == 1.0 and values["test_acc"] == 1.0
     # keeping only the circuit changes the loss little; removing it leaves chance level (log p) or worse
     assert values["restricted_loss"] == pytest.approx(values["train_loss"], rel=0.1)
+    assert values["restricted_loss_abc"] == pytest.approx(values["train_loss"], rel=0.1)
     assert values["excluded_loss"] > 0.95 * np.log(p) > 20 * values["train_loss"]
     n_freqs = p // 2  # K equal norms among n frequencies, the rest 0: Gini = 1 - K/n
     assert values["embed_gini"] == pytest.approx(1 - len(keys) / n_freqs, abs=1e-3)
@@ -162,6 +163,22 @@ def test_hand_built_trig_transformer_relies_on_its_key_frequencies():
     built_for = np.repeat(keys, cfg.transformer.d_mlp // len(keys))  # neurons were built in blocks per key
     np.testing.assert_array_equal(fracs.argmax(0) + 1, built_for)
     assert fracs.max(0).min() > 0.9  # the rest is ReLU harmonics (2k, 3k, ...)
+
+
+def test_restricting_to_the_key_frequencies_removes_a_harmful_one():
+    """"Ablating everything else improves the loss": neurons of frequency 3 that vote against the
+    answer raise the full loss; the restricted loss (keys 2, 5, 7) drops them and is lower, and it
+    does so for both definitions (neuron waves and logit a+b-c waves)."""
+    p, keys, harmful = 17, (2, 5, 7), 3
+    cfg, params = trig_transformer(p, (*keys, harmful))
+    per_key = cfg.transformer.d_mlp // 4
+    params["blocks"][0]["mlp"]["W_out"][3 * per_key :] *= -0.5  # the last key's neurons now vote against
+    data = grokking.make_data(cfg, keys)
+    values = {k: float(v) for k, v in jax.jit(lambda P: evaluate_measures(grokking.measures(cfg), P, data))(params).items()
+              if np.ndim(v) == 0}
+    assert values["train_loss"] > 2 * values["restricted_loss"]
+    assert values["train_loss"] > 2 * values["restricted_loss_abc"]
+    assert values["excluded_loss"] > values["train_loss"]
 
 
 def test_grid_forward_equals_the_transformer():

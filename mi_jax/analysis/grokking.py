@@ -15,11 +15,19 @@ the `=` position, F the real Fourier basis of Z_p (`fourier.basis`), K the key f
     logit_freq_energy[k]   (<L,D_k^cos>²/|D_k^cos|² + <L,D_k^sin>²/|D_k^sin|²) / |L - mean_c L|²:
                            the share of the logits (per-pair constants removed) in frequency k's
                            a+b-c directions
-    restricted_loss        train loss of  mean_(a,b) L + Σ_{k∈K} P_k L, with P_k L the projection
-                           of L on D_k^cos, D_k^sin: only the key-frequency circuit (and the
-                           per-output mean) kept. Low once the circuit exists.
-    excluded_loss          train loss of  L - Σ_{k∈K} P_k L: the circuit removed, everything else
-                           (memorisation) kept. Rises as the model comes to rely on the circuit.
+    pair waves             c_k[(a,b)] = cos(w_k(a+b)), s_k[(a,b)] = sin(w_k(a+b)) over all p² pairs,
+                           ĉ_k = c_k/|c_k|, ŝ_k = s_k/|s_k|; Π_K X = Σ_{k∈K} ĉ_k ĉ_kᵀX + ŝ_k ŝ_kᵀX projects
+                           any [pair, ...] array on the key frequencies' a+b waves
+    restricted_loss        the paper's (as in its code): keep only the key frequencies' a+b waves of
+                           the last MLP's neuron activations A [pair, d_mlp] and read them out through
+                           the neurons' direct path: R = (mean_pairs A + Π_K A) W_out W_U, then
+                           R += mean_pairs L - mean_pairs R (the input-independent logit terms kept).
+                           Train loss of R. Low once the circuit exists, before the test loss falls.
+    restricted_loss_abc    train loss of  mean_pairs L + Σ_{k∈K} P_k L, P_k L the projection of the
+                           logits on D_k^cos, D_k^sin (only the a+b-c waves themselves kept; stricter)
+    excluded_loss          the paper's: train loss of  L - Π_K L, every key frequency's a+b wave
+                           removed from the logits of every output c; the memorisation is kept.
+                           Rises as the model comes to rely on the circuit.
     embed_freq_norms[k]    |(F W_E)_{cos k}|² + |(F W_E)_{sin k}|², square-rooted, W_E [a, d_model]
     logit_map_freq_norms   the same for W_L = (W_out W_U)^T [c, d_mlp] (Fourier over c)
     *_gini                 Gini coefficient of those norms (`gini`): 0 uniform, (n-1)/n one-hot
@@ -58,7 +66,9 @@ def make_data(cfg: ModularConfig, key_freqs=()) -> dict:
     norm_cos, norm_sin = (np.cos(phase) ** 2).sum((0, 1)), (np.sin(phase) ** 2).sum((0, 1))
     dft_phase = 2 * np.pi / p * _block_indices(p)[:, :, None] * np.arange(p)[None, None, :]  # [freq, 3, a]
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+    unit = lambda wave: wave / np.maximum(np.linalg.norm(wave, axis=0), 1e-9)  # noqa: E731  [pair, freq], 0 stays 0
     return {
+        "wave_cos": f32(unit(cos_s)), "wave_sin": f32(unit(np.where(np.abs(sin_s) > 1e-12, sin_s, 0))),
         "tokens": d.tokens, "labels": d.labels,
         "train_idx": d.train_idx.astype(np.int32), "test_idx": d.test_idx.astype(np.int32),
         "F": f32(fourier.basis(p)), "freq_indicator": f32(fourier.freq_indicator(p)),
@@ -124,6 +134,12 @@ def key_component(logits: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
     on_cos_c = alpha * cos_s + beta * sin_s  # [pair, freq]
     on_sin_c = alpha * sin_s - beta * cos_s
     return on_cos_c @ data["cos_c"].T + on_sin_c @ data["sin_c"].T
+
+
+def key_wave_component(x: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
+    """Π_K x: the part of x [pair, n] on the masked frequencies' unit waves cos/sin(w_k(a+b)) over pairs."""
+    cos_w, sin_w = data["wave_cos"], data["wave_sin"]  # [pair, freq]
+    return cos_w @ (mask[:, None] * (cos_w.T @ x)) + sin_w @ (mask[:, None] * (sin_w.T @ x))
 
 
 def neuron_freq_fractions(acts: jax.Array, data: dict, p: int) -> jax.Array:
@@ -225,13 +241,19 @@ def measures(cfg: ModularConfig, names=None) -> dict:
         idx = data[f"{split}_idx"]
         return (logits[idx].argmax(-1) == jnp.asarray(data["labels"])[idx]).mean(dtype=jnp.float32)
 
-    def restricted_logits(params, data):
+    def restricted_logits(params, data):  # the paper's: through the neurons' key-frequency waves
+        logits, acts = forward(params, data)
+        kept = acts.mean(0, keepdims=True) + key_wave_component(acts, data, data["key_mask"])
+        out = kept @ fourier.neuron_logit_map(params, p).T  # [pair, c]
+        return out + (logits.mean(0) - out.mean(0))
+
+    def restricted_logits_abc(params, data):
         logits = forward(params, data)[0]
         return logits.mean(0, keepdims=True) + key_component(logits, data, data["key_mask"])
 
     def excluded_logits(params, data):
         logits = forward(params, data)[0]
-        return logits - key_component(logits, data, data["key_mask"])
+        return logits - key_wave_component(logits, data, data["key_mask"])
 
     def logit_freq_energy(params, data):
         logits = forward(params, data)[0]
@@ -257,7 +279,9 @@ def measures(cfg: ModularConfig, names=None) -> dict:
         "embed_gini": lambda P, D: gini(embed_norms(P, D)),
     }
     if cfg.op == "+":
-        out["restricted_loss"] = lambda P, D: loss_on(restricted_logits(P, D), D, "train")
+        if tcfg.d_mlp:
+            out["restricted_loss"] = lambda P, D: loss_on(restricted_logits(P, D), D, "train")
+        out["restricted_loss_abc"] = lambda P, D: loss_on(restricted_logits_abc(P, D), D, "train")
         out["excluded_loss"] = lambda P, D: loss_on(excluded_logits(P, D), D, "train")
         out["logit_freq_energy"] = logit_freq_energy
     if len(ModularData.from_config(cfg).test_idx):

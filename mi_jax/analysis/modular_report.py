@@ -37,13 +37,12 @@ def find_key_frequencies(traj, data: dict) -> list[np.ndarray]:
     return [grokking.key_frequencies(e) for e in np.atleast_2d(final)]
 
 
-def progress_measures(traj, names=None, key_freqs=None, chunk_size: int = 1):
+def progress_measures(traj, names=None, key_freqs=None, chunk_size: int | None = None):
     """All (or the `names`d) grokking measures for every checkpoint and seed of `traj`, one call.
 
     key_freqs: one sequence of frequencies per seed (a single run: a list of one), or None to find
     them from the final checkpoint. chunk_size: checkpoints per vmapped batch of the `lax.map` over
-    time; 1 (a compiled scan) is fastest on CPU, where each checkpoint's p² forward pass already
-    fills the cores. -> ({name: [time, (seed,) ...]}, key_freqs).
+    time (`core.default_chunk_size` if None). -> ({name: [time, (seed,) ...]}, key_freqs).
     Each model's key frequencies enter its measures as data (`key_mask`), so an ensemble's seeds
     each use their own.
     """
@@ -117,8 +116,10 @@ def analyze_run(traj, out_dir: Path, logger=None, progress: bool = True) -> list
         plots.freq_norm_heatmaps(steps, S["embed_freq_norms"], out_dir / "grokking_embed_fourier_heatmap.png", seeds),
         plots.final_spectra(S["embed_freq_norms"][:, -1], key_freqs, out_dir / "grokking_embed_spectrum.png", seeds),
     ]
-    if "restricted_loss" in S:
-        series = {s: S[f"{s}_loss"] for s in ("train", "test", "restricted", "excluded") if f"{s}_loss" in S}
+    if "excluded_loss" in S:
+        names = {"train": "train_loss", "test": "test_loss", "restricted": "restricted_loss",
+                 "restricted_abc": "restricted_loss_abc", "excluded": "excluded_loss"}
+        series = {label: S[name] for label, name in names.items() if name in S}
         written.append(plots.losses_with_phases(steps, series, phases, out_dir / "grokking_restricted_excluded.png",
                                                 "restricted and excluded loss (train set)"))
     if "neuron_best_freq" in S:

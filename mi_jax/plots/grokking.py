@@ -46,14 +46,16 @@ def _lines(ax, steps, values, label, color, log: bool = False, **kw):
 
 def losses_with_phases(steps, series: dict, phases: list[dict], path: Path, title: str = "") -> Path:
     """Log-scale losses against step ({label: [seed, time]}), phases shaded."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colors = {"train": "tab:blue", "test": "tab:red", "restricted": "tab:green", "excluded": "tab:brown"}
+    fig, ax = plt.subplots(figsize=(9, 4))
+    colors = {"train": "tab:blue", "test": "tab:red", "restricted": "tab:green", "restricted_abc": "tab:olive",
+              "excluded": "tab:brown"}
     for label, values in series.items():
-        _lines(ax, steps, values, f"{label} loss", colors.get(label, None), log=True)
+        name = "restricted loss (a+b-c waves only)" if label == "restricted_abc" else f"{label} loss"
+        _lines(ax, steps, values, name, colors.get(label, None), log=True, ls="--" if label == "restricted_abc" else "-")
     shade_phases(ax, phases, int(steps[0]))
     ax.set_yscale("log")
     ax.set(xlabel="step", ylabel="loss (cross-entropy)", title=title)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: the curves fill the axes
     ax.grid(alpha=0.3)
     return save(fig, path)
 
