@@ -72,7 +72,7 @@ def test_hand_built_model_has_exact_previous_token_and_induction_heads():
         return (
             ind.head_scores(ind.patterns(params, tokens, cfg), tokens, SPAN),
             task_lib.per_position_loss(params, tokens, cfg),
-            ind.direct_logit_attribution(params, tokens, SPAN, cfg),
+            ind.direct_logit_attribution(params, tokens, SPAN, ind.attention_cache(params, tokens, cfg)[1]),
             ind.ov_copying_score(params),
             ind.composition_scores(params),
         )
@@ -138,6 +138,17 @@ def test_trajectory_measures_equal_per_checkpoint_measures():
         one = one_checkpoint(p)
         for name, value in one.items():
             np.testing.assert_allclose(traj[name][i // 2, i % 2], np.asarray(value), rtol=2e-4, atol=2e-5)
+
+
+def test_measure_families_merge_their_entries_and_refuse_clashes():
+    params = {"w": jnp.arange(6.0).reshape(2, 3)}
+    measures = {"sums": lambda p, d: {"row_sum": p["w"].sum(1), "total": p["w"].sum()}, "scale": lambda p, d: d * p["w"].max()}
+    out = evaluate_measures(measures, params, 2.0)
+    assert sorted(out) == ["row_sum", "scale", "total"]
+    np.testing.assert_allclose(out["row_sum"], [3.0, 12.0])
+    assert float(out["scale"]) == 10.0
+    with pytest.raises(ConfigError, match="measure 'again' returns 'total', which another measure also returns"):
+        evaluate_measures({**measures, "again": lambda p, d: {"total": 0.0}}, params, 2.0)
 
 
 def test_batches_are_pure_in_key_and_step_and_repeat_their_span():
@@ -216,4 +227,29 @@ def test_unknown_task_name_from_a_dict_and_missing_layers():
     with pytest.raises(ConfigError, match="composition scores needs a model with >= 2 layers; this one has 1"):
         ind.composition_scores(params)
     one_layer = task_lib.InductionConfig(model=tfm.TransformerConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=None))
-    assert "k_composition" not in ind.make_measures(one_layer)
+    assert "composition" not in ind.make_measures(one_layer)
+
+
+@pytest.mark.slow
+def test_induction_2l_forms_an_induction_head_at_the_icl_phase_change(tmp_path):
+    """The preset on one seed (a few minutes on 2 cores): a layer-1 induction head rises from chance
+    to > 0.5 together with the ICL score, on top of a layer-0 previous-token head."""
+    from mi_jax import presets
+    from mi_jax.analysis import induction_report
+    from mi_jax.train import run
+    from mi_jax.train.trajectory import Trajectory
+
+    cfg = presets.load("induction_2l")
+    run.start(cfg, tmp_path / "run", wandb="off", progress=False)
+    traj = Trajectory.load(tmp_path / "run")
+    results = ind.finish(analyze_params(traj.params, ind.make_measures(cfg), ind.probe_data(cfg)))
+    metrics = {k: np.asarray(v, float) for k, v in traj.metrics.items()}
+    seed = induction_report.summarize_seed(results, traj.steps, metrics, traj.ensemble, 0)
+    chance = ind.chance_scores(np.asarray(ind.probe_data(cfg)["probe"]), cfg.repeat_len)
+    assert seed["induction_head"].startswith("L1")
+    assert seed["induction_score"]["start"] < 2 * chance["induction"] and seed["induction_score"]["final"] > 0.5
+    assert seed["previous_token_score_final"] > 4 * chance["previous_token"]
+    assert seed["ov_copying_final"] > 0.9
+    assert seed["icl_score"]["final"] < -2.0
+    assert seed["k_composition"]["final"] > seed["k_composition"]["start"]
+    assert seed["phase_change"]["coincide"]

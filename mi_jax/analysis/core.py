@@ -1,7 +1,9 @@
 """The trajectory analysis layer: every measure, every checkpoint (and seed), one compiled call.
 
 A *measure* is a pure function `(params, data) -> value` (scalar or array) of ONE model's
-params (a dict like `init_params` gives) and whatever fixed data it needs. `analyze` evaluates
+params (a dict like `init_params` gives) and whatever fixed data it needs. A measure may also
+return a dict `{name: value}`: a *family* of measures that share one forward pass (the attention
+scores of every head from one cached run, say); its entries become results of their own. `analyze` evaluates
 a dict of measures over a whole `Trajectory`: vmapped over seeds, `lax.map`ped in chunks of
 checkpoints (bounded memory), jitted once. It never loops over checkpoints in Python.
 
@@ -24,8 +26,22 @@ Measure = Callable[[dict, Any], Any]
 
 
 def evaluate_measures(measures: dict[str, Measure], params: dict, data: Any) -> dict:
-    """All measures of one model (no time or seed axis)."""
-    return {name: fn(params, data) for name, fn in measures.items()}
+    """All measures of one model (no time or seed axis); a family's entries are merged in."""
+    out = {}
+    for name, fn in measures.items():
+        value = fn(params, data)
+        family = value if isinstance(value, dict) else {name: value}
+        clash = sorted(set(family) & set(out))
+        if clash:
+            raise ConfigError(f"measure {name!r} returns {clash[0]!r}, which another measure also returns")
+        out.update(family)
+    return out
+
+
+def default_chunk_size() -> int:
+    """Checkpoints per vmapped batch of the `lax.map`: 1 on CPU (one model's forward already fills
+    the cores, and a batched body runs slower there), 16 on an accelerator."""
+    return 1 if jax.default_backend() == "cpu" else 16
 
 
 def analyze_params(
@@ -34,18 +50,19 @@ def analyze_params(
     data: Any = None,
     *,
     seed_axis: bool = False,
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Measures over stacked params with leaves [time, (seed,) ...] -> {name: [time, (seed,) ...]}."""
     if not measures:
         raise ConfigError("no measures to compute")
+    chunk_size = chunk_size or default_chunk_size()
     one = lambda p: evaluate_measures(measures, p, data)  # noqa: E731
     per_time = jax.vmap(one) if seed_axis else one
     run = jax.jit(lambda ps: jax.lax.map(per_time, ps, batch_size=chunk_size))
     return jax.tree.map(np.asarray, run(jax.tree.map(jnp.asarray, params)))
 
 
-def analyze(traj, measures: dict[str, Measure], data: Any = None, *, chunk_size: int = 16) -> dict[str, np.ndarray]:
+def analyze(traj, measures: dict[str, Measure], data: Any = None, *, chunk_size: int | None = None) -> dict[str, np.ndarray]:
     """Measures for every checkpoint (and seed) of `traj`: {name: [time, (seed,) ...]}."""
     return analyze_params(traj.params, measures, data, seed_axis=traj.ensemble, chunk_size=chunk_size)
 

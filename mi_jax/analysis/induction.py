@@ -22,7 +22,7 @@ Elhage et al. 2021 / Olsson et al. 2022); the second copy is queries q >= seq_le
     direct logit     each head's output on the probe's second copy, dotted with the correct next
                      token's unembedding minus the mean unembedding (W_U[:, t] - mean_v W_U[:, v])
 
-`make_measures(cfg)` binds the static sizes and returns `{name: fn(params, data)}` for
+`make_measures(cfg)` binds the static sizes and returns the measure families for
 `mi_jax.analysis.core.analyze`; `probe_data(cfg)` gives the matching `data`; `finish(results)`
 turns the "ov_circuit" results into "ov_copying" (eigenvalues on the host, see
 `ov_copying_from_circuit`).
@@ -30,7 +30,6 @@ turns the "ov_circuit" results into "ov_copying" (eigenvalues on the host, see
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -46,11 +45,19 @@ HEAD_SCORES = ("previous_token", "duplicate_token", "induction", "prefix_matchin
 # ----------------------------------------------------------------------------- attention scores
 
 
+def attention_cache(params: dict, tokens: jax.Array, model: tfm.TransformerConfig) -> tuple[jax.Array, list]:
+    """One run on tokens [batch, pos] -> (patterns [batch, layer, head, pos, key_pos],
+    each layer's `hook_z` [batch, pos, head, d_head])."""
+    layers = range(model.n_layers)
+    names = [f"blocks.{l}.attn.hook_pattern" for l in layers] + [f"blocks.{l}.attn.hook_z" for l in layers]
+    _, cache = tfm.apply(params, tokens, model, cache=names)
+    return jnp.stack([cache[f"blocks.{l}.attn.hook_pattern"] for l in layers], axis=1), [
+        cache[f"blocks.{l}.attn.hook_z"] for l in layers]
+
+
 def patterns(params: dict, tokens: jax.Array, model: tfm.TransformerConfig) -> jax.Array:
     """Attention patterns of every head: [batch, layer, head, pos, key_pos]."""
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.n_layers)]
-    _, cache = tfm.apply(params, tokens, model, cache=names)
-    return jnp.stack([cache[n] for n in names], axis=1)
+    return attention_cache(params, tokens, model)[0]
 
 
 def offset_score(pattern: jax.Array, queries: np.ndarray, offset: int) -> jax.Array:
@@ -175,20 +182,19 @@ def finish(results: dict) -> dict:
 # ----------------------------------------------------------------------------- activation-based measures
 
 
-def direct_logit_attribution(params: dict, tokens: jax.Array, span: int, model: tfm.TransformerConfig) -> jax.Array:
+def direct_logit_attribution(params: dict, tokens: jax.Array, span: int, z: list[jax.Array]) -> jax.Array:
     """Each head's direct effect on the correct logit over the probe's second copy: [layer, head].
 
-    Mean over sequences and the queries q in [n - span, n - 2] (which predict token q + 1).
+    z: each layer's `attn.hook_z` on `tokens` [batch, pos, head, d_head]. Mean over sequences and
+    the queries q in [n - span, n - 2] (which predict token q + 1).
     """
-    names = [f"blocks.{l}.attn.hook_z" for l in range(model.n_layers)]
-    _, cache = tfm.apply(params, tokens, model, cache=names)
     n = tokens.shape[1]
     q = np.arange(n - span, n - 1)
     direction = params["W_U"] - params["W_U"].mean(-1, keepdims=True)  # [d_model, vocab]
     target = direction.T[tokens[:, q + 1]]  # [batch, q, d_model]
     rows = []
-    for layer, name in enumerate(names):
-        out = jnp.einsum("bqhe,hed->bqhd", cache[name][:, q], params["blocks"][layer]["attn"]["W_O"])
+    for layer, z_layer in enumerate(z):
+        out = jnp.einsum("bqhe,hed->bqhd", z_layer[:, q], params["blocks"][layer]["attn"]["W_O"])
         rows.append(jnp.einsum("bqhd,bqd->h", out, target) / (tokens.shape[0] * len(q)))
     return jnp.stack(rows)
 
@@ -206,23 +212,27 @@ def probe_data(cfg: task_lib.InductionConfig, n: int = 64, seed: int = 7) -> dic
 
 
 def make_measures(cfg: task_lib.InductionConfig) -> dict:
-    """{name: fn(params, data)} of every measure this model supports (composition only with >= 2 layers)."""
+    """{family: fn(params, data) -> {name: value}} of every measure this model supports.
+
+    Families share one forward pass each (`mi_jax.analysis.core` merges their entries): the head
+    scores and direct logit attribution from one cached run on the probe, the per-position loss
+    and ICL score from one run on task data, and the weight-based composition scores (>= 2 layers)
+    and OV circuits ("ov_circuit" -> "ov_copying" by `finish`, after the compiled call).
+    """
     model, span = cfg.transformer, cfg.repeat_len
 
-    def scores(params, data):
-        return head_scores(patterns(params, data["probe"], model), data["probe"], span)
+    def attention(params, data):
+        pattern, z = attention_cache(params, data["probe"], model)
+        return {**head_scores(pattern, data["probe"], span),
+                "direct_logit": direct_logit_attribution(params, data["probe"], span, z)}
 
-    def position_loss(params, data):
-        return task_lib.per_position_loss(params, data["task"], model)
+    def losses(params, data):
+        position_loss = task_lib.per_position_loss(params, data["task"], model)
+        return {"position_loss": position_loss, "icl_score": task_lib.icl_score(position_loss, cfg.early, cfg.late)}
 
-    measures = {name: functools.partial(lambda p, d, name: scores(p, d)[name], name=name) for name in HEAD_SCORES}
-    measures["position_loss"] = position_loss
-    measures["icl_score"] = lambda p, d: task_lib.icl_score(position_loss(p, d), cfg.early, cfg.late)
-    measures["ov_circuit"] = ov_circuit  # -> "ov_copying" by `finish`, after the compiled call
-    measures["direct_logit"] = lambda p, d: direct_logit_attribution(p, d["probe"], span, model)
+    measures = {"attention": attention, "losses": losses, "ov": lambda p, d: {"ov_circuit": ov_circuit(p)}}
     if model.n_layers >= 2:
-        for kind in ("q", "k", "v"):
-            measures[f"{kind}_composition"] = functools.partial(lambda p, d, kind: composition_scores(p)[kind], kind=kind)
+        measures["composition"] = lambda p, d: {f"{k}_composition": v for k, v in composition_scores(p).items()}
     return measures
 
 

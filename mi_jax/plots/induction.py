@@ -58,30 +58,39 @@ def attention_before_after(patterns: dict, path: Path) -> Path:
     """patterns {(head label, when): [pos, key_pos]} -> a grid of heatmaps (rows: heads, columns: when)."""
     labels = list(dict.fromkeys(k[0] for k in patterns))
     whens = list(dict.fromkeys(k[1] for k in patterns))
-    fig, axes = plt.subplots(len(labels), len(whens), figsize=(3.5 * len(whens), 3.3 * len(labels)), squeeze=False)
+    fig, axes = plt.subplots(len(labels), len(whens), figsize=(3.5 * len(whens), 3.3 * len(labels)), squeeze=False,
+                             layout="constrained")
     for row, label in enumerate(labels):
         for col, when in enumerate(whens):
             ax = axes[row][col]
             ax.imshow(patterns[(label, when)], cmap="viridis", vmin=0, vmax=1)
-            ax.set(title=f"{label} {when}", xlabel="key position", ylabel="query position")
+            ax.set_title(f"{label}\n{when}", fontsize=10)
+            ax.set(xlabel="key position", ylabel="query position")
     return save(fig, path)
 
 
-def k_composition_over_time(steps, k_comp: np.ndarray, path: Path, n_panels: int = 4) -> Path:
-    """k_comp [time, head0, head1] (one seed): heatmaps at a few checkpoints and every pair's line."""
+def k_composition_over_time(steps, k_comp: np.ndarray, path: Path, n_panels: int = 4, n_highlight: int = 3) -> Path:
+    """k_comp [time, head0, head1] (one seed): heatmaps at a few checkpoints (one colour scale) and
+    every pair's line, the `n_highlight` pairs with the highest final score in colour."""
     idx = np.linspace(0, len(steps) - 1, n_panels).round().astype(int)
-    fig, axes = plt.subplots(1, n_panels + 1, figsize=(3 * (n_panels + 1), 3))
-    vmax = float(k_comp.max())
+    fig, axes = plt.subplots(1, n_panels + 1, figsize=(3 * (n_panels + 1) + 1, 3.2), layout="constrained",
+                             width_ratios=[1] * n_panels + [1.6])
+    lo, hi = float(k_comp.min()), float(k_comp.max())
     for ax, i in zip(axes, idx):
-        im = ax.imshow(k_comp[i], cmap="magma", vmin=0, vmax=vmax)
+        im = ax.imshow(k_comp[i], cmap="magma", vmin=lo, vmax=hi)
         ax.set(title=f"step {steps[i]}", xlabel="layer-1 head", ylabel="layer-0 head")
-    fig.colorbar(im, ax=axes[n_panels - 1], fraction=0.046)
+        ax.set_xticks(range(k_comp.shape[2]))
+        ax.set_yticks(range(k_comp.shape[1]))
+    fig.colorbar(im, ax=list(axes[:n_panels]), shrink=0.8, label="K-composition")
     ax = axes[-1]
-    for h0 in range(k_comp.shape[1]):
-        for h1 in range(k_comp.shape[2]):
-            ax.plot(steps, k_comp[:, h0, h1], lw=1, label=f"L0H{h0}->L1H{h1}")
-    ax.set(xlabel="step", title="K-composition")
-    ax.legend(fontsize=6)
+    final = k_comp[-1].ravel()
+    top = set(np.argsort(-final)[:n_highlight].tolist())
+    for flat in range(final.size):
+        h0, h1 = divmod(flat, k_comp.shape[2])
+        style = dict(lw=1.5, label=f"L0H{h0} -> L1H{h1}") if flat in top else dict(lw=0.7, color="0.75")
+        ax.plot(steps, k_comp[:, h0, h1], **style)
+    ax.set(xlabel="step", title="K-composition of every head pair")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return save(fig, path)
 
