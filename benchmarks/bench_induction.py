@@ -3,14 +3,17 @@ over 200 checkpoints, vmapped (`analyze_params`, one compiled call) vs a per-che
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from checkpoint_loops import agree, loop_seconds
+from peer_runs import OWN_PEERS, run_peer
 
 from mi_jax.analysis import induction as ind
-from mi_jax.analysis.core import analyze_params
+from mi_jax.analysis.core import analyze_params, evaluate_measures
 from mi_jax.presets import load
 from mi_jax.tasks import make_task
 from mi_jax.train.loop import Trainer
@@ -29,36 +32,43 @@ def induction_2l_step(n_chunks: int = 3) -> dict:
     jax.block_until_ready(state)
     dt = time.perf_counter() - t0
     steps = n_chunks * cfg.train.ckpt_every
-    return {"ms_per_step": round(1e3 * dt / steps, 3), "steps": steps, "batch_size": cfg.train.batch_size,
-            "seq_len": cfg.seq_len, "d_model": cfg.model.d_model}
+    ms = 1e3 * dt / steps
+    row = {"ms_per_step": round(ms, 3), "steps": steps, "batch_size": cfg.train.batch_size,
+           "seq_len": cfg.seq_len, "d_model": cfg.model.d_model}
+    m = cfg.transformer
+    peer = run_peer(OWN_PEERS / "tl_induction_step.py", [
+        "--steps", 100, "--threads", os.cpu_count(), "--layers", m.n_layers, "--d-model", m.d_model,
+        "--heads", m.n_heads, "--d-head", m.d_head, "--vocab", cfg.d_vocab, "--seq", cfg.seq_len,
+        "--batch", cfg.train.batch_size, "--lr", cfg.train.lr])
+    if "ms_per_step" in peer:
+        row.update(transformer_lens_ms_per_step=peer["ms_per_step"], speedup_vs_transformer_lens=round(peer["ms_per_step"] / ms, 2))
+    else:
+        row.update(peer)
+    return row
 
 
-def induction_analysis(n_checkpoints: int = 200) -> dict:
-    """Every induction measure on 200 checkpoints (random inits of induction_2l's model):
-    vmapped/lax.map in one jitted call vs a Python loop calling each measure (jitted) per checkpoint;
-    both include the host-side OV eigenvalues (`induction.finish`)."""
+def induction_analysis(n_checkpoints: int = 200, loop_measured: int = 10) -> dict:
+    """Every induction measure on 200 checkpoints (random inits of induction_2l's model), the same
+    protocol as `analysis_p113`: `vmapped_s` one `analyze_params` call (compilation included),
+    `loop_s` a per-checkpoint loop evaluating the same measures op by op, `loop_jit_s` the loop
+    calling one jitted function of all measures. All include the host-side OV eigenvalues
+    (`induction.finish`), as `mi-jax analyze` does."""
     cfg = load("induction_2l")
     measures, data = ind.make_measures(cfg), ind.probe_data(cfg)
     keys = jax.random.split(jax.random.key(0), n_checkpoints)
-    stacked = jax.vmap(lambda k: make_task(cfg).init_params(k))(keys)
-    analyze_params(jax.tree.map(lambda x: x[:2], stacked), measures, data)  # compile (another shape: warm caches)
-    run = jax.jit(lambda ps: jax.lax.map(lambda p: {n: f(p, data) for n, f in measures.items()}, ps, batch_size=16))
-    jax.block_until_ready(run(stacked))
+    task = make_task(cfg)
+    stacked = jax.tree.map(np.asarray, jax.jit(jax.vmap(task.init_params))(keys))
     t0 = time.perf_counter()
-    ind.finish(jax.tree.map(np.asarray, run(stacked)))  # OV eigenvalues on the host, as `mi-jax analyze` does
-    vmapped = time.perf_counter() - t0
-    jitted = {name: jax.jit(lambda p, f=f: f(p, data)) for name, f in measures.items()}
-    host = jax.tree.map(np.asarray, stacked)
-    one = lambda t: jax.tree.map(lambda x: x[t], host)  # noqa: E731
-    for f in jitted.values():
-        jax.block_until_ready(f(one(0)))
-    t0 = time.perf_counter()
-    for t in range(n_checkpoints):
-        p = one(t)
-        ind.finish({name: np.asarray(f(p)) for name, f in jitted.items()})
-    loop = time.perf_counter() - t0
-    return {"n_checkpoints": n_checkpoints, "n_measures": len(measures), "vmapped_s": round(vmapped, 3),
-            "loop_s": round(loop, 3), "speedup": round(loop / vmapped, 2)}
+    vmapped = ind.finish(analyze_params(stacked, measures, data))
+    vmapped_s = time.perf_counter() - t0
+    evaluate = lambda p: evaluate_measures(measures, p, data)  # noqa: E731
+    loop_s, eager = loop_seconds(lambda p: ind.finish(evaluate(p)), stacked, n_checkpoints, loop_measured)
+    jitted = jax.jit(evaluate)
+    loop_jit_s, _ = loop_seconds(lambda p: ind.finish(jitted(p)), stacked, n_checkpoints, loop_measured)
+    return {"n_checkpoints": n_checkpoints, "n_measures": len(vmapped), "vmapped_s": round(vmapped_s, 2),
+            "loop_s": round(loop_s, 2), "loop_jit_s": round(loop_jit_s, 2), "loop_measured": loop_measured,
+            "speedup": round(loop_s / vmapped_s, 2), "speedup_vs_jit_loop": round(loop_jit_s / vmapped_s, 2),
+            "results_agree": agree(vmapped, eager, rtol=2e-3, atol=2e-4)}
 
 
 BENCHMARKS = {"induction_2l_step": induction_2l_step, "induction_analysis": induction_analysis}

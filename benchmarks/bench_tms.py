@@ -14,9 +14,7 @@ tms_phase_diagram  the n=2, m=1 phase diagram, 20 x 20 = 400 instances, end to e
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,11 +22,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from peer_runs import SHARED_PEERS, run_peer
+
 from mi_jax.tasks.superposition import TMS_TRAIN, TMSConfig, TMSTask
 from mi_jax.train.loop import Trainer
 
-PEER = Path("/work/shared/peers")
-PEER_PY = Path("/tmp/peer-tl/bin/python")
 
 
 def _timed_steps(cfg: TMSConfig, chunks: int) -> float:
@@ -45,18 +43,8 @@ def _timed_steps(cfg: TMSConfig, chunks: int) -> float:
 
 
 def _peer(steps: int) -> dict:
-    if not PEER_PY.exists():
-        build = subprocess.run(["bash", str(PEER / "setup-peer-venvs.sh")], capture_output=True, text=True)
-        if build.returncode != 0 or not PEER_PY.exists():
-            return {"torch_error": f"could not build /tmp/peer-tl: {build.stderr.strip().splitlines()[-1:]}"}
     threads = os.environ.get("TMS_PEER_THREADS", "1")
-    out = subprocess.run(
-        [str(PEER_PY), str(PEER / "torch_tms.py"), "--steps", str(steps), "--threads", threads],
-        capture_output=True, text=True, cwd="/tmp/peer-tl",
-    )
-    if out.returncode != 0:
-        return {"torch_error": out.stderr.strip().splitlines()[-1]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_peer(SHARED_PEERS / "torch_tms.py", ["--steps", steps, "--threads", threads])
 
 
 def tms_train() -> dict:

@@ -4,9 +4,7 @@ overhead, ensemble throughput."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -14,12 +12,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from peer_runs import SHARED_PEERS, run_peer
+
 from mi_jax import presets
 from mi_jax.tasks.modular import ModularTask
 from mi_jax.train import loop, store
 
-PEER_TL = Path("/tmp/peer-tl/bin/python")
-PEERS = Path(__file__).resolve().parent.parent.parent / "shared" / "peers"
 
 
 def _with_train(cfg, **changes):
@@ -68,17 +66,9 @@ def step_flops(task) -> float:
 
 
 def transformer_lens_ms_per_step(steps: int = 20) -> float | None:
-    """TransformerLens HookedTransformer on the same config, in its own venv (None if absent)."""
-    script = PEERS / "tl_grok_step.py"
-    if not (PEER_TL.exists() and script.exists()):
-        return None
-    out = subprocess.run(
-        [str(PEER_TL), str(script), "--steps", str(steps), "--warmup", "3", "--threads", str(os.cpu_count())],
-        capture_output=True, text=True, timeout=900,
-    )
-    if out.returncode != 0:
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
+    """TransformerLens HookedTransformer on the same config, in its own venv (None if unavailable)."""
+    out = run_peer(SHARED_PEERS / "tl_grok_step.py", ["--steps", steps, "--warmup", 3, "--threads", os.cpu_count()])
+    return out.get("ms_per_step")
 
 
 def grokking_p113_step() -> dict:

@@ -1,8 +1,9 @@
 """Peer baseline: TransformerLens HookedTransformer (attn_only) train step on induction_2l's config.
 
-2 layers, attention only, d_model 64, 2 heads of 32, LayerNorm, learned positions, vocab 32,
-32 tokens, batch 32 (uniform random tokens drawn each step), AdamW lr 3e-3 betas (0.9, 0.98),
-no weight decay, next-token cross-entropy over every position.
+Attention only, LayerNorm, learned positions; sizes, batch and learning rate come from the
+arguments (`bench_induction.induction_2l_step` passes the preset's). AdamW betas (0.9, 0.98), no
+weight decay, next-token cross-entropy over every position; uniform random tokens drawn each step
+(mi_jax's step also builds the repeated spans, in-graph).
 Run:  /tmp/peer-tl/bin/python benchmarks/peers/tl_induction_step.py --steps 200 --threads 2
 Prints one JSON line: {"impl": "transformer_lens", "ms_per_step": ...}
 """
@@ -18,20 +19,29 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=200)
 ap.add_argument("--warmup", type=int, default=10)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
+ap.add_argument("--layers", type=int, default=2)
+ap.add_argument("--d-model", type=int, default=64)
+ap.add_argument("--heads", type=int, default=2)
+ap.add_argument("--d-head", type=int, default=32)
+ap.add_argument("--vocab", type=int, default=64)
+ap.add_argument("--seq", type=int, default=48)
+ap.add_argument("--batch", type=int, default=64)
+ap.add_argument("--lr", type=float, default=2e-3)
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
 
 cfg = HookedTransformerConfig(
-    n_layers=2, d_model=64, n_heads=2, d_head=32, attn_only=True, normalization_type="LN",
-    d_vocab=32, n_ctx=32, act_fn=None, init_weights=True, device="cpu", seed=0,
+    n_layers=args.layers, d_model=args.d_model, n_heads=args.heads, d_head=args.d_head, attn_only=True,
+    normalization_type="LN", d_vocab=args.vocab, n_ctx=args.seq, act_fn=None, init_weights=True,
+    device="cpu", seed=0,
 )
 model = HookedTransformer(cfg)
-opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0, betas=(0.9, 0.98))
+opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.98))
 gen = torch.Generator().manual_seed(0)
 
 
 def step():
-    tokens = torch.randint(0, 32, (32, 32), generator=gen)
+    tokens = torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen)
     loss = model(tokens, return_type="loss")
     loss.backward()
     opt.step()
