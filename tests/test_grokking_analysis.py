@@ -80,6 +80,27 @@ def test_neuron_fractions_equal_the_real_basis_definition(p):
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.parametrize("p", [13, 14])
+def test_key_wave_projection_equals_the_dense_projection(p):
+    """Π_K x through residue sums equals projecting on the dense unit pair waves cos/sin(w_k(a+b))."""
+    cfg = ModularConfig(p=p, model=TINY_MODEL)
+    keys = (2, p // 2)  # p // 2 is the Nyquist frequency for even p (no sine wave)
+    data = grokking.make_data(cfg, keys)
+    a, b = data["tokens"][:, 0], data["tokens"][:, 1]
+    waves = []
+    for k in keys:
+        for trig in (np.cos, np.sin):
+            wave = trig(2 * np.pi * k * (a + b) / p)
+            if np.linalg.norm(wave) > 1e-6:
+                waves.append(wave / np.linalg.norm(wave))
+    W = np.stack(waves, axis=1)  # [pair, n_waves], orthonormal
+    x = np.random.default_rng(0).normal(size=(p * p, 5)).astype(np.float32)
+    want = W @ (W.T @ x)
+    got = grokking.key_wave_component(jax.numpy.asarray(x), data, jax.numpy.asarray(data["key_mask"]))
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert len(waves) == (3 if p % 2 == 0 else 4)
+
+
 def test_gini_is_maximal_for_one_hot_and_zero_for_uniform():
     n = 56
     one_hot = np.zeros(n, np.float32)

@@ -59,20 +59,22 @@ def make_data(cfg: ModularConfig, key_freqs=()) -> dict:
     a, b = d.tokens[:, 0].astype(np.int64), d.tokens[:, 1].astype(np.int64)
     w = 2 * np.pi * np.arange(1, nf + 1) / p  # [freq]
     s = (a + b) % p
-    cos_s, sin_s = np.cos(np.outer(s, w)), np.sin(np.outer(s, w))  # [pair, freq]
-    cos_c, sin_c = np.cos(np.outer(np.arange(p), w)), np.sin(np.outer(np.arange(p), w))  # [c, freq]
+    cos_c, sin_c = np.cos(np.outer(np.arange(p), w)), np.sin(np.outer(np.arange(p), w))  # [c or residue, freq]
+    sin_c = np.where(np.abs(sin_c) > 1e-12, sin_c, 0)  # an even p's Nyquist sine is 0, not rounding noise
     # |D_k|² = Σ_pairs Σ_c cos²(w_k(s - c)) (and sin²); 0 for the sine of an even p's Nyquist frequency
     phase = w[None, None, :] * (s[:, None, None] - np.arange(p)[None, :, None])
     norm_cos, norm_sin = (np.cos(phase) ** 2).sum((0, 1)), (np.sin(phase) ** 2).sum((0, 1))
     dft_phase = 2 * np.pi / p * _block_indices(p)[:, :, None] * np.arange(p)[None, None, :]  # [freq, 3, a]
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
-    unit = lambda wave: wave / np.maximum(np.linalg.norm(wave, axis=0), 1e-9)  # noqa: E731  [pair, freq], 0 stays 0
+    # the unit pair waves ĉ_k, ŝ_k take one value per residue s = a+b: store them as [residue, freq]
+    per_pair_norm = lambda wave_r: np.sqrt((wave_r[s] ** 2).sum(0))  # noqa: E731  |c_k| over the pairs
+    unit = lambda wave_r: wave_r / np.maximum(per_pair_norm(wave_r), 1e-9)  # noqa: E731  0 stays 0
     return {
-        "wave_cos": f32(unit(cos_s)), "wave_sin": f32(unit(np.where(np.abs(sin_s) > 1e-12, sin_s, 0))),
+        "residue": s.astype(np.int32), "wave_cos": f32(unit(cos_c)), "wave_sin": f32(unit(sin_c)),
         "tokens": d.tokens, "labels": d.labels,
         "train_idx": d.train_idx.astype(np.int32), "test_idx": d.test_idx.astype(np.int32),
         "F": f32(fourier.basis(p)), "freq_indicator": f32(fourier.freq_indicator(p)),
-        "cos_s": f32(cos_s), "sin_s": f32(sin_s), "cos_c": f32(cos_c), "sin_c": f32(sin_c),
+        "cos_c": f32(cos_c), "sin_c": f32(sin_c),
         "norm_cos": f32(norm_cos), "norm_sin": f32(norm_sin),
         "inv_norm_cos": f32(1 / norm_cos), "inv_norm_sin": f32(np.where(norm_sin > 1e-9, 1 / np.maximum(norm_sin, 1e-9), 0)),
         "dft_rows_re": f32(np.cos(dft_phase)), "dft_rows_im": f32(-np.sin(dft_phase)),
@@ -117,11 +119,22 @@ def gini(x: jax.Array) -> jax.Array:
     return jnp.where(total > 0, ((2 * i - n - 1) * x).sum(-1) / (n * jnp.where(total > 0, total, 1)), 0.0)
 
 
+def residue_sums(x: jax.Array, data: dict) -> jax.Array:
+    """Y[s] = Σ over the pairs with a + b ≡ s of x[pair]: x [pair, n] -> [residue, n]."""
+    return jax.ops.segment_sum(x, data["residue"], num_segments=data["cos_c"].shape[0])
+
+
 def logit_projection(logits: jax.Array, data: dict) -> tuple[jax.Array, jax.Array]:
-    """Coefficients of logits [pair, c] on the a+b-c directions: (α, β) [freq], L ≈ Σ α_k D_k^cos + β_k D_k^sin."""
-    Lc, Ls = logits @ data["cos_c"], logits @ data["sin_c"]  # [pair, freq]
-    alpha = (data["cos_s"] * Lc + data["sin_s"] * Ls).sum(0) * data["inv_norm_cos"]
-    beta = (data["sin_s"] * Lc - data["cos_s"] * Ls).sum(0) * data["inv_norm_sin"]
+    """Coefficients of logits [pair, c] on the a+b-c directions: (α, β) [freq], L ≈ Σ α_k D_k^cos + β_k D_k^sin.
+
+    D_k depends on the pair only through s = a+b, so <L, D_k> = Σ_{s,c} Y[s, c] cos(w_k(s - c))
+    with Y the residue sums of L; cos_c and sin_c [residue, freq] serve as the tables over s and c.
+    """
+    cos_t, sin_t = data["cos_c"], data["sin_c"]  # cos(w_k r), sin(w_k r) [residue, freq]
+    Y = residue_sums(logits, data)  # [s, c]
+    Yc, Ys = Y @ cos_t, Y @ sin_t  # [s, freq]
+    alpha = (cos_t * Yc + sin_t * Ys).sum(0) * data["inv_norm_cos"]
+    beta = (sin_t * Yc - cos_t * Ys).sum(0) * data["inv_norm_sin"]
     return alpha, beta
 
 
@@ -129,17 +142,27 @@ def key_component(logits: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
     """Σ_{k: mask_k=1} P_k L [pair, c]: the logits' part in the masked frequencies' a+b-c directions."""
     alpha, beta = logit_projection(logits, data)
     alpha, beta = alpha * mask, beta * mask
-    cos_s, sin_s = data["cos_s"], data["sin_s"]
+    cos_t, sin_t = data["cos_c"], data["sin_c"]
     # cos(w(s-c)) = cos ws cos wc + sin ws sin wc ;  sin(w(s-c)) = sin ws cos wc - cos ws sin wc
-    on_cos_c = alpha * cos_s + beta * sin_s  # [pair, freq]
-    on_sin_c = alpha * sin_s - beta * cos_s
-    return on_cos_c @ data["cos_c"].T + on_sin_c @ data["sin_c"].T
+    on_cos_c = alpha * cos_t + beta * sin_t  # [s, freq]
+    on_sin_c = alpha * sin_t - beta * cos_t
+    return (on_cos_c @ cos_t.T + on_sin_c @ sin_t.T)[data["residue"]]  # [s, c] -> [pair, c]
+
+
+def key_wave_residues(x: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
+    """Π_K x as a function of the residue: Z [residue, n] with (Π_K x)[pair] = Z[a + b mod p].
+
+    Π_K x = Σ_k m_k ĉ_k (ĉ_kᵀ x) + ŝ_k (ŝ_kᵀ x); the waves depend on the pair only through s, so
+    ĉ_kᵀ x = Σ_s ĉ_k[s] Y[s] with Y the residue sums: O(p² n) work, not O(p² · freqs · n).
+    """
+    cos_w, sin_w = data["wave_cos"], data["wave_sin"]  # [residue, freq]
+    Y = residue_sums(x, data)
+    return cos_w @ (mask[:, None] * (cos_w.T @ Y)) + sin_w @ (mask[:, None] * (sin_w.T @ Y))
 
 
 def key_wave_component(x: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
-    """Π_K x: the part of x [pair, n] on the masked frequencies' unit waves cos/sin(w_k(a+b)) over pairs."""
-    cos_w, sin_w = data["wave_cos"], data["wave_sin"]  # [pair, freq]
-    return cos_w @ (mask[:, None] * (cos_w.T @ x)) + sin_w @ (mask[:, None] * (sin_w.T @ x))
+    """Π_K x [pair, n]: the part of x on the masked frequencies' unit waves cos/sin(w_k(a+b)) over pairs."""
+    return key_wave_residues(x, data, mask)[data["residue"]]
 
 
 def neuron_freq_fractions(acts: jax.Array, data: dict, p: int) -> jax.Array:
@@ -243,9 +266,10 @@ def measures(cfg: ModularConfig, names=None) -> dict:
 
     def restricted_logits(params, data):  # the paper's: through the neurons' key-frequency waves
         logits, acts = forward(params, data)
-        kept = acts.mean(0, keepdims=True) + key_wave_component(acts, data, data["key_mask"])
-        out = kept @ fourier.neuron_logit_map(params, p).T  # [pair, c]
-        return out + (logits.mean(0) - out.mean(0))
+        # (mean A + Π_K A) W_L, then shifted to the mean logits: the mean A term cancels, and Π_K
+        # acts on pairs, W_L on neurons, so (Π_K A) W_L = (Z_A W_L)[s] with Z_A [residue, d_mlp]
+        kept = (key_wave_residues(acts, data, data["key_mask"]) @ fourier.neuron_logit_map(params, p).T)[data["residue"]]
+        return kept - kept.mean(0) + logits.mean(0)
 
     def restricted_logits_abc(params, data):
         logits = forward(params, data)[0]
