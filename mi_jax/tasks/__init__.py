@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+import jax
+
 from mi_jax.config import ConfigError
 
 # kind -> (module, config class, task class)
@@ -33,3 +35,12 @@ def config_class(kind: str):
 def make_task(cfg):
     module, _, task_name = _entry(type(cfg).kind)
     return getattr(importlib.import_module(module), task_name)(cfg)
+
+
+def label_log_probs(log_probs, labels):
+    """log_probs [..., vocab] at labels [...] -> [...].
+
+    Written as a one-hot contraction, not a gather: the gradient of `take_along_axis` is a
+    scatter, which XLA on CPU runs serially (it doubled the induction_2l training step).
+    """
+    return (log_probs * jax.nn.one_hot(labels, log_probs.shape[-1], dtype=log_probs.dtype)).sum(-1)

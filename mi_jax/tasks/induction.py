@@ -31,6 +31,7 @@ import numpy as np
 
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
+from mi_jax.tasks import label_log_probs
 from mi_jax.train.config import TrainConfig
 
 TASKS = ("repeated", "markov", "mixed")
@@ -160,7 +161,7 @@ def per_token_loss(logits: jax.Array, tokens: jax.Array) -> jax.Array:
     Entry t - 1 is the loss of predicting token t (from tokens 0..t-1).
     """
     logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return -label_log_probs(logp, tokens[:, 1:])
 
 
 def per_position_loss(params: dict, tokens: jax.Array, model: tfm.TransformerConfig) -> jax.Array:

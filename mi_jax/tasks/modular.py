@@ -16,6 +16,7 @@ import numpy as np
 
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
+from mi_jax.tasks import label_log_probs
 from mi_jax.train.config import TrainConfig
 
 Op = Literal["+", "-", "*", "/", "x2+y2"]
@@ -117,7 +118,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, f64: bool = False) -> ja
     if f64:
         logits = logits.astype(jnp.float64)
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, labels[:, None], axis=-1).mean()
+    return -label_log_probs(logp, labels).mean()
 
 
 class ModularTask:
