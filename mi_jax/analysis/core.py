@@ -3,9 +3,10 @@
 A *measure* is a pure function `(params, data) -> value` (scalar or array) of ONE model's
 params (a dict like `init_params` gives) and whatever fixed data it needs. A measure may also
 return a dict `{name: value}`: a *family* of measures that share one forward pass (the attention
-scores of every head from one cached run, say); its entries become results of their own. `analyze` evaluates
-a dict of measures over a whole `Trajectory`: vmapped over seeds, `lax.map`ped in chunks of
-checkpoints (bounded memory), jitted once. It never loops over checkpoints in Python.
+scores of every head from one cached run, say); its entries become results of their own.
+`analyze` evaluates a dict of measures over a whole `Trajectory`: vmapped over seeds,
+`lax.map`ped in chunks of checkpoints (bounded memory), jitted once. It never loops over
+checkpoints in Python.
 
     results = analyze(traj, {"weight_norm": weight_norm}, data)
     results["weight_norm"]   # [time] or [time, seed]

@@ -61,9 +61,9 @@ def make_data(cfg: ModularConfig, key_freqs=()) -> dict:
     s = (a + b) % p
     cos_c, sin_c = np.cos(np.outer(np.arange(p), w)), np.sin(np.outer(np.arange(p), w))  # [c or residue, freq]
     sin_c = np.where(np.abs(sin_c) > 1e-12, sin_c, 0)  # an even p's Nyquist sine is 0, not rounding noise
-    # |D_k|² = Σ_pairs Σ_c cos²(w_k(s - c)) (and sin²); 0 for the sine of an even p's Nyquist frequency
-    phase = w[None, None, :] * (s[:, None, None] - np.arange(p)[None, :, None])
-    norm_cos, norm_sin = (np.cos(phase) ** 2).sum((0, 1)), (np.sin(phase) ** 2).sum((0, 1))
+    # |D_k|² = Σ_pairs Σ_c cos²(w_k(s - c)) (and sin²); c - s runs over all of Z_p for every pair, so
+    # it is n_pairs Σ_c cos²(w_k c); 0 for the sine of an even p's Nyquist frequency
+    norm_cos, norm_sin = len(s) * (cos_c**2).sum(0), len(s) * (sin_c**2).sum(0)
     dft_phase = 2 * np.pi / p * _block_indices(p)[:, :, None] * np.arange(p)[None, None, :]  # [freq, 3, a]
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
     # the unit pair waves ĉ_k, ŝ_k take one value per residue s = a+b: store them as [residue, freq]

@@ -30,7 +30,6 @@ turns the "ov_circuit" results into "ov_copying" (eigenvalues on the host, see
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
