@@ -81,13 +81,13 @@ RESUME_SCRIPT = """
 import sys
 from conftest import tiny_modular
 from mi_jax.train import run
-cfg = tiny_modular(steps=600, ckpt_every=20, eval_every=20)
+cfg = tiny_modular(steps=400, ckpt_every=20, eval_every=20)
 run.start(cfg, sys.argv[1], wandb="off", progress=False)
 """
 
 
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
-    cfg = tiny_modular(steps=600, ckpt_every=20, eval_every=20)
+    cfg = tiny_modular(steps=400, ckpt_every=20, eval_every=20)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-c", RESUME_SCRIPT, str(killed)], cwd=Path(__file__).parent,
@@ -103,12 +103,12 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     n_before = len(json.loads(index.read_text())["steps"])
-    assert n_before < 31, "the kill came after the end"
+    assert n_before < 21, "the kill came after the end"
 
     run.resume(killed, wandb="off", progress=False)
     run.start(cfg, tmp_path / "straight", wandb="off", progress=False)
     a, b = Trajectory.load(killed, on_corrupt="raise"), Trajectory.load(tmp_path / "straight")
-    assert list(a.steps) == list(b.steps) == list(range(0, 601, 20))
+    assert list(a.steps) == list(b.steps) == list(range(0, 401, 20))
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a.params)[0], jax.tree.leaves(b.params)):
         assert np.array_equal(x, y), f"{store.leaf_name(path)} differs after resume"
     assert np.array_equal(a.metrics["step"], b.metrics["step"])
