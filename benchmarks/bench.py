@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the bench files share `checkpoint_loops`
+sys.path.insert(0, str(HERE))  # the bench files share `checkpoint_loops`, `chunk_timing`, `peer_runs`
 
 
 def discover() -> dict:

@@ -7,9 +7,9 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from checkpoint_loops import agree, loop_seconds
+from chunk_timing import time_chunks
 from peer_runs import OWN_PEERS, run_peer
 
 from mi_jax.analysis import induction as ind
@@ -23,14 +23,7 @@ def induction_2l_step(n_chunks: int = 3) -> dict:
     """ms per optimiser step of induction_2l (one seed, evaluation every 25 steps included)."""
     cfg = load("induction_2l")
     trainer = Trainer(make_task(cfg), cfg.train)
-    state = trainer.init_state()
-    state, _ = trainer.run_chunk(state)  # compile
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    for _ in range(n_chunks):
-        state, _ = trainer.run_chunk(state)
-    jax.block_until_ready(state)
-    dt = time.perf_counter() - t0
+    dt, _ = time_chunks(trainer, trainer.init_state(), n_chunks)
     steps = n_chunks * cfg.train.ckpt_every
     ms = 1e3 * dt / steps
     row = {"ms_per_step": round(ms, 3), "steps": steps, "batch_size": cfg.train.batch_size,

@@ -21,12 +21,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-
 from peer_runs import SHARED_PEERS, run_peer
 
 from mi_jax.tasks.superposition import TMS_TRAIN, TMSConfig, TMSTask
 from mi_jax.train.loop import Trainer
-
 
 
 def _timed_steps(cfg: TMSConfig, chunks: int) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-
+from chunk_timing import time_chunks
 from peer_runs import SHARED_PEERS, run_peer
 
 from mi_jax import presets
@@ -19,20 +19,8 @@ from mi_jax.tasks.modular import ModularTask
 from mi_jax.train import loop, store
 
 
-
 def _with_train(cfg, **changes):
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
-
-
-def _time_chunks(trainer, state, n_chunks: int) -> tuple[float, object]:
-    state, _ = trainer.run_chunk(state)  # compile + warm
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    for _ in range(n_chunks):
-        state, metrics = trainer.run_chunk(state)
-        jax.device_get(metrics)
-    jax.block_until_ready(state)
-    return time.perf_counter() - t0, state
 
 
 def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
@@ -76,7 +64,7 @@ def grokking_p113_step() -> dict:
     task = ModularTask(cfg)
     with jax.enable_x64(True):
         trainer = loop.Trainer(task, cfg.train)
-        elapsed, _ = _time_chunks(trainer, trainer.init_state(), n_chunks=4)
+        elapsed, _ = time_chunks(trainer, trainer.init_state(), n_chunks=4)
         flops = step_flops(task)
     ms = 1e3 * elapsed / (4 * 50)
     peak = matmul_peak_gflops()
@@ -100,7 +88,7 @@ def checkpoint_overhead() -> dict:
     task = ModularTask(cfg)
     with jax.enable_x64(True):
         trainer = loop.Trainer(task, cfg.train)
-        bare, _ = _time_chunks(trainer, trainer.init_state(), n_chunks=10)
+        bare, _ = time_chunks(trainer, trainer.init_state(), n_chunks=10)
         with tempfile.TemporaryDirectory() as tmp:
             loop.train(task, Path(tmp) / "warm", progress=False, stop_after_chunks=1)  # compile
             t0 = time.perf_counter()
@@ -124,7 +112,7 @@ def ensemble() -> dict:
                           eval_every=50, ckpt_every=50)
         with jax.enable_x64(True):
             trainer = loop.Trainer(ModularTask(cfg), cfg.train)
-            elapsed, _ = _time_chunks(trainer, trainer.init_state(), n_chunks=4)
+            elapsed, _ = time_chunks(trainer, trainer.init_state(), n_chunks=4)
         out[f"steps_per_s_{n}_seeds"] = round(200 / elapsed, 1)
         out[f"seed_steps_per_s_{n}_seeds"] = round(n * 200 / elapsed, 1)
     out["throughput_gain_8_vs_1"] = round(out["seed_steps_per_s_8_seeds"] / out["seed_steps_per_s_1_seeds"], 2)

@@ -1,4 +1,4 @@
-"""The per-checkpoint loops the vmapped analysis is measured against (shared by the bench files).
+"""The per-checkpoint loops the vmapped analysis is measured against (shared by the analysis bench files).
 
 A loop "loads" one checkpoint at a time (takes its arrays out of the stacked host series) and
 evaluates every measure on it. Only the first `n_measured` checkpoints are run: the first call
