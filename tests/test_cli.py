@@ -1,6 +1,5 @@
 """The command line: presets, overrides, and one clear error line (exit 2) for every bad input."""
 
-import dataclasses
 import os
 
 import pytest

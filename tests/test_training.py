@@ -1,6 +1,5 @@
 """Training: the run dir as a checkpoint series, ensembles, exact resume after kill -9, bad states."""
 
-import dataclasses
 import json
 import os
 import shutil
