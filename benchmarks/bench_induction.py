@@ -3,6 +3,7 @@ over 200 checkpoints, vmapped (`analyze_params`, one compiled call) vs a per-che
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -19,22 +20,30 @@ from mi_jax.tasks import make_task
 from mi_jax.train.loop import Trainer
 
 
-def induction_2l_step(n_chunks: int = 3) -> dict:
-    """ms per optimiser step of induction_2l (one seed, evaluation every 25 steps included)."""
+def induction_2l_step(n_chunks: int = 4) -> dict:
+    """ms per optimiser step of induction_2l (one seed, its evaluation every 25 steps included):
+    `ms_per_step` as the preset trains (each batch split over the local devices, `data_parallel`),
+    `one_device_ms_per_step` without the split; TransformerLens doing the same steps and evaluations."""
     cfg = load("induction_2l")
-    trainer = Trainer(make_task(cfg), cfg.train)
-    dt, _ = time_chunks(trainer, trainer.init_state(), n_chunks)
-    steps = n_chunks * cfg.train.ckpt_every
-    ms = 1e3 * dt / steps
-    row = {"ms_per_step": round(ms, 3), "steps": steps, "batch_size": cfg.train.batch_size,
-           "seq_len": cfg.seq_len, "d_model": cfg.model.d_model}
+    one_device = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data_parallel=False))
+    ms = {}
+    for name, c in (("split", cfg), ("one", one_device)):
+        trainer = Trainer(make_task(c), c.train)
+        dt, _ = time_chunks(trainer, trainer.init_state(), n_chunks)
+        ms[name] = 1e3 * dt / (n_chunks * c.train.ckpt_every)
+    row = {"ms_per_step": round(ms["split"], 3), "one_device_ms_per_step": round(ms["one"], 3),
+           "devices": jax.local_device_count(), "steps": n_chunks * cfg.train.ckpt_every,
+           "batch_size": cfg.train.batch_size, "seq_len": cfg.seq_len, "d_model": cfg.model.d_model}
     m = cfg.transformer
     peer = run_peer(OWN_PEERS / "tl_induction_step.py", [
         "--steps", 100, "--threads", os.cpu_count(), "--layers", m.n_layers, "--d-model", m.d_model,
         "--heads", m.n_heads, "--d-head", m.d_head, "--vocab", cfg.d_vocab, "--seq", cfg.seq_len,
-        "--batch", cfg.train.batch_size, "--lr", cfg.train.lr])
+        "--batch", cfg.train.batch_size, "--lr", cfg.train.lr, "--eval-every", cfg.train.eval_every,
+        "--n-eval", cfg.n_eval])
     if "ms_per_step" in peer:
-        row.update(transformer_lens_ms_per_step=peer["ms_per_step"], speedup_vs_transformer_lens=round(peer["ms_per_step"] / ms, 2))
+        row.update(transformer_lens_ms_per_step=peer["ms_per_step"],
+                   speedup_vs_transformer_lens=round(peer["ms_per_step"] / ms["split"], 2),
+                   one_device_speedup_vs_transformer_lens=round(peer["ms_per_step"] / ms["one"], 2))
     else:
         row.update(peer)
     return row

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -147,6 +148,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    # one JAX CPU device per core, for `train.data_parallel` (no effect once JAX has started, or on GPU/TPU)
+    os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
     from mi_jax.config import ConfigError
     from mi_jax.train.loop import TrainingDiverged
     from mi_jax.train.store import CheckpointError

@@ -1,8 +1,18 @@
 """Shared fixtures: tiny configs that train in seconds on 2 CPU cores."""
 
 import dataclasses
+from pathlib import Path
 
+import jax
 import pytest
+
+# two CPU devices, so data-parallel training runs as it does under `mi-jax` on a 2-core machine;
+# everything else runs on the default device 0, as before
+jax.config.update("jax_num_cpu_devices", 2)
+# compiled programs are cached on disk and shared by the test workers: most tests train the same
+# tiny configs, and compiling them again is most of a test's time
+jax.config.update("jax_compilation_cache_dir", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "xla"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 from mi_jax.models.transformer import TransformerConfig
 from mi_jax.tasks.modular import ModularConfig

@@ -76,6 +76,44 @@ def test_ensemble_member_equals_the_solo_run_with_its_seed(tmp_path):
     assert not np.allclose(e.params["W_E"][-1, 0], e.params["W_E"][-1, 1])
 
 
+def test_data_parallel_runs_match_plain_runs_and_resume_exactly(tmp_path):
+    # Solo: each minibatch split over the 2 test CPU devices; ensemble: its seeds split. One chunk
+    # of 50 steps equals the one-device chunk up to float reassociation (see above).
+    assert jax.local_device_count() == 2, "conftest sets two CPU devices"
+    for extra in ({"batch_size": 32}, {"seeds": (3, 5)}):
+        chunks = []
+        for parallel in (False, True):
+            cfg = tiny_modular(steps=50, data_parallel=parallel, **extra)
+            trainer = loop.Trainer(ModularTask(cfg), cfg.train)
+            chunks.append(trainer.run_chunk(trainer.init_state()))
+        (plain, plain_metrics), (split, split_metrics) = chunks
+        assert split["params"]["W_E"].sharding.num_devices == 2
+        for name in ("W_E", "W_U"):  # (b_K has no gradient but float noise, which Adam scales up to lr)
+            np.testing.assert_allclose(split["params"][name], plain["params"][name], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(split_metrics["test_loss"], plain_metrics["test_loss"], rtol=1e-4)
+
+    # interrupted after 1 of 2 chunks, resumed: bit-identical to the uninterrupted data-parallel run
+    cfg = tiny_modular(steps=50, ckpt_every=25, batch_size=32, data_parallel=True)
+    cut = tmp_path / "cut"
+    run.prepare_run_dir(cut, overwrite=False)
+    (cut / store.CONFIG).write_text(config_lib.dumps(cfg))
+    loop.train(ModularTask(cfg), cut, progress=False, stop_after_chunks=1)
+    assert list(Trajectory.load(cut).steps) == [0, 25]
+    run.resume(cut, wandb="off", progress=False)
+    run.start(cfg, tmp_path / "whole", wandb="off", progress=False)
+    a, b = Trajectory.load(cut, on_corrupt="raise"), Trajectory.load(tmp_path / "whole")
+    assert list(a.steps) == list(b.steps) == [0, 25, 50]
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        assert np.array_equal(x, y)
+
+
+def test_data_parallel_uses_as_many_devices_as_divide_the_batch():
+    odd = tiny_modular(batch_size=25, data_parallel=True)
+    assert loop.Trainer(ModularTask(odd), odd.train).state_sharding is None  # 25 rows: one device
+    three = tiny_modular(seeds=(0, 1, 2), data_parallel=True)
+    assert loop.Trainer(ModularTask(three), three.train).state_sharding is None
+
+
 RESUME_SCRIPT = """
 import sys
 from conftest import tiny_modular

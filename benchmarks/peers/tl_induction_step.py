@@ -3,7 +3,9 @@
 Attention only, LayerNorm, learned positions; sizes, batch and learning rate come from the
 arguments (`bench_induction.induction_2l_step` passes the preset's). AdamW betas (0.9, 0.98), no
 weight decay, next-token cross-entropy over every position; uniform random tokens drawn each step
-(mi_jax's step also builds the repeated spans, in-graph).
+(mi_jax's step also builds the repeated spans, in-graph). Every `--eval-every` steps it evaluates
+as mi_jax's training chunk does: per-position loss on `--n-eval` task and `--n-eval` probe
+sequences, without gradients.
 Run:  /tmp/peer-tl/bin/python benchmarks/peers/tl_induction_step.py --steps 200 --threads 2
 Prints one JSON line: {"impl": "transformer_lens", "ms_per_step": ...}
 """
@@ -27,6 +29,8 @@ ap.add_argument("--vocab", type=int, default=64)
 ap.add_argument("--seq", type=int, default=48)
 ap.add_argument("--batch", type=int, default=64)
 ap.add_argument("--lr", type=float, default=2e-3)
+ap.add_argument("--eval-every", type=int, default=25)
+ap.add_argument("--n-eval", type=int, default=128)
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
 
@@ -38,6 +42,12 @@ cfg = HookedTransformerConfig(
 model = HookedTransformer(cfg)
 opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.98))
 gen = torch.Generator().manual_seed(0)
+eval_tokens = [torch.randint(0, args.vocab, (args.n_eval, args.seq), generator=gen) for _ in range(2)]
+
+
+@torch.no_grad()
+def evaluate():
+    return [model(tokens, return_type="loss", loss_per_token=True).mean(0) for tokens in eval_tokens]
 
 
 def step():
@@ -52,8 +62,10 @@ def step():
 for _ in range(args.warmup):
     step()
 t0 = time.perf_counter()
-for _ in range(args.steps):
+for i in range(args.steps):
     loss = step()
+    if (i + 1) % args.eval_every == 0:
+        evaluate()
 dt = time.perf_counter() - t0
 print(json.dumps({"impl": "transformer_lens", "ms_per_step": round(1e3 * dt / args.steps, 3), "steps": args.steps,
-                  "threads": args.threads, "final_loss": round(loss.item(), 4), "torch": torch.__version__}))
+                  "threads": args.threads, "eval_every": args.eval_every, "final_loss": round(loss.item(), 4), "torch": torch.__version__}))

@@ -44,25 +44,26 @@ HEAD_SCORES = ("previous_token", "duplicate_token", "induction", "prefix_matchin
 # ----------------------------------------------------------------------------- attention scores
 
 
-def attention_cache(params: dict, tokens: jax.Array, model: tfm.TransformerConfig) -> tuple[jax.Array, list]:
-    """One run on tokens [batch, pos] -> (patterns [batch, layer, head, pos, key_pos],
+def attention_cache(params: dict, tokens: jax.Array, model: tfm.TransformerConfig) -> tuple[list, list]:
+    """One run on tokens [batch, pos] -> (each layer's pattern [batch, head, pos, key_pos],
     each layer's `hook_z` [batch, pos, head, d_head])."""
     layers = range(model.n_layers)
     names = [f"blocks.{l}.attn.hook_pattern" for l in layers] + [f"blocks.{l}.attn.hook_z" for l in layers]
     _, cache = tfm.apply(params, tokens, model, cache=names)
-    return jnp.stack([cache[f"blocks.{l}.attn.hook_pattern"] for l in layers], axis=1), [
-        cache[f"blocks.{l}.attn.hook_z"] for l in layers]
+    return [cache[f"blocks.{l}.attn.hook_pattern"] for l in layers], [cache[f"blocks.{l}.attn.hook_z"] for l in layers]
 
 
 def patterns(params: dict, tokens: jax.Array, model: tfm.TransformerConfig) -> jax.Array:
     """Attention patterns of every head: [batch, layer, head, pos, key_pos]."""
-    return attention_cache(params, tokens, model)[0]
+    return jnp.stack(attention_cache(params, tokens, model)[0], axis=1)
 
 
 def offset_score(pattern: jax.Array, queries: np.ndarray, offset: int) -> jax.Array:
-    """Mean attention from each query q in `queries` to key q - offset. pattern [..., pos, key_pos] -> [...]."""
+    """Mean attention from each query q in `queries` to key q - offset, over queries and sequences.
+    pattern [batch, ..., pos, key_pos] -> [...]. (The entries are gathered before the mean: a
+    mean over the batch of whole patterns costs far more, on CPU, than the scores themselves.)"""
     q = np.asarray(queries)
-    return pattern[..., q, q - offset].mean(-1)
+    return pattern[..., q, q - offset].mean((0, -1))
 
 
 def prefix_matching_score(pattern: jax.Array, tokens: jax.Array) -> jax.Array:
@@ -74,20 +75,20 @@ def prefix_matching_score(pattern: jax.Array, tokens: jax.Array) -> jax.Array:
     previous = jnp.concatenate([jnp.full_like(tokens[:, :1], -1), tokens[:, :-1]], axis=1)  # [batch, key_pos]
     causal = jnp.tril(jnp.ones((n, n), bool))
     match = (previous[:, None, :] == tokens[:, :, None]) & causal  # [batch, pos, key_pos]
-    mass = (pattern * match[:, None, None]).sum(-1)  # [batch, layer, head, pos]
-    has = match.any(-1)[:, None, None]
-    return (mass * has).sum((0, -1)) / jnp.maximum(has.sum((0, -1)), 1)
+    has = match.any(-1)  # [batch, pos]: the query has a matching key
+    # one contraction over (batch, pos, key_pos): the mass on matches, summed over queries with one
+    mass = jnp.einsum("blhqk,bqk->lh", pattern, match.astype(pattern.dtype))
+    return mass / jnp.maximum(has.sum(), 1)
 
 
 def head_scores(pattern: jax.Array, tokens: jax.Array, span: int) -> dict[str, jax.Array]:
     """All four attention scores from patterns [batch, layer, head, pos, key_pos] -> {name: [layer, head]}."""
     n = tokens.shape[1]
     second = np.arange(n - span, n)
-    mean = pattern.mean(0)
     return {
-        "previous_token": offset_score(mean, np.arange(1, n), 1),
-        "duplicate_token": offset_score(mean, second, span),
-        "induction": offset_score(mean, second, span - 1),
+        "previous_token": offset_score(pattern, np.arange(1, n), 1),
+        "duplicate_token": offset_score(pattern, second, span),
+        "induction": offset_score(pattern, second, span - 1),
         "prefix_matching": prefix_matching_score(pattern, tokens),
     }
 
@@ -193,8 +194,9 @@ def direct_logit_attribution(params: dict, tokens: jax.Array, span: int, z: list
     target = direction.T[tokens[:, q + 1]]  # [batch, q, d_model]
     rows = []
     for layer, z_layer in enumerate(z):
-        out = jnp.einsum("bqhe,hed->bqhd", z_layer[:, q], params["blocks"][layer]["attn"]["W_O"])
-        rows.append(jnp.einsum("bqhd,bqd->h", out, target) / (tokens.shape[0] * len(q)))
+        # the target direction read back into each head's z space: [batch, q, head, d_head]
+        read = jnp.einsum("bqd,hed->bqhe", target, params["blocks"][layer]["attn"]["W_O"])
+        rows.append((z_layer[:, q] * read).sum((0, 1, 3)) / (tokens.shape[0] * len(q)))
     return jnp.stack(rows)
 
 
@@ -221,8 +223,10 @@ def make_measures(cfg: task_lib.InductionConfig) -> dict:
     model, span = cfg.transformer, cfg.repeat_len
 
     def attention(params, data):
-        pattern, z = attention_cache(params, data["probe"], model)
-        return {**head_scores(pattern, data["probe"], span),
+        layer_patterns, z = attention_cache(params, data["probe"], model)
+        # scored layer by layer ([batch, 1, head, pos, key_pos] each): no stacked copy of the patterns
+        per_layer = [head_scores(pattern[:, None], data["probe"], span) for pattern in layer_patterns]
+        return {**{k: jnp.concatenate([scores[k] for scores in per_layer]) for k in HEAD_SCORES},
                 "direct_logit": direct_logit_attribution(params, data["probe"], span, z)}
 
     def losses(params, data):

@@ -21,6 +21,12 @@ class TrainConfig:
     freeze_biases  keep biases at their initial value (zero), as the TransformerLens grokking demo does
     logsoftmax_f64 take the final log-softmax in float64 (needs jax x64 for the run; avoids the
                    loss spikes float32 shows once the loss is ~1e-7)
+    data_parallel  split every step over the local devices: a solo run shards each batch (params
+                   and optimiser state replicated, gradients summed across devices), an ensemble
+                   shards its seeds; as many devices as divide the batch size (number of seeds).
+                   On CPU the devices are JAX_NUM_CPU_DEVICES (`mi-jax` sets it to the core
+                   count); with one device this is a plain run. Results equal a plain run's up
+                   to float reassociation
     """
 
     steps: int = 10_000
@@ -36,6 +42,7 @@ class TrainConfig:
     seeds: tuple[int, ...] | None = None
     freeze_biases: bool = False
     logsoftmax_f64: bool = False
+    data_parallel: bool = False
 
     def __post_init__(self):
         check(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")

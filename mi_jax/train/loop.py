@@ -10,7 +10,8 @@ A *task* supplies pure functions (see `mi_jax.tasks`):
 One compiled *chunk* runs `ckpt_every` steps with an evaluation every `eval_every` steps.
 Between chunks (Python, outside jit): a parameter snapshot, the resumable state, metrics
 rows, logging. A run with `seeds=(0, 1, ...)` vmaps the chunk over a leading [seed] axis;
-member k equals the solo run with seed k up to float reassociation.
+member k equals the solo run with seed k up to float reassociation. With `data_parallel` the
+chunk is one SPMD program over all local devices (see `data_sharding`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
 
 from mi_jax.train import store
 from mi_jax.train.config import TrainConfig
@@ -50,6 +53,30 @@ def train_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_key, data_key
 
 
+def data_sharding(task, tc: TrainConfig) -> tuple[NamedSharding, NamedSharding] | None:
+    """(sharding of the train state, of each step's batch) for `tc.data_parallel`, or None for a
+    plain one-device run.
+
+    A solo run replicates its state and splits the batch's leading axis; an ensemble splits its
+    leading [seed] axis (state, keys and metrics) and keeps each seed's batch whole. It uses the
+    largest number of local devices that divides the batch size (the number of seeds); None when
+    that is 1 or data_parallel is off.
+    """
+    if not tc.data_parallel:
+        return None
+    if tc.ensemble:
+        size = len(tc.seeds)
+    else:
+        batch = jax.eval_shape(task.batch, jax.random.key(0), jnp.zeros((), jnp.int32))
+        size = math.gcd(*(leaf.shape[0] for leaf in jax.tree.leaves(batch)))
+    n = max(k for k in range(1, jax.local_device_count() + 1) if size % k == 0)
+    if n == 1:
+        return None
+    mesh = Mesh(np.array(jax.local_devices()[:n]), ("data",))
+    split, whole = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
+    return (split, whole) if tc.ensemble else (whole, split)
+
+
 class Trainer:
     """Compiled training of one task: `init_state`, `run_chunk` and `evaluate` (all jitted)."""
 
@@ -65,11 +92,16 @@ class Trainer:
             params = jax.tree.map(lambda x: x.astype(jnp.float32), task.init_params(init_key))
             return {"params": params, "opt_state": self.tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
+        sharding = data_sharding(task, tc)
+        split_batch = sharding is not None and not tc.ensemble
+
         def chunk_one(state, seed_key):
             _, data_key = jax.random.split(seed_key)
 
             def one_step(state, _):
                 batch = task.batch(data_key, state["step"])
+                if split_batch:
+                    batch = jax.lax.with_sharding_constraint(batch, sharding[1])
                 loss, grads = jax.value_and_grad(task.loss)(state["params"], batch)
                 updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
                 params = optax.apply_updates(state["params"], updates)
@@ -87,12 +119,23 @@ class Trainer:
         keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in self.seeds])
         self._seed_keys = keys if tc.ensemble else keys[0]
         wrap = (lambda f: jax.vmap(f)) if tc.ensemble else (lambda f: f)
-        self._init = jax.jit(wrap(lambda k: init_one(jax.random.wrap_key_data(k))))
-        self._chunk = jax.jit(wrap(lambda s, k: chunk_one(s, jax.random.wrap_key_data(k))), donate_argnums=0)
+        # the state (and an ensemble's keys and metrics) live on `state_sharding`; None: one device
+        self.state_sharding = sharding[0] if sharding else None
+        if sharding:
+            self._seed_keys = jax.device_put(self._seed_keys, self.state_sharding)
+        placed = {"out_shardings": self.state_sharding} if sharding else {}
+        self._init = jax.jit(wrap(lambda k: init_one(jax.random.wrap_key_data(k))), **placed)
+        chunk_placed = {"out_shardings": (self.state_sharding, self.state_sharding)} if sharding else {}
+        self._chunk = jax.jit(wrap(lambda s, k: chunk_one(s, jax.random.wrap_key_data(k))), donate_argnums=0,
+                              **chunk_placed)
         self._evaluate = jax.jit(wrap(task.evaluate))
 
     def init_state(self):
         return self._init(self._seed_keys)
+
+    def place(self, state):
+        """Put a host state (a restored checkpoint) where `run_chunk` expects it."""
+        return jax.device_put(state, self.state_sharding)
 
     def run_chunk(self, state):
         """-> (state after ckpt_every more steps, metrics {name: [evals_per_chunk, (seed)]})."""
@@ -146,7 +189,7 @@ def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks):
     state = trainer.init_state()
     if resume:
         state, meta = states.restore_latest(jax.device_get(state))
-        state = jax.device_put(state)
+        state = trainer.place(state)
         start_chunk, n_rows = int(meta["step"]) // tc.ckpt_every, int(meta["snapshots"])
         store.truncate_metrics(run_dir, int(meta["step"]))
         snapshots = store.SnapshotWriter(run_dir, state["params"], n_chunks + 1, resume_rows=n_rows)
