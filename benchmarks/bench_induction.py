@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from checkpoint_loops import agree, loop_seconds
 from chunk_timing import time_chunks
-from peer_runs import OWN_PEERS, run_peer
+from peer_runs import OWN_PEERS, ServedPeer
 
 from mi_jax.analysis import induction as ind
 from mi_jax.analysis.core import analyze_params, evaluate_measures
@@ -20,33 +20,42 @@ from mi_jax.tasks import make_task
 from mi_jax.train.loop import Trainer
 
 
-def induction_2l_step(n_chunks: int = 4) -> dict:
+def induction_2l_step(rounds: int = 8) -> dict:
     """ms per optimiser step of induction_2l (one seed, its evaluation every 25 steps included):
     `ms_per_step` as the preset trains (each batch split over the local devices, `data_parallel`),
-    `one_device_ms_per_step` without the split; TransformerLens doing the same steps and evaluations."""
+    `one_device_ms_per_step` without the split, and TransformerLens doing the same steps and
+    evaluations. Paired: each round times one 25-step chunk of each, one after the other, and the
+    speedups are medians of the per-round ratios (this machine's speed drifts between rounds)."""
     cfg = load("induction_2l")
     one_device = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, data_parallel=False))
-    ms = {}
+    chunk = cfg.train.ckpt_every
+    runs = {}
     for name, c in (("split", cfg), ("one", one_device)):
         trainer = Trainer(make_task(c), c.train)
-        dt, _ = time_chunks(trainer, trainer.init_state(), n_chunks)
-        ms[name] = 1e3 * dt / (n_chunks * c.train.ckpt_every)
-    row = {"ms_per_step": round(ms["split"], 3), "one_device_ms_per_step": round(ms["one"], 3),
-           "devices": jax.local_device_count(), "steps": n_chunks * cfg.train.ckpt_every,
-           "batch_size": cfg.train.batch_size, "seq_len": cfg.seq_len, "d_model": cfg.model.d_model}
+        _, state = time_chunks(trainer, trainer.init_state(), 1)  # compiled and warm
+        runs[name] = [trainer, state]
     m = cfg.transformer
-    peer = run_peer(OWN_PEERS / "tl_induction_step.py", [
-        "--steps", 100, "--threads", os.cpu_count(), "--layers", m.n_layers, "--d-model", m.d_model,
-        "--heads", m.n_heads, "--d-head", m.d_head, "--vocab", cfg.d_vocab, "--seq", cfg.seq_len,
-        "--batch", cfg.train.batch_size, "--lr", cfg.train.lr, "--eval-every", cfg.train.eval_every,
-        "--n-eval", cfg.n_eval])
-    if "ms_per_step" in peer:
-        row.update(transformer_lens_ms_per_step=peer["ms_per_step"],
-                   speedup_vs_transformer_lens=round(peer["ms_per_step"] / ms["split"], 2),
-                   one_device_speedup_vs_transformer_lens=round(peer["ms_per_step"] / ms["one"], 2))
-    else:
-        row.update(peer)
-    return row
+    peer = ServedPeer(OWN_PEERS / "tl_induction_step.py", [
+        "--threads", os.cpu_count(), "--layers", m.n_layers, "--d-model", m.d_model, "--heads", m.n_heads,
+        "--d-head", m.d_head, "--vocab", cfg.d_vocab, "--seq", cfg.seq_len, "--batch", cfg.train.batch_size,
+        "--lr", cfg.train.lr, "--eval-every", cfg.train.eval_every, "--n-eval", cfg.n_eval])
+    ms = {"split": [], "one": [], "peer": []}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            dt, run[1] = time_chunks(run[0], run[1], 1, warm=False)
+            ms[name].append(1e3 * dt / chunk)
+        ms["peer"].append(peer.ms_per_step(chunk))
+    peer.close()
+    median = lambda xs: round(float(np.median(xs)), 3)  # noqa: E731
+    row = {"ms_per_step": median(ms["split"]), "one_device_ms_per_step": median(ms["one"]),
+           "devices": jax.local_device_count(), "rounds": rounds, "steps_per_round": chunk,
+           "batch_size": cfg.train.batch_size, "seq_len": cfg.seq_len, "d_model": cfg.model.d_model}
+    if peer.error:
+        return {**row, "peer_error": peer.error}
+    ratio = lambda ours: round(float(np.median(np.array(ms["peer"]) / np.array(ours))), 2)  # noqa: E731
+    return {**row, "transformer_lens_ms_per_step": median(ms["peer"]),
+            "speedup_vs_transformer_lens": ratio(ms["split"]), "one_device_speedup_vs_transformer_lens": ratio(ms["one"]),
+            "speedup_range": [round(float(x), 2) for x in np.percentile(np.array(ms["peer"]) / np.array(ms["split"]), [0, 100])]}
 
 
 def induction_analysis(n_checkpoints: int = 200, loop_measured: int = 10) -> dict:

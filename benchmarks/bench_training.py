@@ -105,17 +105,20 @@ def checkpoint_overhead() -> dict:
 
 
 def ensemble() -> dict:
-    """grokking_small: steps/s of one seed against 8 seeds trained as one vmapped program."""
-    out = {}
-    for n in (1, 8):
+    """grokking_small: steps/s of one seed against 8 seeds trained as one vmapped program, on one
+    device and with the seeds split over the local devices (`data_parallel`)."""
+    out = {"devices": jax.local_device_count()}
+    for n, split in ((1, False), (8, False), (8, True)):
         cfg = _with_train(presets.load("grokking_small"), seeds=tuple(range(n)) if n > 1 else None,
-                          eval_every=50, ckpt_every=50)
+                          eval_every=50, ckpt_every=50, data_parallel=split)
         with jax.enable_x64(True):
             trainer = loop.Trainer(ModularTask(cfg), cfg.train)
             elapsed, _ = time_chunks(trainer, trainer.init_state(), n_chunks=4)
-        out[f"steps_per_s_{n}_seeds"] = round(200 / elapsed, 1)
-        out[f"seed_steps_per_s_{n}_seeds"] = round(n * 200 / elapsed, 1)
+        name = f"{n}_seeds_split" if split else f"{n}_seeds"
+        out[f"steps_per_s_{name}"] = round(200 / elapsed, 1)
+        out[f"seed_steps_per_s_{name}"] = round(n * 200 / elapsed, 1)
     out["throughput_gain_8_vs_1"] = round(out["seed_steps_per_s_8_seeds"] / out["seed_steps_per_s_1_seeds"], 2)
+    out["throughput_gain_8_split_vs_1"] = round(out["seed_steps_per_s_8_seeds_split"] / out["seed_steps_per_s_1_seeds"], 2)
     return out
 
 

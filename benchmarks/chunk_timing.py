@@ -7,12 +7,12 @@ import time
 import jax
 
 
-def time_chunks(trainer, state, n_chunks: int) -> tuple[float, object]:
-    """(seconds for `n_chunks` chunks after one compile-and-warm-up chunk, the final state).
-
-    Each chunk's metrics are fetched to the host, as a training run does."""
-    state, _ = trainer.run_chunk(state)  # compile + warm
-    jax.block_until_ready(state)
+def time_chunks(trainer, state, n_chunks: int, warm: bool = True) -> tuple[float, object]:
+    """(seconds for `n_chunks` chunks, after one compile-and-warm-up chunk unless `warm=False`,
+    the final state). Each chunk's metrics are fetched to the host, as a training run does."""
+    if warm:
+        state, _ = trainer.run_chunk(state)
+        jax.block_until_ready(state)
     t0 = time.perf_counter()
     for _ in range(n_chunks):
         state, metrics = trainer.run_chunk(state)

@@ -2,6 +2,8 @@
 
 The venv is `/tmp/peer-tl`, built by `shared/peers/setup-peer-venvs.sh` when missing. A peer
 script prints one JSON line last; `run_peer` returns it as a dict, or {"peer_error": why}.
+`ServedPeer` keeps a peer script that has a `--serve` mode running, so its timings can alternate
+with ours (paired, so the machine's drift cancels in the ratio).
 """
 
 from __future__ import annotations
@@ -20,18 +22,59 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
+def _peer_python() -> str | None:
+    """None when the peer venv exists (built now if missing), else why it does not."""
+    if PEER_PY.exists():
+        return None
+    setup = SHARED_PEERS / "setup-peer-venvs.sh"
+    if not setup.exists():
+        return f"no {PEER_PY} and no {setup} to build it"
+    build = subprocess.run(["bash", str(setup)], capture_output=True, text=True)
+    if build.returncode != 0 or not PEER_PY.exists():
+        return f"could not build {PEER_PY.parent.parent}: {_last_line(build.stderr)}"
+    return None
+
+
 def run_peer(script: Path, args: list[str], timeout: int = 900) -> dict:
-    if not PEER_PY.exists():
-        setup = SHARED_PEERS / "setup-peer-venvs.sh"
-        if not setup.exists():
-            return {"peer_error": f"no {PEER_PY} and no {setup} to build it"}
-        build = subprocess.run(["bash", str(setup)], capture_output=True, text=True)
-        if build.returncode != 0 or not PEER_PY.exists():
-            return {"peer_error": f"could not build {PEER_PY.parent.parent}: {_last_line(build.stderr)}"}
-    if not script.exists():
-        return {"peer_error": f"no peer script {script}"}
+    why = _peer_python() or (None if script.exists() else f"no peer script {script}")
+    if why:
+        return {"peer_error": why}
     out = subprocess.run([str(PEER_PY), str(script), *map(str, args)], capture_output=True, text=True,
                          timeout=timeout, cwd=str(PEER_PY.parent.parent))
     if out.returncode != 0:
         return {"peer_error": _last_line(out.stderr)}
     return json.loads(_last_line(out.stdout))
+
+
+class ServedPeer:
+    """A peer script run with `--serve`: it warms up, prints one line, then for every line `N` on
+    its stdin runs N more steps and prints {"ms_per_step": ...}. `error` says why it is unusable."""
+
+    def __init__(self, script: Path, args: list[str]):
+        self.proc, self.error = None, _peer_python() or (None if script.exists() else f"no peer script {script}")
+        if self.error:
+            return
+        self.proc = subprocess.Popen([str(PEER_PY), str(script), *map(str, args), "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     cwd=str(PEER_PY.parent.parent))
+        self._reply()  # warmed up
+
+    def _reply(self) -> dict | None:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.error = _last_line(self.proc.stderr.read())
+            return None
+        return json.loads(line)
+
+    def ms_per_step(self, steps: int) -> float | None:
+        if self.error:
+            return None
+        self.proc.stdin.write(f"{steps}\n")
+        self.proc.stdin.flush()
+        reply = self._reply()
+        return reply["ms_per_step"] if reply else None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)

@@ -8,7 +8,10 @@ as mi_jax's training chunk does: per-position loss on `--n-eval` task and `--n-e
 sequences, without gradients.
 Run:  /tmp/peer-tl/bin/python benchmarks/peers/tl_induction_step.py --steps 200 --threads 2
 Prints one JSON line: {"impl": "transformer_lens", "ms_per_step": ...}
+With --serve it warms up, prints {"ready": true}, then for every line N on stdin runs N more steps
+and prints {"ms_per_step": ...} (the bench alternates these with its own timings).
 """
+import sys
 import argparse
 import json
 import os
@@ -31,6 +34,7 @@ ap.add_argument("--batch", type=int, default=64)
 ap.add_argument("--lr", type=float, default=2e-3)
 ap.add_argument("--eval-every", type=int, default=25)
 ap.add_argument("--n-eval", type=int, default=128)
+ap.add_argument("--serve", action="store_true")
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
 
@@ -59,13 +63,27 @@ def step():
     return loss
 
 
+def timed(n_steps: int, done: int) -> tuple[float, torch.Tensor]:
+    """(seconds for n_steps more steps, with the evaluations due among them, last loss)."""
+    t0 = time.perf_counter()
+    for i in range(done, done + n_steps):
+        loss = step()
+        if (i + 1) % args.eval_every == 0:
+            evaluate()
+    return time.perf_counter() - t0, loss
+
+
 for _ in range(args.warmup):
     step()
-t0 = time.perf_counter()
-for i in range(args.steps):
-    loss = step()
-    if (i + 1) % args.eval_every == 0:
-        evaluate()
-dt = time.perf_counter() - t0
+if args.serve:
+    print(json.dumps({"ready": True}), flush=True)
+    done = 0
+    for line in sys.stdin:
+        n = int(line)
+        dt, _ = timed(n, done)
+        done += n
+        print(json.dumps({"ms_per_step": round(1e3 * dt / n, 3)}), flush=True)
+    sys.exit(0)
+dt, loss = timed(args.steps, 0)
 print(json.dumps({"impl": "transformer_lens", "ms_per_step": round(1e3 * dt / args.steps, 3), "steps": args.steps,
                   "threads": args.threads, "eval_every": args.eval_every, "final_loss": round(loss.item(), 4), "torch": torch.__version__}))
