@@ -11,10 +11,10 @@ Prints one JSON line: {"impl": "transformer_lens", "ms_per_step": ...}
 With --serve it warms up, prints {"ready": true}, then for every line N on stdin runs N more steps
 and prints {"ms_per_step": ...} (the bench alternates these with its own timings).
 """
-import sys
 import argparse
 import json
 import os
+import sys
 import time
 
 import torch

@@ -28,7 +28,6 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-
 from mi_jax.train import store
 from mi_jax.train.config import TrainConfig
 
