@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-# one JAX CPU device per core, as `mi-jax` sets up (used by presets with train.data_parallel)
-os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
+from mi_jax.cli import use_cpu_cores
+
+use_cpu_cores()  # the CPU devices `mi-jax` trains on (presets with train.data_parallel split over them)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the bench files share `checkpoint_loops`, `chunk_timing`, `peer_runs`

@@ -15,6 +15,14 @@ import sys
 from pathlib import Path
 
 
+def use_cpu_cores() -> None:
+    """One JAX CPU device per core, at most 4, for `train.data_parallel` (unless JAX_NUM_CPU_DEVICES
+    is set; no effect once JAX has started, or on GPU/TPU). Each device's ops still use every core
+    through XLA's shared thread pool; the split lets the small ops of different devices run side by
+    side, and many devices would leave each a sliver of the batch."""
+    os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(min(os.cpu_count() or 1, 4)))
+
+
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
     from mi_jax.config import ConfigError
 
@@ -148,8 +156,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    # one JAX CPU device per core, for `train.data_parallel` (no effect once JAX has started, or on GPU/TPU)
-    os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(os.cpu_count() or 1))
+    use_cpu_cores()
     from mi_jax.config import ConfigError
     from mi_jax.train.loop import TrainingDiverged
     from mi_jax.train.store import CheckpointError

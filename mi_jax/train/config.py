@@ -25,8 +25,8 @@ class TrainConfig:
                    and optimiser state replicated, gradients summed across devices), an ensemble
                    shards its seeds; as many devices as divide the batch size (number of seeds).
                    On CPU the devices are JAX_NUM_CPU_DEVICES (`mi-jax` sets it to the core
-                   count); with one device this is a plain run. Results equal a plain run's up
-                   to float reassociation
+                   count, at most 4); with one device this is a plain run. Results equal a plain
+                   run's up to float reassociation
     """
 
     steps: int = 10_000
