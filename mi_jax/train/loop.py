@@ -52,14 +52,15 @@ def train_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_key, data_key
 
 
-def data_sharding(task, tc: TrainConfig) -> tuple[NamedSharding, NamedSharding] | None:
+def data_sharding(task, tc: TrainConfig) -> tuple[NamedSharding, NamedSharding | None] | None:
     """(sharding of the train state, of each step's batch) for `tc.data_parallel`, or None for a
     plain one-device run.
 
     A solo run replicates its state and splits the batch's leading axis; an ensemble splits its
-    leading [seed] axis (state, keys and metrics) and keeps each seed's batch whole. It uses the
-    largest number of local devices that divides the batch size (the number of seeds); None when
-    that is 1 or data_parallel is off.
+    leading [seed] axis (state, keys and metrics) and keeps each seed's batch whole (batch
+    sharding None: the vmapped batch follows its seed). It uses the largest number of local
+    devices that divides the batch size (the number of seeds); None when that is 1 or
+    data_parallel is off.
     """
     if not tc.data_parallel:
         return None
@@ -72,8 +73,8 @@ def data_sharding(task, tc: TrainConfig) -> tuple[NamedSharding, NamedSharding] 
     if n == 1:
         return None
     mesh = Mesh(np.array(jax.local_devices()[:n]), ("data",))
-    split, whole = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
-    return (split, whole) if tc.ensemble else (whole, split)
+    split = NamedSharding(mesh, PartitionSpec("data"))
+    return (split, None) if tc.ensemble else (NamedSharding(mesh, PartitionSpec()), split)
 
 
 class Trainer:
@@ -91,16 +92,16 @@ class Trainer:
             params = jax.tree.map(lambda x: x.astype(jnp.float32), task.init_params(init_key))
             return {"params": params, "opt_state": self.tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
-        sharding = data_sharding(task, tc)
-        split_batch = sharding is not None and not tc.ensemble
+        # the state (and an ensemble's keys and metrics) live on `state_sharding`; None: one device
+        self.state_sharding, batch_sharding = data_sharding(task, tc) or (None, None)
 
         def chunk_one(state, seed_key):
             _, data_key = jax.random.split(seed_key)
 
             def one_step(state, _):
                 batch = task.batch(data_key, state["step"])
-                if split_batch:
-                    batch = jax.lax.with_sharding_constraint(batch, sharding[1])
+                if batch_sharding is not None:
+                    batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
                 loss, grads = jax.value_and_grad(task.loss)(state["params"], batch)
                 updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
                 params = optax.apply_updates(state["params"], updates)
@@ -118,15 +119,12 @@ class Trainer:
         keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in self.seeds])
         self._seed_keys = keys if tc.ensemble else keys[0]
         wrap = (lambda f: jax.vmap(f)) if tc.ensemble else (lambda f: f)
-        # the state (and an ensemble's keys and metrics) live on `state_sharding`; None: one device
-        self.state_sharding = sharding[0] if sharding else None
-        if sharding:
+        placed = {}
+        if self.state_sharding is not None:  # every output (state, metrics) on the state's sharding
             self._seed_keys = jax.device_put(self._seed_keys, self.state_sharding)
-        placed = {"out_shardings": self.state_sharding} if sharding else {}
+            placed = {"out_shardings": self.state_sharding}
         self._init = jax.jit(wrap(lambda k: init_one(jax.random.wrap_key_data(k))), **placed)
-        chunk_placed = {"out_shardings": (self.state_sharding, self.state_sharding)} if sharding else {}
-        self._chunk = jax.jit(wrap(lambda s, k: chunk_one(s, jax.random.wrap_key_data(k))), donate_argnums=0,
-                              **chunk_placed)
+        self._chunk = jax.jit(wrap(lambda s, k: chunk_one(s, jax.random.wrap_key_data(k))), donate_argnums=0, **placed)
         self._evaluate = jax.jit(wrap(task.evaluate))
 
     def init_state(self):
