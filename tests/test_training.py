@@ -10,13 +10,18 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from conftest import tiny_modular
 from mi_jax import config as config_lib
+from mi_jax.models.transformer import TransformerConfig
+from mi_jax.tasks.induction import InductionConfig, InductionTask
 from mi_jax.tasks.modular import ModularTask
-from mi_jax.train import loop, run, store
+from mi_jax.train import loop, parallel, run, store
+from mi_jax.train.config import TrainConfig
 from mi_jax.train.trajectory import Trajectory
 
 
@@ -82,8 +87,8 @@ def test_data_parallel_runs_match_plain_runs_and_resume_exactly(tmp_path):
     assert jax.local_device_count() == 2, "conftest sets two CPU devices"
     for extra in ({"batch_size": 32}, {"seeds": (3, 5)}):
         chunks = []
-        for parallel in (False, True):
-            cfg = tiny_modular(steps=50, data_parallel=parallel, **extra)
+        for parallel_on in (False, True):
+            cfg = tiny_modular(steps=50, data_parallel=parallel_on, **extra)
             trainer = loop.Trainer(ModularTask(cfg), cfg.train)
             chunks.append(trainer.run_chunk(trainer.init_state()))
         (plain, plain_metrics), (split, split_metrics) = chunks
@@ -105,6 +110,39 @@ def test_data_parallel_runs_match_plain_runs_and_resume_exactly(tmp_path):
     assert list(a.steps) == list(b.steps) == [0, 25, 50]
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         assert np.array_equal(x, y)
+
+
+def test_data_parallel_induction_chunk_splits_its_evaluation_and_matches_the_plain_chunk():
+    # the induction task passes its evaluation batches through `split_batch`; the results are the same
+    model = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=None, layer_norm=True)
+    metrics = []
+    for parallel_on in (False, True):
+        cfg = InductionConfig(seq_len=16, d_vocab=16, repeat_len=6, min_repeat_len=3, n_eval=8, model=model,
+                              train=TrainConfig(steps=50, lr=1e-3, batch_size=8, eval_every=25, ckpt_every=50,
+                                                data_parallel=parallel_on))
+        trainer = loop.Trainer(InductionTask(cfg), cfg.train)
+        state, chunk_metrics = trainer.run_chunk(trainer.init_state())
+        metrics.append(chunk_metrics)
+    assert state["params"]["W_E"].sharding.num_devices == 2
+    for name in ("test_loss", "icl_score", "probe_copy_loss", "step_loss"):
+        np.testing.assert_allclose(metrics[1][name], metrics[0][name], rtol=1e-4, atol=1e-5)
+
+
+def test_split_batch_and_mean_value_and_grad():
+    split = NamedSharding(Mesh(np.array(jax.local_devices()[:2]), ("data",)), PartitionSpec("data"))
+    rows, odd = jnp.arange(8.0).reshape(4, 2), jnp.arange(3.0)
+    with parallel.splitting_batches(split):
+        a, b = jax.jit(lambda: parallel.split_batch((rows * 2, odd * 2)))()
+    assert a.sharding.is_equivalent_to(split, 2)
+    assert b.sharding.is_fully_replicated  # 3 rows do not split over 2 devices
+    assert parallel.split_batch(rows) is rows  # outside a data-parallel chunk: unchanged
+    # one all-reduce of every device's (loss, grads) = value_and_grad of the mean over the whole batch
+    loss = lambda p, batch: ((batch @ p["w"] + p["b"] - 1.0) ** 2).mean()  # noqa: E731
+    params, batch = {"w": jnp.array([0.3, -0.2]), "b": jnp.array(0.1)}, jnp.arange(16.0).reshape(8, 2) / 8
+    want = jax.value_and_grad(loss)(params, batch)
+    got = jax.jit(parallel.mean_value_and_grad(loss, split))(params, batch)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
 
 
 def test_data_parallel_uses_as_many_devices_as_divide_the_batch():

@@ -33,6 +33,7 @@ from mi_jax.config import check
 from mi_jax.models import transformer as tfm
 from mi_jax.tasks import label_log_probs
 from mi_jax.train.config import TrainConfig
+from mi_jax.train.parallel import split_batch
 
 TASKS = ("repeated", "markov", "mixed")
 TaskName = Literal["repeated", "markov", "mixed"]
@@ -208,8 +209,9 @@ class InductionTask:
 
     def evaluate(self, params: dict) -> dict[str, jax.Array]:
         """test_loss and icl_score on the fixed task batch; probe_copy_loss on the repeated probe's second copy."""
-        position_loss = per_position_loss(params, jnp.asarray(self.eval_tokens), self.model)
-        probe_loss = per_position_loss(params, jnp.asarray(self.probe_tokens), self.model)
+        eval_tokens, probe_tokens = split_batch((self.eval_tokens, self.probe_tokens))  # over a data-parallel chunk's devices
+        position_loss = per_position_loss(params, eval_tokens, self.model)
+        probe_loss = per_position_loss(params, probe_tokens, self.model)
         span = self.cfg.repeat_len
         return {
             "test_loss": position_loss.mean(),

@@ -21,8 +21,10 @@ class TrainConfig:
     freeze_biases  keep biases at their initial value (zero), as the TransformerLens grokking demo does
     logsoftmax_f64 take the final log-softmax in float64 (needs jax x64 for the run; avoids the
                    loss spikes float32 shows once the loss is ~1e-7)
-    data_parallel  split every step over the local devices: a solo run shards each batch (params
-                   and optimiser state replicated, gradients summed across devices), an ensemble
+    data_parallel  split every step over the local devices: a solo run shards each batch and its
+                   evaluation (params and optimiser state replicated; each device's gradients of its
+                   share's mean loss are averaged in one all-reduce, so the task's loss must be a
+                   mean over the batch's leading axis, as every task's is), an ensemble
                    shards its seeds; as many devices as divide the batch size (number of seeds).
                    On CPU the devices are JAX_NUM_CPU_DEVICES (`mi-jax` sets it to the core
                    count, at most 4); with one device this is a plain run. Results equal a plain

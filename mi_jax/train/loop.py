@@ -4,7 +4,8 @@ A *task* supplies pure functions (see `mi_jax.tasks`):
     init_params(key) -> params
     batch(key, step) -> batch             (jittable; the data order is a function of (seed, step))
     loss(params, batch) -> scalar
-    evaluate(params) -> {name: scalar}    (train/test loss and accuracy, ...)
+    evaluate(params) -> {name: scalar}    (train/test loss and accuracy, ...; its fixed arrays
+                                           may pass `parallel.split_batch`, to be split in data-parallel chunks)
     frozen(path) -> bool                  (parameters the optimiser leaves alone)
 
 One compiled *chunk* runs `ckpt_every` steps with an evaluation every `eval_every` steps.
@@ -30,6 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mi_jax.train import store
 from mi_jax.train.config import TrainConfig
+from mi_jax.train.parallel import mean_value_and_grad, split_batch, splitting_batches
 
 
 class TrainingDiverged(RuntimeError):
@@ -95,14 +97,15 @@ class Trainer:
         # the state (and an ensemble's keys and metrics) live on `state_sharding`; None: one device
         self.state_sharding, batch_sharding = data_sharding(task, tc) or (None, None)
 
+        value_and_grad = (jax.value_and_grad(task.loss) if batch_sharding is None
+                          else mean_value_and_grad(task.loss, batch_sharding))
+
         def chunk_one(state, seed_key):
             _, data_key = jax.random.split(seed_key)
 
             def one_step(state, _):
-                batch = task.batch(data_key, state["step"])
-                if batch_sharding is not None:
-                    batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-                loss, grads = jax.value_and_grad(task.loss)(state["params"], batch)
+                batch = split_batch(task.batch(data_key, state["step"]))
+                loss, grads = value_and_grad(state["params"], batch)
                 updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
                 params = optax.apply_updates(state["params"], updates)
                 return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
@@ -114,7 +117,8 @@ class Trainer:
                 metrics["step_loss_finite"] = jnp.isfinite(losses).all()
                 return state, metrics
 
-            return jax.lax.scan(one_eval, state, length=evals_per_chunk)
+            with splitting_batches(batch_sharding):  # the batch, and the evaluation if the task splits it
+                return jax.lax.scan(one_eval, state, length=evals_per_chunk)
 
         keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in self.seeds])
         self._seed_keys = keys if tc.ensemble else keys[0]
