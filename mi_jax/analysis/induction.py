@@ -30,6 +30,8 @@ turns the "ov_circuit" results into "ov_copying" (eigenvalues on the host, see
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,6 +55,7 @@ def attention_cache(params: dict, tokens: jax.Array, model: tfm.TransformerConfi
     return [cache[f"blocks.{l}.attn.hook_pattern"] for l in layers], [cache[f"blocks.{l}.attn.hook_z"] for l in layers]
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def patterns(params: dict, tokens: jax.Array, model: tfm.TransformerConfig) -> jax.Array:
     """Attention patterns of every head: [batch, layer, head, pos, key_pos]."""
     return jnp.stack(attention_cache(params, tokens, model)[0], axis=1)
@@ -98,7 +101,8 @@ def chance_scores(tokens: np.ndarray, span: int) -> dict[str, float]:
     n = tokens.shape[1]
     uniform = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
     pattern = jnp.broadcast_to(jnp.asarray(uniform, jnp.float32), (tokens.shape[0], 1, 1, n, n))
-    return {k: float(v[0, 0]) for k, v in head_scores(pattern, jnp.asarray(tokens), span).items()}
+    scores = jax.jit(head_scores, static_argnums=2)(pattern, jnp.asarray(tokens), span)
+    return {k: float(v[0, 0]) for k, v in scores.items()}
 
 
 # ----------------------------------------------------------------------------- weight-based scores

@@ -22,6 +22,7 @@ The in-context-learning score (Olsson et al. 2022) is the loss on the token at p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar, Literal
 
@@ -131,6 +132,7 @@ def markov_tokens(key: jax.Array, n: int, seq_len: int, d_vocab: int, alpha: flo
     return jnp.concatenate([first[:, None], rest.T], axis=1)
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "n"))  # one compiled call, not ~20 op-by-op compiles
 def sample(cfg: InductionConfig, key: jax.Array, n: int) -> jax.Array:
     """n sequences of the config's task -> tokens [n, seq_len] int32."""
     k_tok, k_span = jax.random.split(key)
@@ -146,6 +148,7 @@ def sample(cfg: InductionConfig, key: jax.Array, n: int) -> jax.Array:
     return tokens.astype(jnp.int32)
 
 
+@functools.partial(jax.jit, static_argnames=("n", "seq_len", "d_vocab", "span"))
 def repeated_probe(key: jax.Array, n: int, seq_len: int, d_vocab: int, span: int) -> jax.Array:
     """The fixed analysis probe: uniform tokens whose last `span` repeat the `span` before. [n, seq_len]."""
     tokens = random_tokens(key, n, seq_len, d_vocab)
