@@ -32,6 +32,7 @@ Hook points (TransformerLens vocabulary), all `[batch, pos, ...]`:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, Iterable, Literal
 
@@ -256,6 +257,41 @@ def _first_layer_last_query_attention(params, tokens, cfg: TransformerConfig):
     return _last_query_attention(p, q, k, v), embed[-1][tokens[:, -1:]]
 
 
+def _scores_kq(q, k, causal: bool):
+    """Attention scores as [batch, head, key_pos, pos] (scaled, causal mask -inf), from q [batch, pos,
+    head, d_head] and k [batch, key_pos, head, d_head]. In this orientation (softmax over axis -2) XLA's
+    CPU forward of scores, softmax and pattern @ values runs ~1.6x faster than in [..., pos, key_pos]
+    (the whole induction analysis ~19%); the hooks still see [batch, head, pos, key_pos]."""
+    scores = jnp.einsum("bkhe,bqhe->bhkq", k, q / math.sqrt(q.shape[-1]))
+    if not causal:
+        return scores
+    n_q, n_k = q.shape[1], k.shape[1]
+    future = jnp.arange(n_q)[None, :] + (n_k - n_q) < jnp.arange(n_k)[:, None]  # [key_pos, pos]
+    return scores + jnp.where(future, -jnp.inf, 0.0)
+
+
+def _attend_kq(q, k, v, causal: bool):
+    return jnp.einsum("bhkq,bkhe->bqhe", jax.nn.softmax(_scores_kq(q, k, causal), axis=-2), v)
+
+
+def _attend_qk(q, k, v, causal: bool):
+    scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])  # [batch, head, pos, key_pos]
+    if causal:
+        n_q, n_k = scores.shape[-2:]
+        scores = jnp.where(jnp.arange(n_q)[:, None] + (n_k - n_q) >= jnp.arange(n_k)[None, :], scores, -jnp.inf)
+    return jnp.einsum("bhqk,bkhe->bqhe", jax.nn.softmax(scores, axis=-1), v)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _attend(q, k, v, causal: bool):
+    """Softmax attention z [batch, pos, head, d_head]: evaluated as `_attend_kq`, differentiated as
+    `_attend_qk`, whose backward pass XLA's CPU runs a few % faster (the same function either way)."""
+    return _attend_kq(q, k, v, causal)
+
+
+_attend.defjvp(lambda causal, primals, tangents: jax.jvp(functools.partial(_attend_qk, causal=causal), primals, tangents))
+
+
 def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str):
     """x_q [batch, pos, d_model] queries, x_kv [batch, key_pos, d_model] keys/values."""
     q = hk(f"{name}.hook_q", _project(x_q, p["W_Q"], p["b_Q"]))
@@ -263,14 +299,15 @@ def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str):
     v = hk(f"{name}.hook_v", _project(x_kv, p["W_V"], p["b_V"]))
     if q.shape[1] == 1 and not hk.hooks and not hk.wanted and not hk.cache_all:
         return _last_query_attention(p, q, k, v)
-    scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
-    if causal:
-        n_q, n_k = scores.shape[-2:]
-        mask = jnp.arange(n_q)[:, None] + (n_k - n_q) >= jnp.arange(n_k)[None, :]
-        scores = jnp.where(mask, scores, -jnp.inf)
-    scores = hk(f"{name}.hook_attn_scores", scores)
-    pattern = hk(f"{name}.hook_pattern", jax.nn.softmax(scores, axis=-1))
-    z = hk(f"{name}.hook_z", jnp.einsum("bhqk,bkhe->bqhe", pattern, v))
+    scores_name, pattern_name = f"{name}.hook_attn_scores", f"{name}.hook_pattern"
+    if hk.wants(scores_name) or hk.wants(pattern_name):
+        swap = lambda a: jnp.swapaxes(a, -1, -2)  # noqa: E731  [.., key_pos, pos] <-> [.., pos, key_pos]
+        scores = swap(hk(scores_name, swap(_scores_kq(q, k, causal))))
+        pattern = swap(hk(pattern_name, swap(jax.nn.softmax(scores, axis=-2))))
+        z = jnp.einsum("bhkq,bkhe->bqhe", pattern, v)
+    else:
+        z = _attend(q, k, v, causal)
+    z = hk(f"{name}.hook_z", z)
     if hk.wants(f"{name}.hook_result"):
         result = hk(f"{name}.hook_result", jnp.einsum("bqhe,hed->bqhd", z, p["W_O"]))
         return result.sum(2) + p["b_O"]
