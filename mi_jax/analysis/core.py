@@ -5,8 +5,8 @@ params (a dict like `init_params` gives) and whatever fixed data it needs. A mea
 return a dict `{name: value}`: a *family* of measures that share one forward pass (the attention
 scores of every head from one cached run, say); its entries become results of their own.
 `analyze` evaluates a dict of measures over a whole `Trajectory`: vmapped over seeds,
-`lax.map`ped in chunks of checkpoints (bounded memory), jitted once. It never loops over
-checkpoints in Python.
+`lax.map`ped in chunks of checkpoints (bounded memory), the checkpoints split over the local
+devices, jitted once. It never loops over checkpoints in Python.
 
     results = analyze(traj, {"weight_norm": weight_norm}, data)
     results["weight_norm"]   # [time] or [time, seed]
@@ -72,14 +72,17 @@ def analyze_params(
         return jax.tree.map(np.asarray, jax.jit(over_time)(jax.tree.map(jnp.asarray, params)))
     # [time] -> [device, time / device], the last checkpoint repeated to fill the last share
     per_device = -(-n_time // n_dev)
-    fill = lambda x: np.concatenate([x, np.repeat(x[-1:], n_dev * per_device - n_time, 0)])  # noqa: E731
+    pad = n_dev * per_device - n_time
+    fill = lambda x: np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x  # noqa: E731
     shares = jax.tree.map(lambda x: fill(np.asarray(x)).reshape(n_dev, per_device, *x.shape[1:]), params)
     mesh = Mesh(np.array(jax.local_devices()[:n_dev]), ("checkpoints",))
-    split = NamedSharding(mesh, PartitionSpec("checkpoints"))
-    share = lambda f: lambda tree: f(jax.tree.map(lambda x: x[0], tree))  # noqa: E731  one device's block
-    run = jax.jit(jax.shard_map(share(lambda ps: jax.tree.map(lambda y: y[None], over_time(ps))), mesh=mesh,
-                                in_specs=split.spec, out_specs=split.spec, check_vma=False))
-    out = run(jax.device_put(shares, split))
+    split = PartitionSpec("checkpoints")
+
+    def on_one_device(block):  # leaves [1, per_device, ...]: this device's checkpoints
+        return jax.tree.map(lambda y: y[None], over_time(jax.tree.map(lambda x: x[0], block)))
+
+    run = jax.jit(jax.shard_map(on_one_device, mesh=mesh, in_specs=split, out_specs=split, check_vma=False))
+    out = run(jax.device_put(shares, NamedSharding(mesh, split)))
     return jax.tree.map(lambda y: np.asarray(y).reshape(-1, *y.shape[2:])[:n_time], out)
 
 
