@@ -1,6 +1,7 @@
 """The command line: presets, overrides, and one clear error line (exit 2) for every bad input."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,20 @@ def test_train_with_overrides_and_seeds(capsys, tmp_path):
     assert traj.config.p == 11 and traj.seeds == (0, 1)
     assert traj.params["W_E"].shape == (3, 2, 12, 32)
     # (`mi-jax analyze` on a finished run is covered by tests/test_grokking_analysis.py)
+
+
+def test_compile_cache_goes_under_the_user_cache_per_cpu_and_can_be_turned_off(monkeypatch, tmp_path):
+    environ = {"XDG_CACHE_HOME": str(tmp_path)}
+    monkeypatch.setattr(os, "environ", environ)  # use_compile_cache writes the environment: a private copy
+    cli.use_compile_cache()
+    folder = Path(environ["JAX_COMPILATION_CACHE_DIR"])
+    assert folder.parent == tmp_path / "mi_jax" / "xla" and folder.name == cli._cpu_tag()
+    assert float(environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]) > 0
+    environ.clear()
+    environ.update(MI_JAX_COMPILE_CACHE=str(tmp_path / "mine"))
+    cli.use_compile_cache()
+    assert environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "mine")
+    environ.clear()
+    environ.update(MI_JAX_COMPILE_CACHE="off")
+    cli.use_compile_cache()
+    assert "JAX_COMPILATION_CACHE_DIR" not in environ

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mi_jax.analysis import fourier, grokking, modular_report
-from mi_jax.analysis.core import evaluate_measures
+from mi_jax.analysis.core import analyze_params, evaluate_measures
 from mi_jax.config import ConfigError
 from mi_jax.models import transformer as tfm
 from mi_jax.tasks.modular import ModularConfig
@@ -253,6 +253,18 @@ def test_one_call_equals_each_checkpoint_alone(tiny_run):
                 np.testing.assert_allclose(chosen, f.max(0), atol=1e-5, err_msg=f"{name} at t={t}")
                 continue
             np.testing.assert_allclose(results[name][t], value, rtol=2e-5, atol=2e-6, err_msg=f"{name} at t={t}")
+
+
+def test_neuron_fractions_split_over_devices_equal_each_checkpoint_alone():
+    # Regression: with lax.map's batch-of-one form inside the program split over the 2 test devices,
+    # the FFT-based neuron fractions of a model this size came out as garbage (up to 1e33), run to run different.
+    cfg = ModularConfig(p=41, train_frac=0.5, model=tfm.TransformerConfig(d_model=64, n_heads=4, d_mlp=256))
+    stacked = jax.vmap(lambda k: tfm.init_params(cfg.transformer, k))(jax.random.split(jax.random.key(0), 4))
+    measures, data = grokking.measures(cfg, ["neuron_best_frac"]), grokking.make_data(cfg, key_freqs=(1, 2))
+    split = analyze_params(stacked, measures, data)["neuron_best_frac"]
+    one = jax.jit(lambda p: evaluate_measures(measures, p, data)["neuron_best_frac"])
+    for t in range(4):
+        np.testing.assert_allclose(split[t], one(jax.tree.map(lambda x: x[t], stacked)), rtol=1e-5, atol=1e-6)
 
 
 def test_ensemble_measures_equal_per_seed_runs(tiny_ensemble):

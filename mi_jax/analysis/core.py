@@ -65,7 +65,9 @@ def analyze_params(
     chunk_size = chunk_size or default_chunk_size()
     one = lambda p: evaluate_measures(measures, p, data)  # noqa: E731
     per_time = jax.vmap(one) if seed_axis else one
-    over_time = lambda ps: jax.lax.map(per_time, ps, batch_size=chunk_size)  # noqa: E731
+    # batch_size=1 means a plain map: passed as such, since lax.map's batch-of-one form (a vmap of size 1)
+    # gave wrong, run-to-run different neuron fractions (FFT) in the split program on 2 CPU devices
+    over_time = lambda ps: jax.lax.map(per_time, ps, batch_size=chunk_size if chunk_size > 1 else None)  # noqa: E731
     n_time = jax.tree.leaves(params)[0].shape[0]
     n_dev = min(jax.local_device_count(), n_time)
     if n_dev == 1:
