@@ -58,7 +58,7 @@ def analyze_params(
 
     With several local devices (the CPU devices `mi-jax` makes of the cores, or GPUs) the
     checkpoints are split over them, each device mapping over its share: no communication, and
-    on 2 CPU cores ~14% faster than one device's map for the induction measures.
+    on 2 CPU cores 14% faster than one device's map for the induction measures.
     """
     if not measures:
         raise ConfigError("no measures to compute")
