@@ -63,16 +63,20 @@ def induction_2l_step(rounds: int = 8) -> dict:
 
 @contextlib.contextmanager
 def fresh_compile_cache():
-    """JAX's on-disk compile cache in an empty temporary folder (every program kept), then off again."""
+    """JAX's on-disk compile cache in an empty temporary folder (every program kept), then the
+    cache settings as they were."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = {name: getattr(jax.config, name) for name in names}
     with tempfile.TemporaryDirectory() as folder:
         compile_cache.reset_cache()
-        jax.config.update("jax_compilation_cache_dir", folder)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update(names[0], folder)
+        jax.config.update(names[1], 0.0)
         try:
             yield
         finally:
             compile_cache.reset_cache()
-            jax.config.update("jax_compilation_cache_dir", None)
+            for name, value in before.items():
+                jax.config.update(name, value)
 
 
 def induction_analysis(n_checkpoints: int = 200, loop_measured: int = 10) -> dict:

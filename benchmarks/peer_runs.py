@@ -35,8 +35,13 @@ def _peer_python() -> str | None:
     return None
 
 
+def _unusable(script: Path) -> str | None:
+    """None when the peer venv and `script` are there to run, else why not."""
+    return _peer_python() or (None if script.exists() else f"no peer script {script}")
+
+
 def run_peer(script: Path, args: list[str], timeout: int = 900) -> dict:
-    why = _peer_python() or (None if script.exists() else f"no peer script {script}")
+    why = _unusable(script)
     if why:
         return {"peer_error": why}
     out = subprocess.run([str(PEER_PY), str(script), *map(str, args)], capture_output=True, text=True,
@@ -51,7 +56,7 @@ class ServedPeer:
     its stdin runs N more steps and prints {"ms_per_step": ...}. `error` says why it is unusable."""
 
     def __init__(self, script: Path, args: list[str]):
-        self.proc, self.error = None, _peer_python() or (None if script.exists() else f"no peer script {script}")
+        self.proc, self.error = None, _unusable(script)
         if self.error:
             return
         self.proc = subprocess.Popen([str(PEER_PY), str(script), *map(str, args), "--serve"], stdin=subprocess.PIPE,
