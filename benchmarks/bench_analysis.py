@@ -36,7 +36,7 @@ def analysis_p113() -> dict:
     data = grokking.make_data(cfg, key_freqs=(14, 35, 41, 42, 52))
     with jax.enable_x64(cfg.train.logsoftmax_f64):
         t0 = time.perf_counter()
-        vmapped = analyze_params(stacked, measures, data)
+        vmapped = analyze_params(stacked, measures, data, member_axis=False)
         vmapped_s = time.perf_counter() - t0
         evaluate = lambda p: evaluate_measures(measures, p, data)  # noqa: E731
         loop_s, eager = loop_seconds(evaluate, stacked, N_CHECKPOINTS, LOOP_MEASURED)

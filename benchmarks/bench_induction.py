@@ -19,8 +19,8 @@ from peer_runs import OWN_PEERS, ServedPeer
 from mi_jax.analysis import induction as ind
 from mi_jax.analysis.core import analyze_params, evaluate_measures
 from mi_jax.presets import load
-from mi_jax.tasks import make_task
-from mi_jax.train.loop import Trainer
+from mi_jax.kinds import make_task
+from mi_jax.training.loop import Trainer
 
 
 def induction_2l_step(rounds: int = 8) -> dict:
@@ -96,7 +96,7 @@ def induction_analysis(n_checkpoints: int = 200, loop_measured: int = 10) -> dic
         timed = []
         for _ in range(2):
             t0 = time.perf_counter()
-            vmapped = ind.finish(analyze_params(stacked, measures, data))  # traced and lowered anew each call
+            vmapped = ind.finish(analyze_params(stacked, measures, data, member_axis=False))  # traced and lowered anew each call
             timed.append(time.perf_counter() - t0)
     vmapped_s, vmapped_cached_s = timed
     evaluate = lambda p: evaluate_measures(measures, p, data)  # noqa: E731

@@ -23,13 +23,13 @@ import jax
 import numpy as np
 from peer_runs import SHARED_PEERS, run_peer
 
-from mi_jax.tasks.superposition import TMS_TRAIN, TMSConfig, TMSTask
-from mi_jax.train.loop import Trainer
+from mi_jax.tasks.superposition import SUPERPOSITION_TRAIN, SuperpositionConfig, SuperpositionTask
+from mi_jax.training.loop import Trainer
 
 
-def _timed_steps(cfg: TMSConfig, chunks: int) -> float:
+def _timed_steps(cfg: SuperpositionConfig, chunks: int) -> float:
     """Seconds for `chunks` compiled chunks after a compile-and-warm-up chunk on a throwaway state."""
-    trainer = Trainer(TMSTask(cfg), cfg.train)
+    trainer = Trainer(SuperpositionTask(cfg), cfg.train)
     state, _ = trainer.run_chunk(trainer.init_state())
     jax.block_until_ready(state)
     state = jax.block_until_ready(trainer.init_state())
@@ -47,8 +47,8 @@ def _peer(steps: int) -> dict:
 
 def tms_train() -> dict:
     steps, chunk = 10_000, 1_000
-    tc = dataclasses.replace(TMS_TRAIN, steps=steps, eval_every=chunk, ckpt_every=chunk, batch_size=1024)
-    cfg = TMSConfig(n_features=5, n_hidden=2, n_probabilities=8, prob_max=1.0, prob_min=0.05,
+    tc = dataclasses.replace(SUPERPOSITION_TRAIN, steps=steps, eval_every=chunk, ckpt_every=chunk, batch_size=1024)
+    cfg = SuperpositionConfig(n_features=5, n_hidden=2, n_probabilities=8, prob_max=1.0, prob_min=0.05,
                     importance_decay=0.9, train=tc)
     s_total = _timed_steps(cfg, steps // chunk)
     row = {"s_total": round(s_total, 3), "ms_per_step": round(1e3 * s_total / steps, 4)}
@@ -61,24 +61,22 @@ def tms_train() -> dict:
 
 
 def instance_steps_per_s(n_instances: int, steps: int = 500) -> float:
-    tc = dataclasses.replace(TMS_TRAIN, steps=steps, eval_every=steps, ckpt_every=steps, batch_size=1024)
-    cfg = TMSConfig(n_features=5, n_hidden=2, n_probabilities=n_instances, importance_decay=0.9,
+    tc = dataclasses.replace(SUPERPOSITION_TRAIN, steps=steps, eval_every=steps, ckpt_every=steps, batch_size=1024)
+    cfg = SuperpositionConfig(n_features=5, n_hidden=2, n_probabilities=n_instances, importance_decay=0.9,
                     eval_batch=256, train=tc)
     return n_instances * steps / _timed_steps(cfg, 1)
 
 
 def tms_phase_diagram() -> dict:
-    from mi_jax import presets
+    import mi_jax as mj
     from mi_jax.analysis.superposition import classify_two_feature
-    from mi_jax.train.run import start
-    from mi_jax.train.trajectory import Trajectory
 
-    cfg = presets.load("tms_phase_diagram")
+    cfg = mj.load_preset("tms_phase_diagram")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        start(cfg, Path(tmp) / "run", wandb="off", progress=False)
-        traj = Trajectory.load(Path(tmp) / "run")
-        phases = np.asarray(jax.vmap(classify_two_feature)(traj.params["W"][-1]))
+        mj.train(cfg, Path(tmp) / "run", wandb="off", progress=False)
+        traj = mj.Trajectory.load(Path(tmp) / "run")
+        phases = np.asarray(jax.vmap(classify_two_feature)(traj.at(-1)["W"]))
         wall = time.perf_counter() - t0
     counts = np.bincount(phases, minlength=3)
     row = {

@@ -15,8 +15,9 @@ from chunk_timing import time_chunks
 from peer_runs import SHARED_PEERS, run_peer
 
 from mi_jax import presets
-from mi_jax.tasks.modular import ModularTask
-from mi_jax.train import loop, store
+from mi_jax.tasks.grokking import GrokkingTask
+from mi_jax.io import store
+from mi_jax.training import loop
 
 
 def _with_train(cfg, **changes):
@@ -61,7 +62,7 @@ def transformer_lens_ms_per_step(steps: int = 20) -> float | None:
 
 def grokking_p113_step() -> dict:
     cfg = _with_train(presets.load("grokking_p113"), eval_every=50, ckpt_every=50)
-    task = ModularTask(cfg)
+    task = GrokkingTask(cfg)
     with jax.enable_x64(True):
         trainer = loop.Trainer(task, cfg.train)
         elapsed, _ = time_chunks(trainer, trainer.init_state(), n_chunks=4)
@@ -85,7 +86,7 @@ def checkpoint_overhead() -> dict:
     """Wall time of 1,000 grokking_p113 steps with a snapshot + train state every 100, against the
     same compiled chunks with no checkpointing at all."""
     cfg = _with_train(presets.load("grokking_p113"), steps=1000, eval_every=100, ckpt_every=100)
-    task = ModularTask(cfg)
+    task = GrokkingTask(cfg)
     with jax.enable_x64(True):
         trainer = loop.Trainer(task, cfg.train)
         bare, _ = time_chunks(trainer, trainer.init_state(), n_chunks=10)
@@ -112,7 +113,7 @@ def ensemble() -> dict:
         cfg = _with_train(presets.load("grokking_small"), seeds=tuple(range(n)) if n > 1 else None,
                           eval_every=50, ckpt_every=50, data_parallel=split)
         with jax.enable_x64(True):
-            trainer = loop.Trainer(ModularTask(cfg), cfg.train)
+            trainer = loop.Trainer(GrokkingTask(cfg), cfg.train)
             elapsed, _ = time_chunks(trainer, trainer.init_state(), n_chunks=4)
         name = f"{n}_seeds_split" if split else f"{n}_seeds"
         out[f"steps_per_s_{name}"] = round(200 / elapsed, 1)

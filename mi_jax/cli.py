@@ -5,6 +5,9 @@
     mi-jax train --resume RUN_DIR
     mi-jax analyze RUN_DIR
     mi-jax demo [--out DIR]
+
+`--presets DIR` (before the command, repeatable) adds a folder of preset files.
+Flag parsing and errors only: the work is done by the library (`import mi_jax as mj`).
 """
 
 from __future__ import annotations
@@ -82,14 +85,15 @@ def _parse_seeds(text: str | None):
 def cmd_list(args) -> int:
     from mi_jax import presets
 
-    for name, doc in presets.describe().items():
+    for name, (doc, source) in presets.describe().items():
         print(f"{name:24s} {doc}")
+        print(f"{'':24s} ({source})")
     return 0
 
 
 def build_config(preset: str, sets: list[str], seeds: str | None):
     from mi_jax import config, presets
-    from mi_jax.train.run import with_seeds
+    from mi_jax.training.run import with_seeds
 
     cfg = presets.load(preset)
     cfg = config.override(cfg, _parse_sets(sets or []))
@@ -98,7 +102,7 @@ def build_config(preset: str, sets: list[str], seeds: str | None):
 
 def cmd_train(args) -> int:
     from mi_jax.config import ConfigError
-    from mi_jax.train import run
+    from mi_jax.training import run
 
     if args.resume:
         if args.sets or args.seeds:
@@ -132,18 +136,17 @@ def _summary(row: dict) -> str:
 
 
 def cmd_analyze(args) -> int:
-    from mi_jax.analysis import report
+    from mi_jax.reports import analyze_run
 
-    outputs = report.analyze_run(Path(args.run_dir), wandb=args.wandb, progress=not args.quiet)
-    for line in outputs:
+    for line in analyze_run(Path(args.run_dir), wandb=args.wandb):
         print(line)
     return 0
 
 
 def cmd_demo(args) -> int:
     """Train grokking_small, analyse its checkpoint series and write the plots."""
-    from mi_jax.analysis import report
-    from mi_jax.train import run
+    from mi_jax.reports import analyze_run
+    from mi_jax.training import run
 
     cfg = build_config("grokking_small", [], None)
     run_dir = Path(args.out) if args.out else run.default_run_dir("grokking_small")
@@ -151,7 +154,7 @@ def cmd_demo(args) -> int:
     final = run.start(cfg, run_dir, overwrite=True, wandb=args.wandb, progress=not args.quiet)
     print(f"[demo] final: {_summary(final)}")
     print(f"[demo] analysing every checkpoint of {run_dir}")
-    for line in report.analyze_run(run_dir, wandb=args.wandb, progress=not args.quiet):
+    for line in analyze_run(run_dir, wandb=args.wandb):
         print(f"[demo] {line}")
     print(f"[demo] done. run dir {run_dir}: config.json, metrics.jsonl, snapshots/, state/, analysis/, wandb/")
     return 0
@@ -159,6 +162,8 @@ def cmd_demo(args) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mi-jax", description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", action="append", default=[], metavar="DIR",
+                        help="a folder of your own preset files (NAME.py defining PRESET); also $MI_JAX_PRESETS")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the presets").set_defaults(func=cmd_list)
 
@@ -180,6 +185,7 @@ def make_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     for p in (train, analyze, demo):
         p.add_argument("--wandb", default="offline", choices=["offline", "online", "off"])
+    for p in (train, demo):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -188,10 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     use_cpu_cores()
     use_compile_cache()
+    from mi_jax import presets
     from mi_jax.config import ConfigError
-    from mi_jax.train.loop import TrainingDiverged
-    from mi_jax.train.store import CheckpointError
+    from mi_jax.io.store import CheckpointError
+    from mi_jax.training.loop import TrainingDiverged
 
+    presets.USER_DIRS[:] = [Path(d) for d in args.presets]
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, TrainingDiverged) as e:

@@ -1,6 +1,6 @@
 """Typed, validated experiment configs.
 
-Every experiment kind has one frozen dataclass (e.g. `ModularConfig`), checked in
+Every experiment kind has one frozen dataclass (e.g. `GrokkingConfig`), checked in
 `__post_init__` so a bad value fails at construction with one clear line
 (`ConfigError`). Configs nest (`cfg.model.d_model`, `cfg.train.lr`); overrides
 from the command line use dotted keys (`--set train.lr=3e-4`).

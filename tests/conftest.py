@@ -14,22 +14,20 @@ jax.config.update("jax_num_cpu_devices", 2)
 jax.config.update("jax_compilation_cache_dir", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "xla"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
-from mi_jax.models.transformer import TransformerConfig
-from mi_jax.tasks.modular import ModularConfig
-from mi_jax.train.config import TrainConfig
+import mi_jax as mj
 
 
-def tiny_modular(**train_overrides) -> ModularConfig:
+def tiny_grokking(**train_overrides) -> mj.GrokkingConfig:
     train = dataclasses.replace(
-        TrainConfig(steps=200, lr=3e-3, weight_decay=1.0, eval_every=25, ckpt_every=50, seed=0),
+        mj.TrainConfig(steps=200, lr=3e-3, weight_decay=1.0, eval_every=25, ckpt_every=50, seed=0),
         **train_overrides,
     )
-    return ModularConfig(
+    return mj.GrokkingConfig(
         p=13, train_frac=0.5, data_seed=1,
-        model=TransformerConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64), train=train,
+        model=mj.TransformerConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64), train=train,
     )
 
 
 @pytest.fixture
 def tiny_cfg():
-    return tiny_modular()
+    return tiny_grokking()

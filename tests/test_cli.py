@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import mi_jax as mj
 from mi_jax import cli, presets
-from mi_jax.train.trajectory import Trajectory
 
 
 def run_cli(capsys, *argv):
@@ -23,14 +23,42 @@ def assert_one_line_error(capsys, argv, match):
     assert lines[0].startswith("mi-jax: error: ") and match in lines[0], lines[0]
 
 
-def test_list_shows_the_presets(capsys):
+BUILT_IN = ["and_superposition", "grokking_p113", "grokking_small", "induction_1l", "induction_2l", "tms_20_5",
+            "tms_5_2", "tms_dimensionality", "tms_dynamics", "tms_phase_diagram"]
+
+
+def test_list_shows_every_built_in_preset_with_its_summary_and_source(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
-    assert "grokking_p113" in out and "grokking_small" in out
+    lines = out.splitlines()
+    names = [line.split()[0] for line in lines[::2]]
+    assert names == BUILT_IN
+    for name, summary, source in zip(names, lines[::2], lines[1::2]):
+        doc = presets._module(name, "built-in").__doc__.strip().splitlines()[0]
+        assert summary.split(None, 1)[1] == doc and source.strip() == "(built-in)"
+
+
+def test_user_presets_from_a_folder_flag_or_the_environment_come_first(capsys, tmp_path, monkeypatch):
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    for folder, p in ((mine, 17), (theirs, 19)):
+        folder.mkdir()
+        (folder / "grokking_small.py").write_text(
+            f'"""grokking_small with p = {p}."""\nimport dataclasses\nimport mi_jax as mj\n'
+            f'PRESET = dataclasses.replace(mj.load_preset("grokking_p113"), p={p})\n')
+    (mine / "my_run.py").write_text('"""My own run."""\nimport mi_jax as mj\nPRESET = mj.load_preset("tms_5_2")\n')
+    monkeypatch.setenv("MI_JAX_PRESETS", str(theirs))
+    monkeypatch.setattr(presets, "USER_DIRS", [])  # `--presets` fills it; a fresh list, restored after
+    code, out, _ = run_cli(capsys, "--presets", str(mine), "list")
+    assert code == 0
+    listing = dict(zip([line.split()[0] for line in out.splitlines()[::2]], out.splitlines()[1::2]))
+    assert listing["my_run"].strip() == f"({mine / 'my_run.py'})"
+    assert listing["grokking_small"].strip() == f"({theirs / 'grokking_small.py'})"  # $MI_JAX_PRESETS comes first
+    assert listing["grokking_p113"].strip() == "(built-in)"
+    assert mj.load_preset("grokking_small").p == 19 and mj.load_preset("my_run").n_features == 5
 
 
 def test_the_p113_preset_is_the_paper_setup():
-    cfg = presets.load("grokking_p113")
+    cfg = mj.load_preset("grokking_p113")
     m, t = cfg.transformer, cfg.train
     assert (cfg.p, cfg.op, cfg.train_frac, cfg.data_seed, t.seed) == (113, "+", 0.3, 598, 999)
     assert (m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp, m.act_fn, m.layer_norm) == (1, 128, 4, 32, 512, "relu", False)
@@ -89,20 +117,6 @@ def test_resume_of_a_non_run_dir(capsys, tmp_path):
 
 def test_analyze_of_a_dir_without_checkpoints(capsys, tmp_path):
     assert_one_line_error(capsys, ["analyze", str(tmp_path), "--wandb", "off"], "not a mi_jax run dir")
-
-
-def test_train_with_overrides_and_seeds(capsys, tmp_path):
-    out = tmp_path / "run"
-    code, stdout, err = run_cli(
-        capsys, "train", "grokking_small", "--set", "p=11", "--set", "model.d_model=32", "--set", "model.d_mlp=32",
-        "--set", "train.steps=100", "--seeds", "0,1", "--out", str(out), "--wandb", "off", "--quiet",
-    )
-    assert code == 0, err
-    assert f"run dir: {out}" in stdout
-    traj = Trajectory.load(out)
-    assert traj.config.p == 11 and traj.seeds == (0, 1)
-    assert traj.params["W_E"].shape == (3, 2, 12, 32)
-    # (`mi-jax analyze` on a finished run is covered by tests/test_grokking_analysis.py)
 
 
 def test_compile_cache_goes_under_the_user_cache_per_cpu_and_can_be_turned_off(monkeypatch, tmp_path):

@@ -12,34 +12,30 @@ import jax
 import numpy as np
 import pytest
 
-from mi_jax.analysis import fourier, grokking, modular_report
+import mi_jax as mj
+from mi_jax.analysis import fourier, grokking
 from mi_jax.analysis.core import analyze_params, evaluate_measures
-from mi_jax.config import ConfigError
+from mi_jax.io import store
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks.modular import ModularConfig
-from mi_jax.train import run, store
-from mi_jax.train.config import TrainConfig
-from mi_jax.train.trajectory import Trajectory
 
-TINY_MODEL = tfm.TransformerConfig(d_model=32, n_heads=4, d_mlp=64)
-TINY_TRAIN = TrainConfig(steps=200, lr=3e-3, weight_decay=1.0, beta2=0.98, eval_every=50, ckpt_every=50,
+TINY_MODEL = mj.TransformerConfig(d_model=32, n_heads=4, d_mlp=64)
+TINY_TRAIN = mj.TrainConfig(steps=200, lr=3e-3, weight_decay=1.0, beta2=0.98, eval_every=50, ckpt_every=50,
                          freeze_biases=True)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    cfg = ModularConfig(p=13, train_frac=0.5, model=TINY_MODEL, train=TINY_TRAIN)
+    cfg = mj.GrokkingConfig(p=13, train_frac=0.5, model=TINY_MODEL, train=TINY_TRAIN)
     path = tmp_path_factory.mktemp("runs") / "solo"
-    run.start(cfg, path, wandb="off", progress=False)
+    mj.train(cfg, path, wandb="off", progress=False)
     return path
 
 
 @pytest.fixture(scope="module")
 def tiny_ensemble(tmp_path_factory):
-    cfg = ModularConfig(p=13, train_frac=0.5, model=TINY_MODEL,
-                        train=dataclasses.replace(TINY_TRAIN, seeds=(0, 1)))
+    cfg = mj.GrokkingConfig(p=13, train_frac=0.5, model=TINY_MODEL, train=dataclasses.replace(TINY_TRAIN, seeds=(0, 1)))
     path = tmp_path_factory.mktemp("runs") / "ensemble"
-    run.start(cfg, path, wandb="off", progress=False)
+    mj.train(cfg, path, wandb="off", progress=False)
     return path
 
 
@@ -70,7 +66,7 @@ def test_freq_norms_of_a_pure_wave_sit_at_its_frequency():
 @pytest.mark.parametrize("p", [12, 13])
 def test_neuron_fractions_equal_the_real_basis_definition(p):
     """The DFT shortcut equals Nanda et al.'s definition: energy in {const, cos k, sin k}² blocks of F A F^T."""
-    data = grokking.make_data(ModularConfig(p=p))
+    data = grokking.make_data(mj.GrokkingConfig(p=p))
     acts = np.random.default_rng(0).normal(size=(p * p, 7)).astype(np.float32)
     got = np.asarray(grokking.neuron_freq_fractions(acts, data, p))
     F, freqs = fourier.basis(p), fourier.freq_of_component(p)
@@ -84,7 +80,7 @@ def test_neuron_fractions_equal_the_real_basis_definition(p):
 @pytest.mark.parametrize("p", [13, 14])
 def test_key_wave_projection_equals_the_dense_projection(p):
     """Π_K x through residue sums equals projecting on the dense unit pair waves cos/sin(w_k(a+b))."""
-    cfg = ModularConfig(p=p, model=TINY_MODEL)
+    cfg = mj.GrokkingConfig(p=p, model=TINY_MODEL)
     keys = (2, p // 2)  # p // 2 is the Nyquist frequency for even p (no sine wave)
     data = grokking.make_data(cfg, keys)
     a, b = data["tokens"][:, 0], data["tokens"][:, 1]
@@ -129,7 +125,7 @@ def trig_transformer(p: int, keys: tuple[int, ...], phases: int = 8, amplitude: 
     K = len(keys)
     T, X, Y, O, P = 0, 2 * K, 4 * K, 6 * K, 8 * K
     d_model = P + 3 + (P + 3) % 2
-    cfg = ModularConfig(p=p, model=tfm.TransformerConfig(d_model=d_model, n_heads=2, d_head=2 * K,
+    cfg = mj.GrokkingConfig(p=p, model=tfm.TransformerConfig(d_model=d_model, n_heads=2, d_head=2 * K,
                                                          d_mlp=K * phases**2))
     tc = cfg.transformer
     params = jax.tree.map(lambda x: np.zeros(x.shape, np.float32), tfm.init_params(tc, jax.random.key(0)))
@@ -162,7 +158,7 @@ def trig_transformer(p: int, keys: tuple[int, ...], phases: int = 8, amplitude: 
 
 
 @functools.lru_cache(maxsize=4)
-def all_measures_jitted(cfg: ModularConfig):
+def all_measures_jitted(cfg: mj.GrokkingConfig):
     """One compiled evaluation of every measure per config, shared by the tests (data is an argument)."""
     return jax.jit(lambda P, D: evaluate_measures(grokking.measures(cfg), P, D))
 
@@ -210,7 +206,7 @@ def test_restricting_to_the_key_frequencies_removes_a_harmful_one():
 
 
 def test_grid_forward_equals_the_transformer():
-    cfg = ModularConfig(p=13, model=TINY_MODEL)
+    cfg = mj.GrokkingConfig(p=13, model=TINY_MODEL)
     params = tfm.init_params(cfg.transformer, jax.random.key(1))
     noise = jax.random.split(jax.random.key(2), len(jax.tree.leaves(params)))
     leaves = [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(jax.tree.leaves(params), noise)]
@@ -237,9 +233,11 @@ def test_phase_boundaries_on_a_synthetic_grokking_curve():
 
 
 def test_one_call_equals_each_checkpoint_alone(tiny_run):
-    traj = Trajectory.load(tiny_run)
-    results, keys = modular_report.progress_measures(traj)
+    traj = mj.Trajectory.load(tiny_run)
+    results, keys = grokking.progress_measures(traj)
     assert len(traj) == 5 and set(results) == set(grokking.measures(traj.config))
+    assert all(v.shape[:2] == (5, 1) for v in results.values())  # [time, member]
+    results = {k: v[:, 0] for k, v in results.items()}
     measures = grokking.measures(traj.config)
     data = grokking.make_data(traj.config, keys[0])
     one = jax.jit(lambda p: evaluate_measures(measures, p, data))
@@ -258,40 +256,46 @@ def test_one_call_equals_each_checkpoint_alone(tiny_run):
 def test_neuron_fractions_split_over_devices_equal_each_checkpoint_alone():
     # Regression: with lax.map's batch-of-one form inside the program split over the 2 test devices,
     # the FFT-based neuron fractions of a model this size came out as garbage (up to 1e33), run to run different.
-    cfg = ModularConfig(p=37, train_frac=0.5, model=tfm.TransformerConfig(d_model=32, n_heads=4, d_mlp=256))
+    cfg = mj.GrokkingConfig(p=37, train_frac=0.5, model=tfm.TransformerConfig(d_model=32, n_heads=4, d_mlp=256))
     stacked = jax.vmap(lambda k: tfm.init_params(cfg.transformer, k))(jax.random.split(jax.random.key(0), 4))
     measures, data = grokking.measures(cfg, ["neuron_best_frac"]), grokking.make_data(cfg, key_freqs=(1, 2))
-    split = analyze_params(stacked, measures, data)["neuron_best_frac"]
+    split = analyze_params(stacked, measures, data, member_axis=False)["neuron_best_frac"]
     one = jax.jit(lambda p: evaluate_measures(measures, p, data)["neuron_best_frac"])
     for t in range(4):
         np.testing.assert_allclose(split[t], one(jax.tree.map(lambda x: x[t], stacked)), rtol=1e-5, atol=1e-6)
 
 
 def test_ensemble_measures_equal_per_seed_runs(tiny_ensemble):
-    ens = Trajectory.load(tiny_ensemble)
-    results, keys = modular_report.progress_measures(ens)
+    ens = mj.Trajectory.load(tiny_ensemble)
+    results, keys = grokking.progress_measures(ens)
     assert results["train_loss"].shape == (len(ens), 2)
-    for i, seed in enumerate(ens.seeds):
-        solo_cfg = dataclasses.replace(ens.config, train=dataclasses.replace(ens.config.train, seeds=None, seed=seed))
-        solo = dataclasses.replace(ens, config=solo_cfg, params=jax.tree.map(lambda x: x[:, i], ens.params))
-        solo_results, solo_keys = modular_report.progress_measures(solo)
+    for i in range(ens.n_members):
+        solo = ens.select_members([i])
+        solo = dataclasses.replace(solo, config=ens.member_config(i), members=())
+        solo_results, solo_keys = grokking.progress_measures(solo)
         np.testing.assert_array_equal(solo_keys[0], keys[i])  # each seed's own key frequencies
         for name, value in solo_results.items():
             if name == "neuron_best_freq":  # an argmax over near-equal fractions may flip
-                assert (results[name][:, i] == value).mean() > 0.95
+                assert (results[name][:, i] == value[:, 0]).mean() > 0.95
                 continue
-            np.testing.assert_allclose(results[name][:, i], value, rtol=2e-5, atol=2e-6, err_msg=f"{name}, seed {seed}")
+            np.testing.assert_allclose(results[name][:, i], value[:, 0], rtol=2e-5, atol=2e-6,
+                                       err_msg=f"{name}, {ens.member_label(i)}")
 
 
-def test_analyze_cli_path_writes_results_and_plots(tiny_run):
-    from mi_jax.analysis import report
-
-    lines = report.analyze_run(tiny_run, wandb="off", progress=False)
-    out = tiny_run / "analysis"
+@pytest.mark.parametrize("which", ["solo", "ensemble"])
+def test_analyze_writes_results_and_plots_for_every_member(tiny_run, tiny_ensemble, which):
+    run_dir = {"solo": tiny_run, "ensemble": tiny_ensemble}[which]
+    n = {"solo": 1, "ensemble": 2}[which]
+    lines = mj.analyze_run(run_dir, wandb="off")
+    out = run_dir / "analysis"
     with np.load(out / "grokking.npz") as f:
-        assert f["restricted_loss"].shape == (5,) and f["steps"].tolist() == [0, 50, 100, 150, 200]
+        assert f["restricted_loss"].shape == (5, n) and f["steps"].tolist() == [0, 50, 100, 150, 200]
+        assert f["key_mask"].shape == (n, 6) and (f["key_mask"].sum(1) >= 1).all()
     summary = json.loads((out / "grokking_summary.json").read_text())
-    assert summary["models"][0]["key_frequencies"]
+    assert [m["seed"] for m in summary["members"]] == list(range(n))
+    for member in summary["members"]:
+        assert member["key_frequencies"] and set(member["final"]) >= {"train_loss", "test_acc", "restricted_loss"}
+    assert sum("key frequencies" in line for line in lines) == n
     for name in ("loss_phases", "restricted_excluded", "gini_weight_norm", "embed_fourier_heatmap",
                  "embed_spectrum", "neuron_clusters"):
         assert (out / f"grokking_{name}.png").stat().st_size > 1000, name
@@ -302,28 +306,26 @@ def test_analyze_cli_path_writes_results_and_plots(tiny_run):
 
 
 def test_bad_input_gives_one_clear_error(tiny_run, tmp_path):
-    with pytest.raises(ConfigError, match="unknown measure 'nonsense'"):
-        grokking.measures(Trajectory.load(tiny_run).config, ["train_loss", "nonsense"])
+    with pytest.raises(mj.ConfigError, match="unknown measure 'nonsense'"):
+        grokking.measures(mj.Trajectory.load(tiny_run).config, ["train_loss", "nonsense"])
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / store.CONFIG).write_text((tiny_run / store.CONFIG).read_text())
-    with pytest.raises(store.CheckpointError, match="no checkpoints"):
-        Trajectory.load(empty)
+    with pytest.raises(mj.CheckpointError, match="no checkpoints"):
+        mj.Trajectory.load(empty)
 
     @dataclasses.dataclass(frozen=True)
     class OtherConfig:
-        kind = "tms"
-        train: TrainConfig = TrainConfig()
+        kind = "superposition"
+        train: mj.TrainConfig = mj.TrainConfig()
 
-    other = dataclasses.replace(Trajectory.load(tiny_run), config=OtherConfig())
-    with pytest.raises(ConfigError, match="not a modular-arithmetic"):
-        modular_report.progress_measures(other)
+    other = dataclasses.replace(mj.Trajectory.load(tiny_run), config=OtherConfig())
+    with pytest.raises(mj.ConfigError, match="is a 'superposition' run, not a grokking one"):
+        grokking.progress_measures(other)
 
 
 def test_a_corrupt_checkpoint_is_named_and_skipped(tiny_run, tmp_path):
     import shutil
-
-    from mi_jax.analysis import report
 
     copy = tmp_path / "run"
     shutil.copytree(tiny_run, copy)
@@ -333,7 +335,7 @@ def test_a_corrupt_checkpoint_is_named_and_skipped(tiny_run, tmp_path):
     del w_e
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lines = report.analyze_run(copy, wandb="off", progress=False)
+        lines = mj.analyze_run(copy, wandb="off")
     assert any("step 100" in line and "corrupt" in line for line in lines)
     with np.load(copy / "analysis" / "grokking.npz") as f:
         assert f["steps"].tolist() == [0, 50, 150, 200]

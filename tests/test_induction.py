@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import mi_jax as mj
 from mi_jax.analysis import induction as ind
 from mi_jax.analysis.core import analyze_params, evaluate_measures
 from mi_jax.config import ConfigError, from_dict
@@ -133,8 +134,8 @@ def test_trajectory_measures_equal_per_checkpoint_measures():
     per = [tfm.init_params(cfg.transformer, k) for k in keys]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs).reshape(3, 2, *xs[0].shape), *per)  # [time 3, seed 2]
     # 3 checkpoints split over the 2 test devices (the last share padded), and 1 on one device
-    traj = analyze_params(stacked, measures, data, seed_axis=True, chunk_size=2)
-    first = analyze_params(jax.tree.map(lambda x: x[:1], stacked), measures, data, seed_axis=True)
+    traj = analyze_params(stacked, measures, data, chunk_size=2)
+    first = analyze_params(jax.tree.map(lambda x: x[:1], stacked), measures, data)
     one_checkpoint = jax.jit(lambda p: evaluate_measures(measures, p, data))
     for i, p in enumerate(per):
         one = one_checkpoint(p)
@@ -239,17 +240,13 @@ def test_unknown_task_name_from_a_dict_and_missing_layers():
 def test_induction_2l_forms_an_induction_head_at_the_icl_phase_change(tmp_path):
     """The preset on one seed (a few minutes on 2 cores): a layer-1 induction head rises from chance
     to > 0.5 together with the ICL score, on top of a layer-0 previous-token head."""
-    from mi_jax import presets
-    from mi_jax.analysis import induction_report
-    from mi_jax.train import run
-    from mi_jax.train.trajectory import Trajectory
+    from mi_jax.reports.induction import summarize_member
 
-    cfg = presets.load("induction_2l")
-    run.start(cfg, tmp_path / "run", wandb="off", progress=False)
-    traj = Trajectory.load(tmp_path / "run")
-    results = ind.finish(analyze_params(traj.params, ind.make_measures(cfg), ind.probe_data(cfg)))
-    metrics = {k: np.asarray(v, float) for k, v in traj.metrics.items()}
-    seed = induction_report.summarize_seed(results, traj.steps, metrics, traj.ensemble, 0)
+    cfg = mj.load_preset("induction_2l")
+    mj.train(cfg, tmp_path / "run", wandb="off", progress=False)
+    traj = mj.Trajectory.load(tmp_path / "run")
+    results = ind.finish(mj.analyze(traj, ind.make_measures(cfg), ind.probe_data(cfg)))
+    seed = summarize_member(results, traj.steps, traj.metrics, 0)
     chance = ind.chance_scores(np.asarray(ind.probe_data(cfg)["probe"]), cfg.repeat_len)
     assert seed["induction_head"].startswith("L1")
     assert seed["induction_score"]["start"] < 2 * chance["induction"] and seed["induction_score"]["final"] > 0.5

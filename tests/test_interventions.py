@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mi_jax import TransformerConfig, apply, init_params
 from mi_jax.interventions import ablate_head, patch, resample_ablate
-from mi_jax.models.transformer import TransformerConfig, apply, init_params
 
 CFG = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=None, n_ctx=6, d_vocab=10)
 PARAMS = init_params(CFG, jax.random.key(0))

@@ -1,17 +1,39 @@
 """The README's quick tour runs as written."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_quick_tour_runs(tmp_path, monkeypatch):
+def test_quick_tour_runs_with_the_top_level_api_only(tmp_path, monkeypatch):
     block = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    imports = [line for line in block.splitlines() if line.startswith(("import ", "from "))]
+    assert imports == ["import jax", "import mi_jax as mj"], "the tour needs no deep imports"
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["logits"].shape == (1, 3, 53)
     assert scope["cache"]["blocks.0.attn.hook_pattern"].shape == (1, 4, 3, 3)
-    assert scope["series"]["embedding_norm"].shape == (len(scope["traj"].steps),)
+    assert scope["series"]["embedding_norm"].shape == (len(scope["traj"].steps), 1)
     assert (tmp_path / "checkpoints" / "my_run" / "metrics.jsonl").exists()
+    assert (tmp_path / "checkpoints" / "my_run" / "analysis" / "grokking.npz").exists()
+    assert any("key frequencies" in line for line in scope["lines"])
+
+
+def test_importing_mi_jax_starts_no_jax_backend():
+    code = ("import sys, mi_jax as mj; assert 'jax' not in sys.modules, 'import mi_jax imported jax'; "
+            "cfg = mj.load_preset('grokking_small'); from jax._src import xla_bridge; "
+            "assert not xla_bridge._backends, 'a backend started'; print(cfg.p, sorted(mj.__all__)[:3])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "53"
+
+
+def test_every_public_name_has_a_docstring():
+    import mi_jax as mj
+
+    missing = [name for name in mj.__all__ if not (getattr(mj, name).__doc__ or "").strip()]
+    assert not missing, missing

@@ -11,11 +11,11 @@ import optax
 import pytest
 
 from mi_jax.analysis import superposition as sp
-from mi_jax.analysis.tms_dynamics import find_jumps
+from mi_jax.analysis.superposition_dynamics import find_jumps
 from mi_jax.config import ConfigError, override
 from mi_jax.models import toy
-from mi_jax.tasks.superposition import TMS_TRAIN, TMSConfig, TMSTask, sparse_features, uniform
-from mi_jax.train import loop
+from mi_jax.tasks.superposition import SUPERPOSITION_TRAIN, SuperpositionConfig, SuperpositionTask, sparse_features, uniform
+from mi_jax.training import loop
 
 
 def polygon(k: int, radius: float = 1.0) -> np.ndarray:
@@ -107,15 +107,15 @@ def test_signed_features_for_the_abs_model():
 
 # ---- training ----------------------------------------------------------------------------------
 
-def small_cfg(**kw) -> TMSConfig:
-    train = dataclasses.replace(TMS_TRAIN, steps=200, eval_every=100, ckpt_every=100, batch_size=256)
-    return TMSConfig(**{"n_features": 5, "n_hidden": 2, "n_probabilities": 4, "importance_decay": 0.9,
+def small_cfg(**kw) -> SuperpositionConfig:
+    train = dataclasses.replace(SUPERPOSITION_TRAIN, steps=200, eval_every=100, ckpt_every=100, batch_size=256)
+    return SuperpositionConfig(**{"n_features": 5, "n_hidden": 2, "n_probabilities": 4, "importance_decay": 0.9,
                         "eval_batch": 64, "train": train, **kw})
 
 
 def test_instance_of_vmapped_batch_equals_training_it_alone():
     cfg = small_cfg()
-    task = TMSTask(cfg)
+    task = SuperpositionTask(cfg)
     trainer = loop.Trainer(task, cfg.train)
     state = trainer.init_state()
     state, _ = trainer.run_chunk(state)
@@ -140,10 +140,10 @@ def test_instance_of_vmapped_batch_equals_training_it_alone():
 
 
 def test_5_2_dense_dedicates_two_dims_and_sparse_forms_a_pentagon():
-    train = dataclasses.replace(TMS_TRAIN, steps=3000, eval_every=1000, ckpt_every=1000, batch_size=512)
-    cfg = TMSConfig(n_features=5, n_hidden=2, feature_probability=(1.0, 0.05), importance_decay=0.9,
+    train = dataclasses.replace(SUPERPOSITION_TRAIN, steps=3000, eval_every=1000, ckpt_every=1000, batch_size=512)
+    cfg = SuperpositionConfig(n_features=5, n_hidden=2, feature_probability=(1.0, 0.05), importance_decay=0.9,
                     eval_batch=64, train=train)
-    trainer = loop.Trainer(TMSTask(cfg), cfg.train)
+    trainer = loop.Trainer(SuperpositionTask(cfg), cfg.train)
     state = trainer.init_state()
     for _ in range(3):
         state, _ = trainer.run_chunk(state)
@@ -159,7 +159,7 @@ def test_5_2_dense_dedicates_two_dims_and_sparse_forms_a_pentagon():
 # ---- configs -----------------------------------------------------------------------------------
 
 def test_instance_grid_layout():
-    cfg = TMSConfig(n_features=2, n_hidden=1, n_probabilities=3, n_rel_importance=4, prob_min=0.01,
+    cfg = SuperpositionConfig(n_features=2, n_hidden=1, n_probabilities=3, n_rel_importance=4, prob_min=0.01,
                     rel_importance_min=0.1, rel_importance_max=10.0)
     assert cfg.n_instances == 12
     p, imp = cfg.instance_probability(), cfg.instance_importance()
@@ -167,7 +167,7 @@ def test_instance_grid_layout():
     np.testing.assert_allclose(p[-1], 0.01, rtol=1e-5)
     np.testing.assert_allclose(imp[:4, 1], [0.1, 10 ** (-1 / 3), 10 ** (1 / 3), 10.0], rtol=1e-5)
     np.testing.assert_allclose(imp[:, 0], 1.0)
-    default = TMSConfig()
+    default = SuperpositionConfig()
     np.testing.assert_allclose(default.probabilities, 20.0 ** -np.linspace(0, 1, 8), rtol=1e-5)
 
 
@@ -176,15 +176,15 @@ def test_bad_tms_configs_fail_with_one_line():
                {"importance": (1.0, 1.0, -1.0, 1.0, 1.0)}, {"importance_decay": -0.5},
                {"correlation": "correlated", "n_features": 5}):
         with pytest.raises(ConfigError) as e:
-            TMSConfig(**kw)
+            SuperpositionConfig(**kw)
         assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="feature_probability"):
-        override(TMSConfig(), {"feature_probability": "0.2,1.2"})
+        override(SuperpositionConfig(), {"feature_probability": "0.2,1.2"})
 
 
 def test_no_superposition_possible_is_warned():
     with pytest.warns(UserWarning, match="no superposition"):
-        TMSConfig(n_features=3, n_hidden=3)
+        SuperpositionConfig(n_features=3, n_hidden=3)
 
 
 # ---- boolean AND in superposition --------------------------------------------------------------
@@ -223,9 +223,9 @@ def test_and_metrics_and_random_construction():
 
 
 def test_and_training_beats_chance_with_fewer_neurons_than_pairs():
-    tc = dataclasses.replace(band.AND_TRAIN, steps=600, eval_every=300, ckpt_every=300)
-    cfg = band.ANDConfig(n_inputs=10, n_hidden=16, train=tc)  # 45 pairs
-    trainer = loop.Trainer(band.ANDTask(cfg), tc)
+    tc = dataclasses.replace(band.BOOLEAN_AND_TRAIN, steps=600, eval_every=300, ckpt_every=300)
+    cfg = band.BooleanAndConfig(n_inputs=10, n_hidden=16, train=tc)  # 45 pairs
+    trainer = loop.Trainer(band.BooleanAndTask(cfg), tc)
     state = trainer.init_state()
     first = trainer.evaluate(state["params"])
     for _ in range(2):
@@ -236,16 +236,16 @@ def test_and_training_beats_chance_with_fewer_neurons_than_pairs():
 
 def test_bad_and_configs():
     with pytest.raises(ConfigError, match="n_inputs must be >= 2"):
-        band.ANDConfig(n_inputs=1)
+        band.BooleanAndConfig(n_inputs=1)
     with pytest.warns(UserWarning, match="no superposition"):
-        band.ANDConfig(n_inputs=4, n_hidden=6)
+        band.BooleanAndConfig(n_inputs=4, n_hidden=6)
 
 
 def test_abs_model_learns_absolute_value_through_its_relu_layer():
-    train = dataclasses.replace(TMS_TRAIN, steps=1000, eval_every=500, ckpt_every=500, lr=1e-2)
+    train = dataclasses.replace(SUPERPOSITION_TRAIN, steps=1000, eval_every=500, ckpt_every=500, lr=1e-2)
     # 10 neurons for 3 features (6 would do: |x| = ReLU(x) + ReLU(-x)) so a dead neuron cannot block it
-    cfg = TMSConfig(model="abs", n_features=3, n_hidden=10, feature_probability=(0.5,), eval_batch=512, train=train)
-    task = TMSTask(cfg)
+    cfg = SuperpositionConfig(model="abs", n_features=3, n_hidden=10, feature_probability=(0.5,), eval_batch=512, train=train)
+    task = SuperpositionTask(cfg)
     trainer = loop.Trainer(task, cfg.train)
     state = trainer.init_state()
     before = float(trainer.evaluate(state["params"])["test_loss"])
@@ -256,9 +256,10 @@ def test_abs_model_learns_absolute_value_through_its_relu_layer():
     x = jnp.asarray([[-0.7, 0.0, 0.4]])
     out = toy.apply(jax.tree.map(lambda a: a[0], state["params"]), x, "abs")
     np.testing.assert_allclose(out, [[0.7, 0.0, 0.4]], atol=0.1)
-    measures = sp.measures(task)
-    D = measures["dimensionality"](state["params"], None)
+    # 10 neurons for 3 features leave no need to share: each feature's direction is its own (D_i = 1)
+    D = sp.measures(task)["dimensionality"](state["params"], None)
     assert D.shape == (1, 3)
+    np.testing.assert_allclose(D[0], 1.0, atol=0.05)
 
 
 # ---- jumps between geometries during training ---------------------------------------------------

@@ -15,21 +15,20 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from conftest import tiny_modular
+import mi_jax as mj
+from conftest import tiny_grokking
 from mi_jax import config as config_lib
-from mi_jax.models.transformer import TransformerConfig
-from mi_jax.tasks.induction import InductionConfig, InductionTask
-from mi_jax.tasks.modular import ModularTask
-from mi_jax.train import loop, parallel, run, store
-from mi_jax.train.config import TrainConfig
-from mi_jax.train.trajectory import Trajectory
+from mi_jax.io import store
+from mi_jax.tasks.grokking import GrokkingTask
+from mi_jax.tasks.induction import InductionTask
+from mi_jax.training import loop, parallel
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """One finished tiny run (steps 0..200, a snapshot every 50) and its final metrics row."""
     path = tmp_path_factory.mktemp("trained") / "run"
-    final = run.start(tiny_modular(), path, wandb="off", progress=False)
+    final = mj.train(tiny_grokking(), path, wandb="off", progress=False)
     return path, final
 
 
@@ -42,42 +41,44 @@ def run_copy(trained_run, tmp_path):
 
 def test_run_dir_loads_as_one_stacked_trajectory(trained_run, tiny_cfg):
     path, final = trained_run
-    traj = Trajectory.load(path)
+    traj = mj.Trajectory.load(path)
     assert list(traj.steps) == [0, 50, 100, 150, 200]
-    assert traj.params["W_E"].shape == (5, 14, 32)
-    assert traj.params["blocks"][0]["attn"]["W_Q"].shape == (5, 2, 32, 16)
-    assert traj.config == tiny_cfg
+    assert traj.params["W_E"].shape == (5, 1, 14, 32)  # [time, member, vocab, d_model]: a solo run is one member
+    assert traj.params["blocks"][0]["attn"]["W_Q"].shape == (5, 1, 2, 32, 16)
+    assert traj.config == tiny_cfg and traj.members == ({"seed": 0},)
     assert list(traj.metrics["step"]) == [0] + list(range(25, 201, 25))
-    assert traj.metrics["train_loss"][-1] == pytest.approx(final["train_loss"])
-    assert traj.metrics["train_loss"][-1] < traj.metrics["train_loss"][0]
+    assert traj.metrics["train_loss"].shape == (9, 1)
+    assert traj.metrics["train_loss"][-1, 0] == pytest.approx(final["train_loss"])
+    assert traj.metrics["train_loss"][-1, 0] < traj.metrics["train_loss"][0, 0]
     # the snapshot at the end equals what the task evaluates to in the metrics
-    task = ModularTask(tiny_cfg)
-    last = jax.tree.map(np.asarray, traj.at(-1))
+    task = GrokkingTask(tiny_cfg)
+    last = jax.tree.map(np.asarray, traj.at(-1, 0))
     assert float(task.evaluate(last)["train_loss"]) == pytest.approx(final["train_loss"], rel=1e-5)
 
 
 def test_frozen_biases_stay_zero_and_minibatches_train(tmp_path):
-    cfg = tiny_modular(freeze_biases=True, batch_size=32, steps=100)
-    run.start(cfg, tmp_path / "run", wandb="off", progress=False)
-    traj = Trajectory.load(tmp_path / "run")
+    cfg = tiny_grokking(freeze_biases=True, batch_size=32, steps=100)
+    mj.train(cfg, tmp_path / "run", wandb="off", progress=False)
+    traj = mj.Trajectory.load(tmp_path / "run")
     assert np.all(traj.params["blocks"][0]["mlp"]["b_in"] == 0)
     assert np.all(traj.params["b_U"] == 0)
     assert not np.allclose(traj.params["W_E"][0], traj.params["W_E"][-1])
-    assert traj.metrics["train_loss"][-1] < traj.metrics["train_loss"][0]
+    assert traj.metrics["train_loss"][-1, 0] < traj.metrics["train_loss"][0, 0]
 
 
 def test_ensemble_member_equals_the_solo_run_with_its_seed(tmp_path):
     # One chunk of 50 steps: long enough to exercise init, data order and AdamW, short enough that
     # float reassociation between the vmapped and the solo program is not yet amplified by Adam's
     # normalisation of near-zero gradients (which makes later steps diverge chaotically).
-    ens = tiny_modular(seeds=(3, 5), steps=50)
-    run.start(ens, tmp_path / "ens", wandb="off", progress=False)
-    run.start(tiny_modular(seed=5, steps=50), tmp_path / "solo", wandb="off", progress=False)
-    e, s = Trajectory.load(tmp_path / "ens"), Trajectory.load(tmp_path / "solo")
-    assert e.params["W_E"].shape[:2] == (2, 2) and e.ensemble
+    ens = tiny_grokking(seeds=(3, 5), steps=50)
+    mj.train(ens, tmp_path / "ens", wandb="off", progress=False)
+    mj.train(tiny_grokking(seed=5, steps=50), tmp_path / "solo", wandb="off", progress=False)
+    e, s = mj.Trajectory.load(tmp_path / "ens"), mj.Trajectory.load(tmp_path / "solo")
+    assert e.params["W_E"].shape[:2] == (2, 2) and e.members == ({"seed": 3}, {"seed": 5})
+    assert e.member_config(1) == s.config
     for name in ("W_E", "W_U"):
-        np.testing.assert_allclose(e.params[name][:, 1], s.params[name], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(e.metrics["test_loss"][:, 1], s.metrics["test_loss"], rtol=1e-4)
+        np.testing.assert_allclose(e.params[name][:, 1], s.params[name][:, 0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(e.metrics["test_loss"][:, 1], s.metrics["test_loss"][:, 0], rtol=1e-4)
     assert not np.allclose(e.params["W_E"][-1, 0], e.params["W_E"][-1, 1])
 
 
@@ -88,8 +89,8 @@ def test_data_parallel_runs_match_plain_runs_and_resume_exactly(tmp_path):
     for extra in ({"batch_size": 32}, {"seeds": (3, 5)}):
         chunks = []
         for parallel_on in (False, True):
-            cfg = tiny_modular(steps=50, ckpt_every=25, data_parallel=parallel_on, **extra)  # the chunk the resume below runs
-            trainer = loop.Trainer(ModularTask(cfg), cfg.train)
+            cfg = tiny_grokking(steps=50, ckpt_every=25, data_parallel=parallel_on, **extra)  # the chunk the resume below runs
+            trainer = loop.Trainer(GrokkingTask(cfg), cfg.train)
             chunks.append(trainer.run_chunk(trainer.init_state()))
         (plain, plain_metrics), (split, split_metrics) = chunks
         assert split["params"]["W_E"].sharding.num_devices == 2
@@ -98,15 +99,15 @@ def test_data_parallel_runs_match_plain_runs_and_resume_exactly(tmp_path):
         np.testing.assert_allclose(split_metrics["test_loss"], plain_metrics["test_loss"], rtol=1e-4)
 
     # interrupted after 1 of 2 chunks, resumed: bit-identical to the uninterrupted data-parallel run
-    cfg = tiny_modular(steps=50, ckpt_every=25, batch_size=32, data_parallel=True)
+    cfg = tiny_grokking(steps=50, ckpt_every=25, batch_size=32, data_parallel=True)
     cut = tmp_path / "cut"
-    run.prepare_run_dir(cut, overwrite=False)
+    cut.mkdir()
     (cut / store.CONFIG).write_text(config_lib.dumps(cfg))
-    loop.train(ModularTask(cfg), cut, progress=False, stop_after_chunks=1)
-    assert list(Trajectory.load(cut).steps) == [0, 25]
-    run.resume(cut, wandb="off", progress=False)
-    run.start(cfg, tmp_path / "whole", wandb="off", progress=False)
-    a, b = Trajectory.load(cut, on_corrupt="raise"), Trajectory.load(tmp_path / "whole")
+    loop.train(GrokkingTask(cfg), cut, progress=False, stop_after_chunks=1)
+    assert list(mj.Trajectory.load(cut).steps) == [0, 25]
+    mj.resume(cut, wandb="off", progress=False)
+    mj.train(cfg, tmp_path / "whole", wandb="off", progress=False)
+    a, b = mj.Trajectory.load(cut, on_corrupt="raise"), mj.Trajectory.load(tmp_path / "whole")
     assert list(a.steps) == list(b.steps) == [0, 25, 50]
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         assert np.array_equal(x, y)
@@ -124,10 +125,10 @@ def test_data_parallel_induction_chunk_splits_its_evaluation_and_matches_the_pla
         return parallel.split_batch(tree)
 
     monkeypatch.setattr(induction_tasks, "split_batch", recording_split_batch)
-    cfg = InductionConfig(seq_len=16, d_vocab=16, repeat_len=6, min_repeat_len=3, n_eval=8,
-                          model=TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=None, layer_norm=True),
-                          train=TrainConfig(steps=10, lr=1e-3, batch_size=8, eval_every=10, ckpt_every=10,
-                                            data_parallel=True))
+    cfg = mj.InductionConfig(seq_len=16, d_vocab=16, repeat_len=6, min_repeat_len=3, n_eval=8,
+                             model=mj.TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=None, layer_norm=True),
+                             train=mj.TrainConfig(steps=10, lr=1e-3, batch_size=8, eval_every=10, ckpt_every=10,
+                                                  data_parallel=True))
     task = InductionTask(cfg)
     trainer = loop.Trainer(task, cfg.train)
     state, metrics = trainer.run_chunk(trainer.init_state())
@@ -156,23 +157,37 @@ def test_split_batch_and_mean_value_and_grad():
 
 
 def test_data_parallel_uses_as_many_devices_as_divide_the_batch():
-    odd = tiny_modular(batch_size=25, data_parallel=True)
-    assert loop.Trainer(ModularTask(odd), odd.train).state_sharding is None  # 25 rows: one device
-    three = tiny_modular(seeds=(0, 1, 2), data_parallel=True)
-    assert loop.Trainer(ModularTask(three), three.train).state_sharding is None
+    # a solo run: params replicated on both devices, each 32-row batch split in two
+    solo = tiny_grokking(batch_size=32, data_parallel=True)
+    state_sharding, batch_sharding = loop.data_sharding(GrokkingTask(solo), solo.train)
+    assert state_sharding.spec == PartitionSpec() and batch_sharding.spec == PartitionSpec("data")
+    assert state_sharding.mesh.size == batch_sharding.mesh.size == 2
+    # an ensemble of 4: its seeds split 2 and 2 (state and metrics), each seed's batch whole on its device
+    four = tiny_grokking(seeds=(0, 1, 2, 3), data_parallel=True, steps=50)
+    trainer = loop.Trainer(GrokkingTask(four), four.train)
+    state, metrics = trainer.run_chunk(trainer.init_state())
+    assert trainer.state_sharding.spec == PartitionSpec("data")
+    assert loop.data_sharding(GrokkingTask(four), four.train)[1] is None
+    w_e = state["params"]["W_E"]
+    assert w_e.shape == (4, 14, 32) and {shard.data.shape for shard in w_e.addressable_shards} == {(2, 14, 32)}
+    # sizes the devices do not divide fall back to one device
+    odd = tiny_grokking(batch_size=25, data_parallel=True)
+    assert loop.Trainer(GrokkingTask(odd), odd.train).state_sharding is None  # 25 rows: one device
+    three = tiny_grokking(seeds=(0, 1, 2), data_parallel=True)
+    assert loop.Trainer(GrokkingTask(three), three.train).state_sharding is None
 
 
 RESUME_SCRIPT = """
 import sys
-from conftest import tiny_modular
-from mi_jax.train import run
-cfg = tiny_modular(steps=400, ckpt_every=20, eval_every=20)
-run.start(cfg, sys.argv[1], wandb="off", progress=False)
+import mi_jax as mj
+from conftest import tiny_grokking
+cfg = tiny_grokking(steps=400, ckpt_every=20, eval_every=20)
+mj.train(cfg, sys.argv[1], wandb="off", progress=False)
 """
 
 
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
-    cfg = tiny_modular(steps=400, ckpt_every=20, eval_every=20)
+    cfg = tiny_grokking(steps=400, ckpt_every=20, eval_every=20)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-c", RESUME_SCRIPT, str(killed)], cwd=Path(__file__).parent,
@@ -190,9 +205,9 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     n_before = len(json.loads(index.read_text())["steps"])
     assert n_before < 21, "the kill came after the end"
 
-    run.resume(killed, wandb="off", progress=False)
-    run.start(cfg, tmp_path / "straight", wandb="off", progress=False)
-    a, b = Trajectory.load(killed, on_corrupt="raise"), Trajectory.load(tmp_path / "straight")
+    mj.resume(killed, wandb="off", progress=False)
+    mj.train(cfg, tmp_path / "straight", wandb="off", progress=False)
+    a, b = mj.Trajectory.load(killed, on_corrupt="raise"), mj.Trajectory.load(tmp_path / "straight")
     assert list(a.steps) == list(b.steps) == list(range(0, 401, 20))
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a.params)[0], jax.tree.leaves(b.params)):
         assert np.array_equal(x, y), f"{store.leaf_name(path)} differs after resume"
@@ -206,17 +221,17 @@ def test_corrupt_snapshot_is_named_and_skipped(run_copy):
     arr[2] += 1.0  # silently overwrite the snapshot at step 100
     arr.flush()
     with pytest.warns(UserWarning, match="step 100"):
-        traj = Trajectory.load(run_copy)
+        traj = mj.Trajectory.load(run_copy)
     assert list(traj.steps) == [0, 50, 150, 200]
-    with pytest.raises(store.CheckpointError, match="step 100"):
-        Trajectory.load(run_copy, on_corrupt="raise")
+    with pytest.raises(mj.CheckpointError, match="step 100"):
+        mj.Trajectory.load(run_copy, on_corrupt="raise")
 
 
 def test_truncated_checkpoint_file_is_named(run_copy):
     path = run_copy / "snapshots" / "W_E.npy"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(store.CheckpointError, match="W_E.npy"):
-        Trajectory.load(run_copy)
+    with pytest.raises(mj.CheckpointError, match="W_E.npy"):
+        mj.Trajectory.load(run_copy)
 
 
 def test_resume_falls_back_to_the_last_good_state(run_copy):
@@ -226,23 +241,23 @@ def test_resume_falls_back_to_the_last_good_state(run_copy):
         if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name:
             f.write_bytes(b"\0" * f.stat().st_size)  # zero every data file of the newest state
     with pytest.warns(UserWarning, match=f"step {newest.name}"):
-        run.resume(run_copy, wandb="off", progress=False)
-    traj = Trajectory.load(run_copy, on_corrupt="raise")
+        mj.resume(run_copy, wandb="off", progress=False)
+    traj = mj.Trajectory.load(run_copy, on_corrupt="raise")
     assert list(traj.steps) == [0, 50, 100, 150, 200]
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    cfg = tiny_modular(lr=1e30, warmup_steps=0, weight_decay=0.0)
+    cfg = tiny_grokking(lr=1e30, warmup_steps=0, weight_decay=0.0)
     with pytest.raises(loop.TrainingDiverged, match="NaN"):
-        run.start(cfg, tmp_path / "run", wandb="off", progress=False)
-    traj = Trajectory.load(tmp_path / "run", on_corrupt="raise")
+        mj.train(cfg, tmp_path / "run", wandb="off", progress=False)
+    traj = mj.Trajectory.load(tmp_path / "run", on_corrupt="raise")
     assert len(traj) >= 1
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(traj.params))
 
 
 def test_config_round_trips_through_json(tiny_cfg):
     data = json.loads(config_lib.dumps(tiny_cfg))
-    assert data["kind"] == "modular"
+    assert data["kind"] == "grokking"
     assert config_lib.from_dict(type(tiny_cfg), data) == tiny_cfg
     seeds = config_lib.override(tiny_cfg, {"train.seeds": "1,2,3", "p": "17"})
     assert seeds.train.seeds == (1, 2, 3) and seeds.p == 17 and seeds.transformer.d_vocab == 18
@@ -251,12 +266,10 @@ def test_config_round_trips_through_json(tiny_cfg):
 @pytest.mark.slow
 def test_grokking_small_groks_on_cpu(tmp_path):
     """The demo preset generalises: test accuracy >= 0.95 by the end (a minute or two on 2 cores)."""
-    from mi_jax import presets
-
-    final = run.start(presets.load("grokking_small"), tmp_path / "run", wandb="off", progress=False)
+    final = mj.train(mj.load_preset("grokking_small"), tmp_path / "run", wandb="off", progress=False)
     assert final["train_acc"] == 1.0
     assert final["test_acc"] >= 0.95
-    traj = Trajectory.load(tmp_path / "run")
+    traj = mj.Trajectory.load(tmp_path / "run")
     at_200 = traj.metrics["step"] == 200
-    assert traj.metrics["train_acc"][at_200][0] > 0.99, "memorises the training set first"
-    assert traj.metrics["test_acc"][at_200][0] < 0.3, "... while the test accuracy is still low"
+    assert traj.metrics["train_acc"][at_200][0, 0] > 0.99, "memorises the training set first"
+    assert traj.metrics["test_acc"][at_200][0, 0] < 0.3, "... while the test accuracy is still low"

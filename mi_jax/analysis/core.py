@@ -1,20 +1,20 @@
-"""The trajectory analysis layer: every measure, every checkpoint (and seed), one compiled call.
+"""The trajectory analysis layer: every measure, every checkpoint and member, one compiled call.
 
 A *measure* is a pure function `(params, data) -> value` (scalar or array) of ONE model's
 params (a dict like `init_params` gives) and whatever fixed data it needs. A measure may also
 return a dict `{name: value}`: a *family* of measures that share one forward pass (the attention
 scores of every head from one cached run, say); its entries become results of their own.
-`analyze` evaluates a dict of measures over a whole `Trajectory`: vmapped over seeds,
+`analyze` evaluates a dict of measures over a whole `Trajectory`: vmapped over members,
 `lax.map`ped in chunks of checkpoints (bounded memory), the checkpoints split over the local
-devices, jitted once. It never loops over checkpoints in Python.
+devices, jitted once. It never loops over checkpoints in Python. This folder holds pure measures
+only; writing results and figures is `mi_jax.reports`' job.
 
-    results = analyze(traj, {"weight_norm": weight_norm}, data)
-    results["weight_norm"]   # [time] or [time, seed]
+    results = mj.analyze(traj, {"weight_norm": weight_norm}, data)
+    results["weight_norm"]   # [time, member]
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -28,7 +28,7 @@ Measure = Callable[[dict, Any], Any]
 
 
 def evaluate_measures(measures: dict[str, Measure], params: dict, data: Any) -> dict:
-    """All measures of one model (no time or seed axis); a family's entries are merged in."""
+    """All measures of one model (no time or member axis); a family's entries are merged in."""
     out = {}
     for name, fn in measures.items():
         value = fn(params, data)
@@ -51,20 +51,37 @@ def analyze_params(
     measures: dict[str, Measure],
     data: Any = None,
     *,
-    seed_axis: bool = False,
+    member_axis: bool = True,
+    per_member: dict | None = None,
     chunk_size: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Measures over stacked params with leaves [time, (seed,) ...] -> {name: [time, (seed,) ...]}.
+    """Measures over stacked params with leaves [time, member, ...] -> {name: [time, member, ...]}
+    (with `member_axis=False`: leaves [time, ...] -> [time, ...]).
 
+    `per_member`: {name: [member, ...]} arrays that differ between members (each member's key
+    frequencies, say); member m's measures see `{**data, name: value[m]}` (`data` must be a dict).
     With several local devices (the CPU devices `mi-jax` makes of the cores, or GPUs) the
-    checkpoints are split over them, each device mapping over its share: no communication, and
-    on 2 CPU cores 14% faster than one device's map for the induction measures.
+    checkpoints are split over them, each device mapping over its share, with no communication.
     """
     if not measures:
         raise ConfigError("no measures to compute")
-    chunk_size = chunk_size or default_chunk_size()
-    one = lambda p: evaluate_measures(measures, p, data)  # noqa: E731
-    per_time = jax.vmap(one) if seed_axis else one
+    if per_member is not None and not member_axis:
+        raise ConfigError("per_member data needs params with a member axis")
+    n_members = jax.tree.leaves(params)[0].shape[1] if member_axis else 1
+    own = per_member or {}
+    if member_axis and n_members == 1:  # one member: mapped as a single model, its axis put back after
+        params = jax.tree.map(lambda x: x[:, 0], params)
+        own = jax.tree.map(lambda x: np.asarray(x)[0], own)
+        out = analyze_params(params, measures, {**data, **own} if own else data, member_axis=False,
+                             chunk_size=chunk_size)
+        return jax.tree.map(lambda y: y[:, None], out)
+    one = lambda p, mine: evaluate_measures(measures, p, {**data, **mine} if mine else data)  # noqa: E731
+    per_time = (lambda p: jax.vmap(one)(p, own)) if member_axis else (lambda p: one(p, {}))
+    return _map_over_time(per_time, params, chunk_size or default_chunk_size())
+
+
+def _map_over_time(per_time: Callable, params: dict, chunk_size: int) -> dict[str, np.ndarray]:
+    """`lax.map` of per_time over the leading [time] axis of params, jitted, split over the local devices."""
     # batch_size=1 means a plain map: passed as such, since lax.map's batch-of-one form (a vmap of size 1)
     # gave wrong, run-to-run different neuron fractions (FFT) in the split program on 2 CPU devices
     over_time = lambda ps: jax.lax.map(per_time, ps, batch_size=chunk_size if chunk_size > 1 else None)  # noqa: E731
@@ -88,21 +105,12 @@ def analyze_params(
     return jax.tree.map(lambda y: np.asarray(y).reshape(-1, *y.shape[2:])[:n_time], out)
 
 
-def analyze(traj, measures: dict[str, Measure], data: Any = None, *, chunk_size: int | None = None) -> dict[str, np.ndarray]:
-    """Measures for every checkpoint (and seed) of `traj`: {name: [time, (seed,) ...]}."""
-    return analyze_params(traj.params, measures, data, seed_axis=traj.ensemble, chunk_size=chunk_size)
+def analyze(traj, measures: dict[str, Measure], data: Any = None, *, per_member: dict | None = None,
+            chunk_size: int | None = None) -> dict[str, np.ndarray]:
+    """Measures for every checkpoint and member of `traj` in one compiled call: {name: [time, member, ...]}.
 
-
-def save_results(run_dir: Path, name: str, steps: np.ndarray, results: dict[str, np.ndarray]) -> Path:
-    """Write results to RUN_DIR/analysis/NAME.npz (with the steps) and return the path."""
-    out = Path(run_dir) / "analysis"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.npz"
-    np.savez(path, steps=np.asarray(steps), **{k: np.asarray(v) for k, v in results.items()})
-    return path
-
-
-def load_results(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    with np.load(path) as f:
-        data = {k: f[k] for k in f.files}
-    return data.pop("steps"), data
+    measures: {name: fn(params, data)} (a family returns {name: value}); data: fixed arrays the
+    measures share; per_member: {name: [member, ...]}, data that differs between members (see
+    `analyze_params`); chunk_size: checkpoints per vmapped batch of the map over time.
+    """
+    return analyze_params(traj.params, measures, data, per_member=per_member, chunk_size=chunk_size)

@@ -40,22 +40,25 @@ the `=` position, F the real Fourier basis of Z_p (`fourier.basis`), K the key f
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mi_jax.analysis import fourier
+from mi_jax.analysis.core import analyze, analyze_params
 from mi_jax.config import ConfigError, check
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks.modular import ModularConfig, ModularData, cross_entropy
+from mi_jax.tasks.grokking import GrokkingConfig, GrokkingData, cross_entropy
 
 # ----------------------------------------------------------------------------- fixed data
 
 
-def make_data(cfg: ModularConfig, key_freqs=()) -> dict:
+def make_data(cfg: GrokkingConfig, key_freqs=()) -> dict:
     """The fixed inputs of every measure (a dict of arrays; `key_mask` [freq] marks `key_freqs`)."""
     p, nf = cfg.p, fourier.n_freqs(cfg.p)
-    d = ModularData.from_config(cfg)
+    d = GrokkingData.from_config(cfg)
     a, b = d.tokens[:, 0].astype(np.int64), d.tokens[:, 1].astype(np.int64)
     w = 2 * np.pi * np.arange(1, nf + 1) / p  # [freq]
     s = (a + b) % p
@@ -239,9 +242,9 @@ def grid_forward(params: dict, tcfg: tfm.TransformerConfig, p: int) -> tuple[jax
 # ----------------------------------------------------------------------------- measures
 
 
-def measures(cfg: ModularConfig, names=None) -> dict:
+def measures(cfg: GrokkingConfig, names=None) -> dict:
     """{name: fn(params, data)} for the config's model; `names` picks some (unknown -> ConfigError)."""
-    check(type(cfg).kind == "modular", f"grokking measures need a modular-arithmetic run, got kind {type(cfg).kind!r}")
+    check(type(cfg).kind == "grokking", f"grokking measures need a grokking (modular arithmetic) run, got kind {type(cfg).kind!r}")
     p, tcfg, f64 = cfg.p, cfg.transformer, cfg.train.logsoftmax_f64
     last = tcfg.n_layers - 1
     hook = f"blocks.{last}.mlp.hook_post"
@@ -308,7 +311,7 @@ def measures(cfg: ModularConfig, names=None) -> dict:
         out["restricted_loss_abc"] = lambda P, D: loss_on(restricted_logits_abc(P, D), D, "train")
         out["excluded_loss"] = lambda P, D: loss_on(excluded_logits(P, D), D, "train")
         out["logit_freq_energy"] = logit_freq_energy
-    if len(ModularData.from_config(cfg).test_idx):
+    if len(GrokkingData.from_config(cfg).test_idx):
         out["test_loss"] = lambda P, D: loss_on(forward(P, D)[0], D, "test")
         out["test_acc"] = lambda P, D: acc_on(forward(P, D)[0], D, "test")
     if tcfg.d_mlp:
@@ -373,3 +376,44 @@ def phase_boundaries(steps, train_acc, test_acc, test_loss, acc_level: float = 0
     i_clean = i_peak + int(np.flatnonzero(log_loss[i_peak : i_gen + 1] <= level)[0])
     out["cleanup"] = int(steps[i_clean])
     return out
+
+
+# ----------------------------------------------------------------------------- over a trajectory
+
+
+def _x64(cfg):
+    """float64 for the measures when the run trained with a float64 log-softmax."""
+    return jax.enable_x64(True) if cfg.train.logsoftmax_f64 else contextlib.nullcontext()
+
+
+def find_key_frequencies(traj, data: dict) -> list[np.ndarray]:
+    """Key frequencies of each member, from its final checkpoint's logits (or its W_E spectrum for ops
+    other than +): a list with one ascending array of frequencies per member."""
+    cfg = traj.config
+    name = "logit_freq_energy" if cfg.op == "+" else "embed_freq_norms"
+    with _x64(cfg):
+        final = analyze_params(jax.tree.map(lambda x: x[-1:], traj.params), measures(cfg, [name]), data)[name][0]
+    if name == "embed_freq_norms":  # [member, freq] norms -> shares of the energy
+        final = final**2 / np.maximum((final**2).sum(-1, keepdims=True), 1e-30)
+    return [key_frequencies(e) for e in final]
+
+
+def progress_measures(traj, names=None, key_freqs=None, chunk_size: int | None = None):
+    """All (or the `names`d) progress measures for every checkpoint and member of `traj`, one call.
+
+    key_freqs: one sequence of frequencies per member, or None to find them from the final
+    checkpoint; each member's enter its measures as its own `key_mask`. chunk_size: checkpoints per
+    vmapped batch of the map over time. -> ({name: [time, member, ...]}, key_freqs).
+    """
+    cfg = traj.config
+    check(type(cfg).kind == "grokking", f"{traj.run_dir} is a {type(cfg).kind!r} run, not a grokking one")
+    chosen = measures(cfg, names)
+    data = make_data(cfg)
+    if key_freqs is None:
+        key_freqs = find_key_frequencies(traj, data)
+    check(len(key_freqs) == traj.n_members,
+          f"got key frequencies for {len(key_freqs)} members, the run has {traj.n_members}")
+    masks = np.stack([key_mask(cfg.p, k) for k in key_freqs])  # [member, freq]
+    with _x64(cfg):
+        results = analyze(traj, chosen, data, per_member={"key_mask": masks}, chunk_size=chunk_size)
+    return results, [np.asarray(k) for k in key_freqs]

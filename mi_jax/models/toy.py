@@ -43,7 +43,7 @@ def init_params(key: jax.Array, n_features: int, n_hidden: int, model: ModelKind
 
 def _matmul_small(x: jax.Array, w: jax.Array) -> jax.Array:
     """x [batch, k] @ w [k, n]. For tiny k * n, unrolled column sums: elementwise ops that XLA fuses
-    with the rest of the step (on CPU ~5x faster than a dot per instance, whose call costs more
+    with the rest of the step (on CPU faster than a dot per instance, whose call costs more
     than its flops)."""
     k, n = w.shape
     if k * n > 64:

@@ -32,7 +32,6 @@ Hook points (TransformerLens vocabulary), all `[batch, pos, ...]`:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Callable, Iterable, Literal
 
@@ -41,6 +40,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mi_jax.config import check
+from mi_jax.models import _fast
 
 ActFn = Literal["relu", "gelu", "silu"]
 ACTIVATIONS: dict[str, Callable] = {
@@ -196,6 +196,11 @@ class _Hooks:
     def wants(self, name: str) -> bool:
         return self.cache_all or name in self.wanted or name in self.hooks
 
+    @property
+    def active(self) -> bool:
+        """Whether anything is hooked or cached at all."""
+        return bool(self.cache_all or self.wanted or self.hooks)
+
     def __call__(self, name: str, value: jax.Array) -> jax.Array:
         self.seen.add(name)
         if name in self.hooks:
@@ -222,92 +227,35 @@ def _layer_norm(x, ln):
     return x / scale * ln["w"] + ln["b"]
 
 
-def _project(x, W, b):
-    """x [batch, pos, d_model] @ W [head, d_model, d_head] -> [batch, pos, head, d_head], as one 2-D matmul."""
-    n_head, d_model, d_head = W.shape
-    flat = x.reshape(-1, d_model) @ W.transpose(1, 0, 2).reshape(d_model, n_head * d_head)
-    return flat.reshape(*x.shape[:-1], n_head, d_head) + b
+def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str, fast: bool):
+    """Multi-head attention: x_q [batch, pos, d_model] queries, x_kv [batch, key_pos, d_model] keys and
+    values -> the attention output [batch, pos, d_model].
 
+        q = x_q W_Q + b_Q,  k = x_kv W_K + b_K,  v = x_kv W_V + b_V          [batch, pos, head, d_head]
+        scores = q k^T / sqrt(d_head), future keys masked                   [batch, head, pos, key_pos]
+        pattern = softmax(scores) over key_pos;  z = pattern v              [batch, pos, head, d_head]
+        out = sum over heads of z W_O, + b_O
 
-def _last_query_attention(p, q, k, v):
-    """Attention of one query per sequence (the training fast path): plain products and sums
-    beat batched matmuls on CPU. q [batch, 1, head, d_head], k, v [batch, key_pos, head, d_head]."""
-    scores = (q * k).sum(-1) / math.sqrt(q.shape[-1])  # [batch, key_pos, head]
-    pattern = jax.nn.softmax(scores, axis=1)
-    z = (pattern[..., None] * v).sum(1, keepdims=True)  # [batch, 1, head, d_head]
-    return z.reshape(z.shape[0], 1, -1) @ p["W_O"].reshape(-1, p["W_O"].shape[-1]) + p["b_O"]
-
-
-def _first_layer_last_query_attention(params, tokens, cfg: TransformerConfig):
-    """The fast path's attention when it is layer 0 without layer norm.
-
-    There the residual stream is `W_E[token] + W_pos[pos]`, so queries, keys and values are rows of
-    per-(position, token) tables `(W_E + W_pos[pos]) @ W`: n_ctx * d_vocab rows to project instead of
-    batch * pos, then a gather. -> (attn_out [batch, 1, d_model], resid at the last position [batch, 1, d_model]).
+    `fast` computes the same with `_fast`'s CPU paths where no hook needs what they skip.
     """
-    p = params["blocks"][0]["attn"]
-    n_pos = tokens.shape[1]
-    embed = params["W_E"][None] + (params["W_pos"][:n_pos, None] if "W_pos" in params else 0.0)  # [pos, vocab, d_model]
-    embed = jnp.broadcast_to(embed, (n_pos, *params["W_E"].shape))
-    rows = jnp.arange(n_pos) * params["W_E"].shape[0] + tokens  # [batch, pos] -> row of the table
-    flat_embed = embed.reshape(-1, embed.shape[-1])
-    k = _project(flat_embed, p["W_K"], p["b_K"])[rows]  # [batch, pos, head, d_head]
-    v = _project(flat_embed, p["W_V"], p["b_V"])[rows]
-    q = _project(embed[-1], p["W_Q"], p["b_Q"])[tokens[:, -1:]]  # [batch, 1, head, d_head]
-    return _last_query_attention(p, q, k, v), embed[-1][tokens[:, -1:]]
-
-
-def _scores_kq(q, k, causal: bool):
-    """Attention scores as [batch, head, key_pos, pos] (scaled, causal mask -inf), from q [batch, pos,
-    head, d_head] and k [batch, key_pos, head, d_head]. In this orientation (softmax over axis -2) XLA's
-    CPU forward of scores, softmax and pattern @ values runs ~1.6x faster than in [..., pos, key_pos]
-    (the induction analysis per checkpoint 13-19%); the hooks still see [batch, head, pos, key_pos]."""
-    scores = jnp.einsum("bkhe,bqhe->bhkq", k, q / math.sqrt(q.shape[-1]))
-    if not causal:
-        return scores
-    n_q, n_k = q.shape[1], k.shape[1]
-    future = jnp.arange(n_q)[None, :] + (n_k - n_q) < jnp.arange(n_k)[:, None]  # [key_pos, pos]
-    return scores + jnp.where(future, -jnp.inf, 0.0)
-
-
-def _attend_kq(q, k, v, causal: bool):
-    return jnp.einsum("bhkq,bkhe->bqhe", jax.nn.softmax(_scores_kq(q, k, causal), axis=-2), v)
-
-
-def _attend_qk(q, k, v, causal: bool):
-    # written out, not `_scores_kq` transposed: that graph's backward ran ~10% slower on CPU
-    scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])  # [batch, head, pos, key_pos]
-    if causal:
-        n_q, n_k = scores.shape[-2:]
-        scores = jnp.where(jnp.arange(n_q)[:, None] + (n_k - n_q) >= jnp.arange(n_k)[None, :], scores, -jnp.inf)
-    return jnp.einsum("bhqk,bkhe->bqhe", jax.nn.softmax(scores, axis=-1), v)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
-def _attend(q, k, v, causal: bool):
-    """Softmax attention z [batch, pos, head, d_head]: evaluated as `_attend_kq`, differentiated as
-    `_attend_qk`, whose backward pass XLA's CPU runs a few % faster (the same function either way)."""
-    return _attend_kq(q, k, v, causal)
-
-
-_attend.defjvp(lambda causal, primals, tangents: jax.jvp(functools.partial(_attend_qk, causal=causal), primals, tangents))
-
-
-def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str):
-    """x_q [batch, pos, d_model] queries, x_kv [batch, key_pos, d_model] keys/values."""
-    q = hk(f"{name}.hook_q", _project(x_q, p["W_Q"], p["b_Q"]))
-    k = hk(f"{name}.hook_k", _project(x_kv, p["W_K"], p["b_K"]))
-    v = hk(f"{name}.hook_v", _project(x_kv, p["W_V"], p["b_V"]))
-    if q.shape[1] == 1 and not hk.hooks and not hk.wanted and not hk.cache_all:
-        return _last_query_attention(p, q, k, v)
+    project = _fast.project if fast else (lambda x, W, b: jnp.einsum("bpd,hde->bphe", x, W) + b)
+    q = hk(f"{name}.hook_q", project(x_q, p["W_Q"], p["b_Q"]))
+    k = hk(f"{name}.hook_k", project(x_kv, p["W_K"], p["b_K"]))
+    v = hk(f"{name}.hook_v", project(x_kv, p["W_V"], p["b_V"]))
     scores_name, pattern_name = f"{name}.hook_attn_scores", f"{name}.hook_pattern"
-    if hk.wants(scores_name) or hk.wants(pattern_name):
-        swap = lambda a: jnp.swapaxes(a, -1, -2)  # noqa: E731  [.., key_pos, pos] <-> [.., pos, key_pos]
-        scores = swap(hk(scores_name, swap(_scores_kq(q, k, causal))))
-        pattern = swap(hk(pattern_name, swap(jax.nn.softmax(scores, axis=-2))))
-        z = jnp.einsum("bhkq,bkhe->bqhe", pattern, v)
+    if fast and q.shape[1] == 1 and not hk.active:
+        return _fast.last_query_attention(p, q, k, v)
+    if fast and (hk.wants(scores_name) or hk.wants(pattern_name)):
+        z = _fast.attend_hooked(q, k, v, causal, lambda s: hk(scores_name, s), lambda a: hk(pattern_name, a))
+    elif fast:
+        z = _fast.attend(q, k, v, causal)
     else:
-        z = _attend(q, k, v, causal)
+        scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
+        if causal:  # query i (of the last n_q positions) sees keys up to its own position
+            n_q, n_k = scores.shape[-2:]
+            scores = jnp.where(jnp.arange(n_q)[:, None] + (n_k - n_q) >= jnp.arange(n_k)[None, :], scores, -jnp.inf)
+        pattern = hk(pattern_name, jax.nn.softmax(hk(scores_name, scores), axis=-1))
+        z = jnp.einsum("bhqk,bkhe->bqhe", pattern, v)
     z = hk(f"{name}.hook_z", z)
     if hk.wants(f"{name}.hook_result"):
         result = hk(f"{name}.hook_result", jnp.einsum("bqhe,hed->bqhd", z, p["W_O"]))
@@ -323,6 +271,7 @@ def apply(
     cache: Iterable[str] | str = (),
     hooks: dict[str, Callable] | None = None,
     last_position_only: bool = False,
+    fast: bool = True,
 ):
     """Run the transformer. Pure: works under jit, vmap, scan and grad.
 
@@ -332,10 +281,11 @@ def apply(
     `last_position_only`: compute queries, MLP and unembedding of the *last layer* at the
     final position only (logits [batch, 1, vocab_out]); the training fast path for tasks
     scored at the last token. The earlier layers still run at every position.
+    `fast=False` runs the reference computation only (no `_fast` CPU paths): the same values.
     """
     hk = _Hooks(cache, hooks)
     check(
-        not (last_position_only and (hk.hooks or hk.wanted or hk.cache_all)),
+        not (last_position_only and hk.active),
         "last_position_only is a training fast path and takes no hooks or cache",
     )
     n_pos = tokens.shape[-1]
@@ -349,13 +299,13 @@ def apply(
         last = last_position_only and layer == cfg.n_layers - 1
         resid = hk(f"{name}.hook_resid_pre", resid)
         x = hk(f"{name}.ln1.hook_normalized", _layer_norm(resid, p["ln1"])) if cfg.layer_norm else resid
-        if last and layer == 0 and not cfg.layer_norm and tokens.shape[0] > cfg.d_vocab:
-            attn_out, resid = _first_layer_last_query_attention(params, tokens, cfg)
+        if fast and last and layer == 0 and not cfg.layer_norm and tokens.shape[0] > cfg.d_vocab:
+            attn_out, resid = _fast.first_layer_last_query(params, tokens)
         else:
             x_q = x[:, -1:] if last else x
-            if last:
+            if last:  # the last position attends to every key: no mask needed
                 resid = resid[:, -1:]
-            attn_out = _attention(p["attn"], x_q, x, causal=not last, hk=hk, name=f"{name}.attn")
+            attn_out = _attention(p["attn"], x_q, x, causal=not last, hk=hk, name=f"{name}.attn", fast=fast)
         resid = resid + hk(f"{name}.hook_attn_out", attn_out)
         if cfg.d_mlp is not None:
             resid = hk(f"{name}.hook_resid_mid", resid)

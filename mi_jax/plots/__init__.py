@@ -1,4 +1,5 @@
-"""Plots (matplotlib, Agg backend): files out, nothing shown."""
+"""Figures (matplotlib, Agg backend): files out, nothing shown. One module per experiment kind
+(`grokking`, `induction`, `superposition`, `boolean_and`); `training_curves` for any run."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def save(fig, path: Path) -> Path:
 
 
 def training_curves(traj, path: Path) -> Path:
-    """Loss (log scale) and accuracy against step, train and test; one faint line per seed."""
+    """Loss (log scale) and accuracy against step, train and test: one faint line per member and their mean."""
     m = traj.metrics
     steps = m["step"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
@@ -28,11 +29,9 @@ def training_curves(traj, path: Path) -> Path:
         for ax, key in ((ax_loss, f"{split}_loss"), (ax_acc, f"{split}_acc")):
             if key not in m:
                 continue
-            values = np.asarray(m[key], dtype=float)
-            if values.ndim == 2:
-                ax.plot(steps, values, color=color, alpha=0.3, lw=0.8)
-                values = values.mean(1)
-            ax.plot(steps, values, color=color, label=split)
+            values = np.asarray(m[key], dtype=float)  # [n_evals, member]
+            ax.plot(steps, values, color=color, alpha=0.3, lw=0.8)
+            ax.plot(steps, values.mean(1), color=color, label=split)
     ax_loss.set_yscale("log")
     ax_loss.set(xlabel="step", ylabel="loss", title="loss")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(-0.02, 1.02))

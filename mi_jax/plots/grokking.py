@@ -1,8 +1,8 @@
 """Figures of the grokking progress measures (Nanda et al. 2023), one file each.
 
-Every function takes arrays with a leading seed axis (`[seed, time, ...]`; a single run is one
-seed) and a path, and returns the path. `phases` is a list (one per seed) of the dicts
-`grokking.phase_boundaries` returns.
+Every function takes arrays with a leading member axis (`[member, time, ...]`; a solo run is one
+member) and a path, and returns the path. `phases` is a list (one per member) of the dicts
+`grokking.phase_boundaries` returns; `labels` name the members (`seed 3`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _spans(phase: dict, first: int) -> list[tuple[str, int, int]]:
 
 
 def shade_phases(ax, phases: list[dict], first: int) -> None:
-    """Shade each seed's phases (fainter the more seeds); label them once."""
+    """Shade each member's phases (fainter the more members); label them once."""
     alpha = 0.15 / max(1, len(phases)) ** 0.5
     labelled = set()
     for phase in phases:
@@ -34,7 +34,7 @@ def shade_phases(ax, phases: list[dict], first: int) -> None:
 
 
 def _lines(ax, steps, values, label, color, log: bool = False, **kw):
-    """values [seed, time]: one faint line per seed and their mean (geometric with `log`)."""
+    """values [member, time]: one faint line per member and their mean (geometric with `log`)."""
     values = np.asarray(values, float)
     if len(values) > 1:
         for v in values:
@@ -45,7 +45,7 @@ def _lines(ax, steps, values, label, color, log: bool = False, **kw):
 
 
 def losses_with_phases(steps, series: dict, phases: list[dict], path: Path, title: str = "") -> Path:
-    """Log-scale losses against step ({label: [seed, time]}), phases shaded."""
+    """Log-scale losses against step ({label: [member, time]}), phases shaded."""
     fig, ax = plt.subplots(figsize=(9, 4))
     colors = {"train": "tab:blue", "test": "tab:red", "restricted": "tab:green", "restricted_abc": "tab:olive",
               "excluded": "tab:brown"}
@@ -61,7 +61,7 @@ def losses_with_phases(steps, series: dict, phases: list[dict], path: Path, titl
 
 
 def gini_and_weight_norm(steps, embed_gini, logit_map_gini, weight_norm, phases, path: Path) -> Path:
-    """Gini of the Fourier norms of W_E and W_L, and the sum of squared weights, [seed, time] each."""
+    """Gini of the Fourier norms of W_E and W_L, and the sum of squared weights, [member, time] each."""
     fig, (ax_g, ax_w) = plt.subplots(1, 2, figsize=(11, 3.8))
     _lines(ax_g, steps, embed_gini, "Gini of W_E Fourier norms", "tab:blue")
     if logit_map_gini is not None:
@@ -77,51 +77,49 @@ def gini_and_weight_norm(steps, embed_gini, logit_map_gini, weight_norm, phases,
     return save(fig, path)
 
 
-def freq_norm_heatmaps(steps, norms, path: Path, seeds=(None,)) -> Path:
-    """Embedding Fourier norm per frequency against step, one panel per seed: norms [seed, time, freq]."""
+def freq_norm_heatmaps(steps, norms, path: Path, labels) -> Path:
+    """Embedding Fourier norm per frequency against step, one panel per member: norms [member, time, freq]."""
     norms = np.asarray(norms, float)
     n = len(norms)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 1, 3.8), squeeze=False, layout="constrained")
-    for i, (ax, seed, nm) in enumerate(zip(axes[0], seeds, norms)):
+    for i, (ax, label, nm) in enumerate(zip(axes[0], labels, norms)):
         im = ax.imshow(nm.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
                        extent=(steps[0], steps[-1], 0.5, nm.shape[1] + 0.5))
-        ax.set(xlabel="step", ylabel="frequency k" if i == 0 else None, title="W_E Fourier norms" + (f" (seed {seed})" if seed is not None else ""))
+        ax.set(xlabel="step", ylabel="frequency k" if i == 0 else None, title=f"W_E Fourier norms ({label})")
         fig.colorbar(im, ax=ax, fraction=0.046)
     return save(fig, path)
 
 
-def final_spectra(norms, key_freqs, path: Path, seeds=(None,), what: str = "W_E") -> Path:
-    """Fourier norm per frequency at the last checkpoint, key frequencies highlighted: norms [seed, freq]."""
+def final_spectra(norms, key_freqs, path: Path, labels, what: str = "W_E") -> Path:
+    """Fourier norm per frequency at the last checkpoint, key frequencies highlighted: norms [member, freq]."""
     norms = np.asarray(norms, float)
     n = len(norms)
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.2 * n + 0.6), squeeze=False, sharex=True)
-    for ax, seed, nm, keys in zip(axes[:, 0], seeds, norms, key_freqs):
+    for ax, label, nm, keys in zip(axes[:, 0], labels, norms, key_freqs):
         k = np.arange(1, len(nm) + 1)
         is_key = np.isin(k, keys)
         ax.bar(k, nm, color=np.where(is_key, "tab:red", "tab:gray"))
-        ax.set(ylabel="norm", title=f"{what} Fourier norms, final checkpoint" + (f", seed {seed}" if seed is not None else "")
-               + f"; key frequencies {', '.join(map(str, keys))}")
+        ax.set(ylabel="norm", title=f"{what} Fourier norms, final checkpoint, {label}; "
+                                    f"key frequencies {', '.join(map(str, keys))}")
         ax.title.set_fontsize(9)
     axes[-1, 0].set(xlabel="frequency k")
     return save(fig, path)
 
 
-def neuron_clusters(best_freq, best_frac, key_freqs, path: Path, seeds=(None,), threshold: float = 0.5) -> Path:
+def neuron_clusters(best_freq, best_frac, path: Path, labels, threshold: float = 0.5) -> Path:
     """Neurons per best frequency (those with > `threshold` of their variance there) and the
-    distribution of the explained fraction, final checkpoint: best_freq, best_frac [seed, d_mlp]."""
+    distribution of the explained fraction, final checkpoint: best_freq, best_frac [member, d_mlp]."""
     best_freq, best_frac = np.asarray(best_freq), np.asarray(best_frac, float)
     n_freq = int(best_freq.max())
     fig, (ax_c, ax_h) = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / len(best_freq)
-    for i, (seed, bf, fr, keys) in enumerate(zip(seeds, best_freq, best_frac, key_freqs)):
+    for i, (label, bf, fr) in enumerate(zip(labels, best_freq, best_frac)):
         counts = np.bincount(bf[fr > threshold], minlength=n_freq + 1)[1:]
-        label = f"seed {seed}" if seed is not None else None
         ax_c.bar(np.arange(1, n_freq + 1) + (i - (len(best_freq) - 1) / 2) * width, counts, width=width, label=label)
         ax_h.hist(fr, bins=30, range=(0, 1), histtype="step", label=label)
     ax_c.set(xlabel="frequency k", ylabel="neurons", title=f"neuron clusters (> {threshold:.0%} variance in one frequency)")
     ax_h.set(xlabel="fraction of a neuron's variance in its best frequency", ylabel="neurons", title="how well one frequency explains a neuron")
     for ax in (ax_c, ax_h):
         ax.grid(alpha=0.3)
-        if seeds[0] is not None:
-            ax.legend(fontsize=8)
+        ax.legend(fontsize=8)
     return save(fig, path)

@@ -12,18 +12,13 @@ from mi_jax.plots import save
 LAYER_COLORS = ("Blues", "Reds", "Greens", "Purples")
 
 
-def _per_seed(values: np.ndarray, ensemble: bool) -> np.ndarray:
-    """[time, (seed,) ...] -> [seed, time, ...]."""
-    values = np.asarray(values)
-    return np.moveaxis(values, 1, 0) if ensemble else values[None]
-
-
-def loss_with_phase_change(loss_steps, loss, icl_steps, icl, phase_steps, path: Path, ensemble: bool) -> Path:
-    """Training loss and ICL score against step, one line per seed, the phase change as a dashed line."""
+def loss_with_phase_change(loss_steps, loss, icl_steps, icl, phase_steps, labels, path: Path) -> Path:
+    """Test loss [member, n_evals] and ICL score [member, time] against step, one line per member,
+    each member's phase change as a dashed line."""
     fig, (ax_loss, ax_icl) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for k, (ls, ic, step) in enumerate(zip(_per_seed(loss, ensemble), _per_seed(icl, ensemble), phase_steps)):
-        color = f"C{k}"
-        ax_loss.plot(loss_steps, ls, color=color, lw=1, label=f"seed {k}")
+    for k, (ls, ic, step, label) in enumerate(zip(loss, icl, phase_steps, labels)):
+        color = f"C{k % 10}"
+        ax_loss.plot(loss_steps, ls, color=color, lw=1, label=label)
         ax_icl.plot(icl_steps, ic, color=color, lw=1)
         for ax in (ax_loss, ax_icl):
             ax.axvline(step, color=color, ls="--", lw=0.8)
@@ -35,16 +30,15 @@ def loss_with_phase_change(loss_steps, loss, icl_steps, icl, phase_steps, path: 
     return save(fig, path)
 
 
-def head_score_trajectories(steps, scores: dict, chance: dict, path: Path, seed_index: int = 0, ensemble=False) -> Path:
-    """One panel per score {name: [time, (seed,) layer, head]}; a line per head, coloured by layer."""
+def head_score_trajectories(steps, scores: dict, chance: dict, path: Path) -> Path:
+    """One panel per score {name: [time, layer, head]} (one member); a line per head, coloured by layer."""
     fig, axes = plt.subplots(1, len(scores), figsize=(3.6 * len(scores), 3.4), squeeze=False)
     for ax, (name, values) in zip(axes[0], scores.items()):
-        v = _per_seed(values, ensemble)[seed_index]  # [time, layer, head]
-        n_layers, n_heads = v.shape[1:]
+        n_layers, n_heads = values.shape[1:]
         for layer in range(n_layers):
             cmap = plt.get_cmap(LAYER_COLORS[layer % len(LAYER_COLORS)])
             for head in range(n_heads):
-                ax.plot(steps, v[:, layer, head], color=cmap(0.5 + 0.5 * head / max(n_heads, 1)), lw=1.2,
+                ax.plot(steps, values[:, layer, head], color=cmap(0.5 + 0.5 * head / max(n_heads, 1)), lw=1.2,
                         label=f"L{layer}H{head}")
         if name in chance:
             ax.axhline(chance[name], color="grey", ls=":", lw=1, label="chance")
@@ -70,7 +64,7 @@ def attention_before_after(patterns: dict, path: Path) -> Path:
 
 
 def k_composition_over_time(steps, k_comp: np.ndarray, path: Path, n_panels: int = 4, n_highlight: int = 3) -> Path:
-    """k_comp [time, head0, head1] (one seed): heatmaps at a few checkpoints (one colour scale) and
+    """k_comp [time, head0, head1] (one member): heatmaps at a few checkpoints (one colour scale) and
     every pair's line, the `n_highlight` pairs with the highest final score in colour."""
     idx = np.linspace(0, len(steps) - 1, n_panels).round().astype(int)
     fig, axes = plt.subplots(1, n_panels + 1, figsize=(3 * (n_panels + 1) + 1, 3.2), layout="constrained",

@@ -88,23 +88,6 @@ def dimensionality_dynamics(steps: np.ndarray, D: np.ndarray, loss: np.ndarray, 
     return save(fig, path)
 
 
-def and_vs_width(rows: list[dict], path: Path) -> Path:
-    """rows: {"n": , "n_hidden": , "acc": , "fpr": , "rand_acc": , "rand_fpr": } -> accuracy and FPR vs neurons."""
-    fig, (ax_acc, ax_fpr) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for n in sorted({r["n"] for r in rows}):
-        rs = sorted((r for r in rows if r["n"] == n), key=lambda r: r["n_hidden"])
-        h = [r["n_hidden"] for r in rs]
-        line, = ax_acc.plot(h, [r["acc"] for r in rs], "o-", label=f"trained, n={n} ({n * (n - 1) // 2} pairs)")
-        ax_acc.plot(h, [r["rand_acc"] for r in rs], "x--", color=line.get_color(), label=f"random construction, n={n}")
-        ax_fpr.plot(h, [r["fpr"] for r in rs], "o-", color=line.get_color())
-        ax_fpr.plot(h, [r["rand_fpr"] for r in rs], "x--", color=line.get_color())
-    ax_acc.set(xscale="log", xlabel="hidden neurons", ylabel="accuracy (all outputs right)", ylim=(-0.02, 1.02))
-    ax_fpr.set(xscale="log", yscale="symlog", xlabel="hidden neurons", ylabel="false-positive rate")
-    ax_fpr.set_yscale("symlog", linthresh=1e-4)
-    ax_acc.legend(fontsize=6)
-    return save(fig, path)
-
-
 def dimensionality_jumps(steps: np.ndarray, D: np.ndarray, loss: np.ndarray, titles: list[str],
                          jumps: list[list], path: Path) -> Path:
     """D_i over training (top) and loss (bottom, log) for a few instances, jumps shaded.

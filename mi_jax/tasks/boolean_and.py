@@ -29,23 +29,23 @@ import numpy as np
 
 from mi_jax.config import check
 from mi_jax.models import toy
-from mi_jax.train.config import TrainConfig
+from mi_jax.training.config import TrainConfig
 
-AND_TRAIN = TrainConfig(
+BOOLEAN_AND_TRAIN = TrainConfig(
     steps=3_000, lr=3e-3, weight_decay=0.0, beta1=0.9, beta2=0.999, warmup_steps=0,
     batch_size=None, eval_every=100, ckpt_every=100,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class ANDConfig:
+class BooleanAndConfig:
     """Pairwise AND of n boolean inputs (at most 2 active) through one ReLU layer of n_hidden neurons."""
 
-    kind: ClassVar[str] = "and"
+    kind: ClassVar[str] = "boolean_and"
     n_inputs: int = 20
     n_hidden: int = 60
     pos_weight: float = 10.0
-    train: TrainConfig = AND_TRAIN
+    train: TrainConfig = BOOLEAN_AND_TRAIN
 
     @property
     def n_pairs(self) -> int:
@@ -120,8 +120,8 @@ def best_random_construction(n: int, n_hidden: int, seed: int = 0) -> dict[str, 
     return best
 
 
-class ANDTask:
-    def __init__(self, cfg: ANDConfig):
+class BooleanAndTask:
+    def __init__(self, cfg: BooleanAndConfig):
         self.cfg = cfg
         self.x, self.labels = all_inputs(cfg.n_inputs)
 

@@ -33,8 +33,8 @@ import numpy as np
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
 from mi_jax.tasks import label_log_probs
-from mi_jax.train.config import TrainConfig
-from mi_jax.train.parallel import split_batch
+from mi_jax.training.config import TrainConfig
+from mi_jax.training.parallel import split_batch
 
 TASKS = ("repeated", "markov", "mixed")
 TaskName = Literal["repeated", "markov", "mixed"]
@@ -132,7 +132,7 @@ def markov_tokens(key: jax.Array, n: int, seq_len: int, d_vocab: int, alpha: flo
     return jnp.concatenate([first[:, None], rest.T], axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "n"))  # one compiled call, not ~20 op-by-op compiles
+@functools.partial(jax.jit, static_argnames=("cfg", "n"))  # one compiled call, not an op-by-op compile of each op
 def sample(cfg: InductionConfig, key: jax.Array, n: int) -> jax.Array:
     """n sequences of the config's task -> tokens [n, seq_len] int32."""
     k_tok, k_span = jax.random.split(key)

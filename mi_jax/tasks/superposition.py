@@ -15,7 +15,7 @@ Data: each feature is 0 with probability S = 1 - p, else uniform on [0, 1) (on [
 abs model). ONE random number per element does it: u ~ U[0, 1); active iff u < p; value u / p,
 which is uniform given u < p. The numbers come from a counter-based integer hash of
 (seed, step, instance, element) (`uniform`), so any batch is a pure function of those and
-runs are reproducible from the seed; it costs a few integer ops per element, ~10x less than
+runs are reproducible from the seed; it costs a few integer ops per element, far less than
 `jax.random.uniform` on CPU. Correlated pairs (features 2j, 2j+1 active together, values
 independent) and anti-correlated pairs (at most one of the pair active, each with probability p;
 one number per pair) are options.
@@ -33,22 +33,22 @@ import numpy as np
 
 from mi_jax.config import check
 from mi_jax.models import toy
-from mi_jax.train.config import TrainConfig
+from mi_jax.training.config import TrainConfig
 
 Correlation = Literal["independent", "correlated", "anticorrelated"]
 EVAL_SEED = 0x5EED  # the fixed evaluation batch's seed (stream 1)
 
-TMS_TRAIN = TrainConfig(
+SUPERPOSITION_TRAIN = TrainConfig(
     steps=10_000, lr=1e-3, weight_decay=0.0, beta1=0.9, beta2=0.999, warmup_steps=0,
     batch_size=1024, eval_every=100, ckpt_every=100,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class TMSConfig:
+class SuperpositionConfig:
     """Toy models of superposition: n_features -> n_hidden, a grid of instances trained as one program."""
 
-    kind: ClassVar[str] = "tms"
+    kind: ClassVar[str] = "superposition"
     n_features: int = 5
     n_hidden: int = 2
     model: toy.ModelKind = "relu"
@@ -63,7 +63,7 @@ class TMSConfig:
     rel_importance_max: float = 10.0
     correlation: Correlation = "independent"
     eval_batch: int = 4096
-    train: TrainConfig = TMS_TRAIN
+    train: TrainConfig = SUPERPOSITION_TRAIN
 
     def __post_init__(self):
         n, m = self.n_features, self.n_hidden
@@ -195,10 +195,10 @@ def sparse_features(
     return x
 
 
-class TMSTask:
+class SuperpositionTask:
     """Training-side definition of a TMS sweep (params with a leading [instance] axis)."""
 
-    def __init__(self, cfg: TMSConfig):
+    def __init__(self, cfg: SuperpositionConfig):
         self.cfg = cfg
         self.probability = jnp.asarray(cfg.instance_probability())  # [instance]
         self.importance = jnp.asarray(cfg.instance_importance())  # [instance, feat]

@@ -1,30 +1,30 @@
-"""Pairwise AND of 20 boolean inputs (at most 2 active, 190 ANDs) through 60 ReLU neurons: computation in superposition.
+"""Computation in superposition across widths: `python experiments/and_width_sweep.py`.
 
-`python experiments/and_superposition.py` sweeps widths for n = 12 and 20 (3 seeds each, as one
-vmapped program per width), compares with the random universal-AND construction, and writes
+Trains the and_superposition preset's task for n = 12 and 20 inputs at several widths (3 seeds each,
+as one vmapped program per width), compares with the random universal-AND construction, and writes
 experiments/results/and_superposition.png plus a markdown table on stdout.
 """
 
-from mi_jax.tasks.boolean_and import AND_TRAIN, ANDConfig
+import dataclasses
+from pathlib import Path
 
-PRESET = ANDConfig(n_inputs=20, n_hidden=60, pos_weight=10.0, train=AND_TRAIN)
+import jax
+import numpy as np
+
+import mi_jax as mj
+from mi_jax.plots.boolean_and import and_vs_width
+from mi_jax.tasks.boolean_and import BOOLEAN_AND_TRAIN, BooleanAndTask, best_random_construction
+from mi_jax.training.loop import Trainer
 
 
 def sweep(ns=(12, 20), widths=(4, 8, 16, 32, 64, 128), seeds=(0, 1, 2)) -> list[dict]:
-    import dataclasses
-
-    import jax
-    import numpy as np
-
-    from mi_jax.tasks.boolean_and import ANDTask, best_random_construction
-    from mi_jax.train.loop import Trainer
-
     rows = []
     for n in ns:
         for h in widths:
-            tc = dataclasses.replace(AND_TRAIN, seeds=seeds, eval_every=AND_TRAIN.steps, ckpt_every=AND_TRAIN.steps)
-            cfg = ANDConfig(n_inputs=n, n_hidden=h, train=tc)
-            trainer = Trainer(ANDTask(cfg), tc)
+            tc = dataclasses.replace(BOOLEAN_AND_TRAIN, seeds=seeds, eval_every=BOOLEAN_AND_TRAIN.steps,
+                                     ckpt_every=BOOLEAN_AND_TRAIN.steps)
+            cfg = mj.BooleanAndConfig(n_inputs=n, n_hidden=h, train=tc)
+            trainer = Trainer(BooleanAndTask(cfg), tc)
             state, _ = trainer.run_chunk(trainer.init_state())
             m = jax.tree.map(np.asarray, trainer.evaluate(state["params"]))
             rand = best_random_construction(n, h)
@@ -37,10 +37,6 @@ def sweep(ns=(12, 20), widths=(4, 8, 16, 32, 64, 128), seeds=(0, 1, 2)) -> list[
 
 
 if __name__ == "__main__":
-    from pathlib import Path
-
-    from mi_jax.plots.superposition import and_vs_width
-
     rows = sweep()
     out = Path(__file__).resolve().parent / "results" / "and_superposition.png"
     and_vs_width(rows, out)

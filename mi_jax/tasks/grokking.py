@@ -17,7 +17,7 @@ import numpy as np
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
 from mi_jax.tasks import label_log_probs
-from mi_jax.train.config import TrainConfig
+from mi_jax.training.config import TrainConfig
 
 Op = Literal["+", "-", "*", "/", "x2+y2"]
 N_INPUT_TOKENS = 3  # a, b, =
@@ -28,10 +28,10 @@ def is_prime(n: int) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModularConfig:
+class GrokkingConfig:
     """A transformer trained on `a op b mod p` (the grokking experiment)."""
 
-    kind: ClassVar[str] = "modular"
+    kind: ClassVar[str] = "grokking"
     p: int = 113
     op: Op = "+"
     train_frac: float = 0.3
@@ -100,14 +100,14 @@ def train_test_split(n: int, train_frac: float, seed: int) -> tuple[np.ndarray, 
 
 
 @dataclasses.dataclass(frozen=True)
-class ModularData:
+class GrokkingData:
     tokens: np.ndarray  # [n_pairs, 3] every input
     labels: np.ndarray  # [n_pairs]
     train_idx: np.ndarray
     test_idx: np.ndarray
 
     @classmethod
-    def from_config(cls, cfg: ModularConfig) -> "ModularData":
+    def from_config(cls, cfg: GrokkingConfig) -> "GrokkingData":
         tokens, labels = all_pairs(cfg.p, cfg.op)
         train_idx, test_idx = train_test_split(len(labels), cfg.train_frac, cfg.data_seed)
         return cls(tokens, labels, train_idx, test_idx)
@@ -121,12 +121,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, f64: bool = False) -> ja
     return -label_log_probs(logp, labels).mean()
 
 
-class ModularTask:
+class GrokkingTask:
     """The training-side definition of a modular-arithmetic run (pure functions of params)."""
 
-    def __init__(self, cfg: ModularConfig):
+    def __init__(self, cfg: GrokkingConfig):
         self.cfg = cfg
-        self.data = ModularData.from_config(cfg)
+        self.data = GrokkingData.from_config(cfg)
         d = self.data
         self.train_tokens, self.train_labels = d.tokens[d.train_idx], d.labels[d.train_idx]
         self.test_tokens, self.test_labels = d.tokens[d.test_idx], d.labels[d.test_idx]

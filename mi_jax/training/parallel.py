@@ -48,8 +48,7 @@ def mean_value_and_grad(loss, sharding: NamedSharding):
     """`jax.value_and_grad(loss)` for a loss that is a mean over the batch's leading axis, with the
     batch split over `sharding`'s one mesh axis: each device differentiates the mean over its share
     and ONE all-reduce of (loss, grads) raveled into a single vector averages them. (XLA's own split
-    of `value_and_grad` reduces the gradient leaves in one rendezvous each, which on 2 CPU cores
-    made the step ~12% slower.) params are replicated; (params, batch) -> (loss, grads)."""
+    of `value_and_grad` reduces the gradient leaves in one rendezvous each, which costs more on CPU.) params are replicated; (params, batch) -> (loss, grads)."""
     (axis,) = sharding.mesh.axis_names
 
     def local(params, batch):

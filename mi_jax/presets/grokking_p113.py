@@ -9,10 +9,10 @@ generators, so the split and init are not the same numbers as the PyTorch run's.
 """
 
 from mi_jax.models.transformer import TransformerConfig
-from mi_jax.tasks.modular import ModularConfig
-from mi_jax.train.config import TrainConfig
+from mi_jax.tasks.grokking import GrokkingConfig
+from mi_jax.training.config import TrainConfig
 
-PRESET = ModularConfig(
+PRESET = GrokkingConfig(
     p=113,
     op="+",
     train_frac=0.3,

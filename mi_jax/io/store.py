@@ -2,11 +2,12 @@
 
     RUN_DIR/config.json        the experiment config (kind + fields)
     RUN_DIR/metrics.jsonl      one JSON row per evaluation: {"step": s, "train_loss": x or [x per seed], ...}
-    RUN_DIR/snapshots/         the parameter series, one .npy per parameter with a leading
-                               [time] axis ([time, seed, ...] for ensembles), written in place as
-                               training goes, and index.json: {"steps": [...], "crc32": [...]}
+    RUN_DIR/snapshots/         the parameter series, one .npy per parameter [time, member, ...]
+                               (a solo run is one member), written in place as training goes,
+                               and index.json: {"steps": [...], "crc32": [...], "layout": "member"}
     RUN_DIR/state/             orbax-checkpoint CheckpointManager: the latest full train state
                                (params, optimizer state, step), the last two kept for fallback
+    RUN_DIR/.lock              held by the one process that writes the run dir (`run_dir_lock`)
 
 Loading the whole series is one memory-map per parameter, not one file per checkpoint.
 Each snapshot row carries a CRC32, so a truncated or overwritten row is found and named.
@@ -25,6 +26,7 @@ import jax
 import numpy as np
 
 SNAPSHOTS, STATE, METRICS, CONFIG = "snapshots", "state", "metrics.jsonl", "config.json"
+MEMBER_LAYOUT = "member"  # index.json's "layout": every parameter file has a [member] axis after [time]
 
 
 class CheckpointError(RuntimeError):
@@ -69,19 +71,23 @@ def _row_crc(arrays: list[np.ndarray], row: int) -> int:
 
 
 class SnapshotWriter:
-    """Appends parameter snapshots to preallocated [capacity, ...] arrays on disk."""
+    """Appends parameter snapshots to preallocated [capacity, member, ...] arrays on disk.
+
+    `template` and each written `params` have leaves [member, ...]."""
 
     def __init__(self, run_dir: Path, template: dict, capacity: int, resume_rows: int | None = None):
         self.dir = Path(run_dir) / SNAPSHOTS
         self.dir.mkdir(parents=True, exist_ok=True)
         self.names = list(flatten(template))
         self.arrays = {}
+        self.member_axis = True  # False: a solo run begun before runs had a member axis, resumed in its layout
         for name, leaf in flatten(template).items():
             path = self.dir / f"{name}.npy"
             shape = (capacity, *np.shape(leaf))
             if resume_rows is not None and path.exists():
                 arr = np.load(path, mmap_mode="r+")
-                if arr.shape != shape:
+                self.member_axis = arr.shape == shape
+                if arr.shape not in (shape, (capacity, *shape[2:])) or (shape[1] != 1 and not self.member_axis):
                     raise CheckpointError(f"{path} has shape {arr.shape}, expected {shape}")
             else:
                 arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.asarray(leaf).dtype, shape=shape)
@@ -100,12 +106,13 @@ class SnapshotWriter:
         row = self.rows
         flat = flatten(params)
         for name in self.names:
-            self.arrays[name][row] = np.asarray(flat[name])
+            self.arrays[name][row] = np.asarray(flat[name]) if self.member_axis else np.asarray(flat[name])[0]
         for arr in self.arrays.values():
             arr.flush()
         self.steps.append(int(step))
         self.crcs.append(_row_crc([self.arrays[n] for n in self.names], row))
-        _atomic_write(self.dir / "index.json", json.dumps({"steps": self.steps, "crc32": self.crcs}))
+        layout = {"layout": MEMBER_LAYOUT} if self.member_axis else {}
+        _atomic_write(self.dir / "index.json", json.dumps({"steps": self.steps, "crc32": self.crcs, **layout}))
 
 
 def read_index(snap_dir: Path) -> dict:
@@ -120,8 +127,10 @@ def read_index(snap_dir: Path) -> dict:
     return index
 
 
-def load_snapshots(run_dir: Path, on_corrupt: str = "warn") -> tuple[np.ndarray, dict]:
-    """-> (steps [time], params {name: [time, ...] array}) with corrupt rows named and dropped.
+def load_snapshots(run_dir: Path, on_corrupt: str = "warn") -> tuple[np.ndarray, dict, bool]:
+    """-> (steps [time], params {name: [time, member, ...] array}, member_axis) with corrupt rows named
+    and dropped. `member_axis` is False for a solo run written before runs had a member axis (its
+    arrays are [time, ...]).
 
     `on_corrupt`: "warn" skips a corrupt snapshot with a warning naming it, "raise" stops.
     """
@@ -156,7 +165,7 @@ def load_snapshots(run_dir: Path, on_corrupt: str = "warn") -> tuple[np.ndarray,
     rows = np.asarray(good)
     whole = len(good) == n
     params = {k: np.asarray(a[:n] if whole else a[rows]) for k, a in arrays.items()}
-    return np.asarray(index["steps"])[rows], params
+    return np.asarray(index["steps"])[rows], params, index.get("layout") == MEMBER_LAYOUT
 
 
 # ----------------------------------------------------------------------------- resumable state
@@ -233,18 +242,19 @@ def append_metrics(run_dir: Path, rows: list[dict]) -> None:
 
 
 def read_metrics(run_dir: Path, upto_step: int | None = None) -> list[dict]:
+    """The metric rows in step order, one per step: where a step appears twice the last row wins
+    (a file written before runs had one writer may repeat steps). A line cut by a crash ends the file."""
     path = Path(run_dir) / METRICS
-    rows = []
+    by_step: dict[int, dict] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                break  # a line cut by a crash ends the good part
-            if upto_step is not None and row["step"] > upto_step:
                 break
-            rows.append(row)
-    return rows
+            if upto_step is None or row["step"] <= upto_step:
+                by_step[row["step"]] = row
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def truncate_metrics(run_dir: Path, upto_step: int) -> None:
@@ -252,9 +262,12 @@ def truncate_metrics(run_dir: Path, upto_step: int) -> None:
     _atomic_write(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def metrics_arrays(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Rows -> {"step": [n], name: [n, (seed)]}."""
+def metrics_arrays(rows: list[dict], solo: bool) -> dict[str, np.ndarray]:
+    """Rows -> {"step": [n], name: [n, member, ...]}. A solo run's rows hold one model's values
+    (no member axis in the file); `solo` gives them a member axis of 1."""
     if not rows:
         return {"step": np.zeros((0,), np.int64)}
-    keys = list(rows[0])
-    return {k: np.asarray([r[k] for r in rows]) for k in keys}
+    out = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+    if solo:
+        out = {k: v if k == "step" else v[:, None] for k, v in out.items()}
+    return out

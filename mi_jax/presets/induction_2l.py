@@ -12,7 +12,7 @@ its seeds) is split over the local devices (`data_parallel`; the CPU cores under
 
 from mi_jax.models.transformer import TransformerConfig
 from mi_jax.tasks.induction import InductionConfig
-from mi_jax.train.config import TrainConfig
+from mi_jax.training.config import TrainConfig
 
 PRESET = InductionConfig(
     task="repeated",

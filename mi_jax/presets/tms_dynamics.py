@@ -9,11 +9,11 @@ Adam lr 1e-3 (weight decay 0), batch 1024, 8,000 steps, checkpoints every 20 ste
 
 import dataclasses
 
-from mi_jax.tasks.superposition import TMS_TRAIN, TMSConfig
+from mi_jax.tasks.superposition import SUPERPOSITION_TRAIN, SuperpositionConfig
 
-PRESET = TMSConfig(
+PRESET = SuperpositionConfig(
     n_features=5, n_hidden=2, model="relu",
     feature_probability=(0.025,) * 16, importance_decay=1.0,
     eval_batch=4096,
-    train=dataclasses.replace(TMS_TRAIN, steps=8_000, eval_every=20, ckpt_every=20),
+    train=dataclasses.replace(SUPERPOSITION_TRAIN, steps=8_000, eval_every=20, ckpt_every=20),
 )

@@ -29,9 +29,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mi_jax.train import store
-from mi_jax.train.config import TrainConfig
-from mi_jax.train.parallel import mean_value_and_grad, split_batch, splitting_batches
+from mi_jax.io import store
+from mi_jax.training.config import TrainConfig
+from mi_jax.training.parallel import mean_value_and_grad, split_batch, splitting_batches
 
 
 class TrainingDiverged(RuntimeError):
@@ -148,6 +148,10 @@ class Trainer:
     def evaluate(self, params):
         return self._evaluate(params)
 
+    def member_params(self, params):
+        """Params with leaves [member, ...], as the run dir keeps them (a solo run is one member)."""
+        return params if self.tc.ensemble else jax.tree.map(lambda x: x[None], params)
+
 
 def _rows(steps: list[int], metrics: dict[str, np.ndarray]) -> list[dict]:
     rows = []
@@ -193,13 +197,14 @@ def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks):
         state = trainer.place(state)
         start_chunk, n_rows = int(meta["step"]) // tc.ckpt_every, int(meta["snapshots"])
         store.truncate_metrics(run_dir, int(meta["step"]))
-        snapshots = store.SnapshotWriter(run_dir, state["params"], n_chunks + 1, resume_rows=n_rows)
+        snapshots = store.SnapshotWriter(run_dir, trainer.member_params(state["params"]), n_chunks + 1,
+                                         resume_rows=n_rows)
     else:
         start_chunk = 0
-        snapshots = store.SnapshotWriter(run_dir, state["params"], n_chunks + 1)
+        snapshots = store.SnapshotWriter(run_dir, trainer.member_params(state["params"]), n_chunks + 1)
         first = trainer.evaluate(state["params"])
         store.append_metrics(run_dir, _rows([0], jax.tree.map(lambda m: np.asarray(m)[None], first)))
-        snapshots.write(0, state["params"])
+        snapshots.write(0, trainer.member_params(state["params"]))
         states.save(0, state, {"snapshots": snapshots.rows})
     bar = _progress_bar(tc.steps, start_chunk * tc.ckpt_every, progress)
     last: dict = {}
@@ -218,7 +223,7 @@ def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks):
                     f"the last good checkpoint (step {snapshots.steps[-1]}) is kept in {run_dir}"
                 )
             rows = _rows(steps, metrics)
-            snapshots.write(step, state["params"])
+            snapshots.write(step, trainer.member_params(state["params"]))
             store.append_metrics(run_dir, rows)
             states.save(step, state, {"snapshots": snapshots.rows})
             dt = time.perf_counter() - t0

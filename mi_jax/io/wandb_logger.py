@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from mi_jax.config import check, to_dict
+from mi_jax.io.members import member_key, members_of
 
 MODES = ("offline", "online", "off")
 
 
 class WandbLogger:
-    """Logs metric rows to wandb; per-seed values of an ensemble go under `seed{k}/name`."""
+    """Logs metric rows to wandb; each member's values of a run with several go under `seed{k}/name`
+    (with their mean under `name`)."""
 
     def __init__(self, run_dir: Path, cfg, mode: str = "offline", project: str = "mi_jax"):
         check(mode in MODES, f"--wandb must be one of {', '.join(MODES)}, got {mode!r}")
@@ -28,7 +30,7 @@ class WandbLogger:
         id_file = run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
-        self.seeds = cfg.train.seed_list if cfg.train.ensemble else None
+        self.members = [member_key(member) for member in members_of(cfg)]
         self.run = wandb.init(
             project=project, name=run_dir.name, id=run_id, resume="allow", dir=str(run_dir),
             mode=mode, config=to_dict(cfg),
@@ -42,19 +44,18 @@ class WandbLogger:
             for name, value in row.items():
                 if name == "step":
                     continue
-                value = np.asarray(value)
-                if value.ndim == 0:
-                    out[name] = float(value)
-                else:
-                    for seed, v in zip(self.seeds, value):
-                        out[f"seed{seed}/{name}"] = float(v)
-                    out[name] = float(value.mean())
+                value = np.asarray(value, dtype=float)
+                if value.ndim and len(self.members) > 1:  # rows of several members: [member, ...]
+                    for member, v in zip(self.members, value):
+                        out[f"{member}/{name}"] = float(np.mean(v))
+                out[name] = float(value.mean())
             if i == len(rows) - 1:
                 out.update(extra)
             self.run.log(out, step=int(row["step"]))
 
     def log_series(self, steps, series: dict[str, np.ndarray]) -> None:
-        """Log analysis results (scalar time series) against training steps."""
+        """Log analysis results against training steps: series {name: [time, member, ...]}, each
+        logged as its mean over everything but time."""
         if self.run is None:
             return
         self.run.define_metric("analysis/*", step_metric="analysis/step")

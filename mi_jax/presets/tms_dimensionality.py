@@ -6,11 +6,11 @@ Adam lr 1e-3, batch 512, 6,000 steps, checkpoints every 250 steps.
 
 import dataclasses
 
-from mi_jax.tasks.superposition import TMS_TRAIN, TMSConfig
+from mi_jax.tasks.superposition import SUPERPOSITION_TRAIN, SuperpositionConfig
 
-PRESET = TMSConfig(
+PRESET = SuperpositionConfig(
     n_features=100, n_hidden=10, model="relu",
     n_probabilities=24, prob_max=0.5, prob_min=0.002, importance_decay=1.0,
     eval_batch=2048,
-    train=dataclasses.replace(TMS_TRAIN, steps=6_000, batch_size=512, eval_every=250, ckpt_every=250),
+    train=dataclasses.replace(SUPERPOSITION_TRAIN, steps=6_000, batch_size=512, eval_every=250, ckpt_every=250),
 )

@@ -1,0 +1,98 @@
+"""Starting and resuming runs: the run directory's life cycle (I/O at the edge).
+
+    mj.train(cfg, "checkpoints/my_run")     # -> the final metrics row
+    mj.resume("checkpoints/my_run")         # continue a killed run where its last state left off
+
+Both hold the run dir's lock (`mi_jax.io.lock`) from before the first write to the end, so a
+second writer stops with one line before any compute and writes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+from mi_jax import config as config_lib
+from mi_jax.config import ConfigError, check
+from mi_jax.io import store
+from mi_jax.io.lock import LOCK, OWNER, run_dir_lock
+from mi_jax.io.trajectory import load_config
+from mi_jax.io.wandb_logger import MODES, WandbLogger
+from mi_jax.kinds import make_task
+from mi_jax.training import loop
+
+
+def _writable_dir(run_dir: Path) -> Path:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output dir {run_dir} is not writable: {e.strerror or e}") from None
+    return run_dir
+
+
+def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
+    """An existing, non-empty run dir is replaced only with `overwrite`, and only if it is a run dir."""
+    if run_dir.exists() and any(p.name not in (LOCK, OWNER) for p in run_dir.iterdir()):
+        check(overwrite, f"run dir {run_dir} already exists (pass --overwrite to replace it, or --resume it)")
+        check((run_dir / store.CONFIG).exists(), f"refusing to overwrite {run_dir}: it is not a mi_jax run dir")
+
+
+def _empty(run_dir: Path) -> None:
+    """Remove a run dir's contents except its lock files (the caller holds the lock)."""
+    for path in run_dir.iterdir():
+        if path.name in (LOCK, OWNER):
+            continue
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def with_seeds(cfg, seeds: tuple[int, ...] | None):
+    """The config trained as an ensemble of `seeds` (one seed: a solo run with that seed)."""
+    if seeds is None:
+        return cfg
+    train = dataclasses.replace(cfg.train, seeds=tuple(seeds) if len(seeds) > 1 else None, seed=seeds[0])
+    return dataclasses.replace(cfg, train=train)
+
+
+def start(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", progress: bool = True) -> dict:
+    """Train `cfg` into a new run dir (`overwrite` replaces an existing one) -> the final metrics row.
+
+    `wandb`: "offline" (default: logs in RUN_DIR/wandb, no account or network), "online" or "off".
+    """
+    task = make_task(cfg)  # validates task-level settings before touching the disk
+    check(wandb in MODES, f"--wandb must be one of {', '.join(MODES)}, got {wandb!r}")
+    run_dir = Path(run_dir)
+    _check_replaceable(run_dir, overwrite)
+    with run_dir_lock(_writable_dir(run_dir), "training"):
+        _empty(run_dir)
+        (run_dir / store.CONFIG).write_text(config_lib.dumps(cfg))
+        return _go(task, run_dir, resume=False, wandb=wandb, progress=progress)
+
+
+def resume(run_dir, *, wandb: str = "offline", progress: bool = True) -> dict:
+    """Continue a killed run from its newest good train state -> the final metrics row. The result
+    is bit-identical to an uninterrupted run on the same machine."""
+    run_dir = Path(run_dir)
+    check((run_dir / store.CONFIG).exists(), f"cannot resume {run_dir}: not a mi_jax run dir (no config.json)")
+    check(wandb in MODES, f"--wandb must be one of {', '.join(MODES)}, got {wandb!r}")
+    with run_dir_lock(run_dir, "training"):
+        task = make_task(load_config(run_dir / store.CONFIG))
+        return _go(task, run_dir, resume=True, wandb=wandb, progress=progress)
+
+
+def _go(task, run_dir: Path, *, resume: bool, wandb: str, progress: bool) -> dict:
+    logger = WandbLogger(run_dir, task.cfg, wandb)
+    try:
+        return loop.train(task, run_dir, resume=resume, logger=logger, progress=progress)
+    finally:
+        logger.finish()
+
+
+def default_run_dir(name: str) -> Path:
+    """checkpoints/NAME under the working directory, or under $MI_JAX_OUT."""
+    root = Path(os.environ.get("MI_JAX_OUT", Path.cwd() / "checkpoints"))
+    return root / name

@@ -1,0 +1,70 @@
+"""The transformer's CPU fast paths (`models/_fast.py`) compute the reference forward pass: the same
+logits, cached activations and gradients as `apply(..., fast=False)`."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mi_jax as mj
+
+CONFIGS = {
+    "layer norm, MLP, 2 layers": dict(n_layers=2, layer_norm=True, d_mlp=40),
+    "no layer norm, MLP, 1 layer": dict(n_layers=1, layer_norm=False, d_mlp=40),
+    "attention only, 2 layers": dict(n_layers=2, layer_norm=False, d_mlp=None),
+}
+
+
+def model(**kw):
+    cfg = mj.TransformerConfig(d_model=24, n_heads=3, n_ctx=7, d_vocab=11, d_vocab_out=9, **kw)
+    params = mj.init_params(cfg, jax.random.key(2))
+    # non-zero biases and layer-norm offsets, so every term of the forward pass is exercised
+    keys = iter(jax.random.split(jax.random.key(3), len(jax.tree.leaves(params))))
+    params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(next(keys), x.shape), params)
+    return cfg, params
+
+
+def close(a, b, atol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=atol)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_fast_forward_and_gradients_equal_the_reference(name):
+    cfg, params = model(**CONFIGS[name])
+    tokens = jax.random.randint(jax.random.key(4), (40, 6), 0, cfg.d_vocab)  # batch 40 > vocab 11: the table path
+
+    def loss(p, fast, **kw):
+        logits, _ = mj.apply(p, tokens, cfg, fast=fast, **kw)
+        return jax.nn.log_softmax(logits[:, -1]).mean(), logits
+
+    for kw in ({}, {"last_position_only": True}):  # every position; the last one (the training fast path)
+        (ref_loss, ref_logits), ref_grads = jax.value_and_grad(lambda p: loss(p, False, **kw), has_aux=True)(params)
+        (fast_loss, fast_logits), fast_grads = jax.value_and_grad(lambda p: loss(p, True, **kw), has_aux=True)(params)
+        close(fast_logits, ref_logits, 1e-5)
+        close(fast_loss, ref_loss, 1e-6)
+        close(fast_grads, ref_grads, 1e-5)
+    assert fast_logits.shape == (40, 1, cfg.d_vocab_out)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_hooked_attention_in_the_fast_orientation_equals_the_reference(name):
+    cfg, params = model(**CONFIGS[name])
+    tokens = jax.random.randint(jax.random.key(5), (4, 6), 0, cfg.d_vocab)
+    names = [f"blocks.{layer}.attn.{hook}" for layer in range(cfg.n_layers)
+             for hook in ("hook_attn_scores", "hook_pattern", "hook_z")]
+    sharpen = {"blocks.0.attn.hook_pattern": lambda a: a**2 / (a**2).sum(-1, keepdims=True)}  # a hook that edits
+
+    def run(p, fast):
+        logits, cache = mj.apply(p, tokens, cfg, cache=names, hooks=sharpen, fast=fast)
+        return logits.sum() + sum(jnp.nan_to_num(v, neginf=0.0).sum() for v in cache.values()), (logits, cache)
+
+    (_, (ref_logits, ref_cache)), ref_grads = jax.value_and_grad(lambda p: run(p, False), has_aux=True)(params)
+    (_, (fast_logits, fast_cache)), fast_grads = jax.value_and_grad(lambda p: run(p, True), has_aux=True)(params)
+    close(fast_logits, ref_logits, 1e-5)
+    for hook in names:
+        ref, fast = np.asarray(ref_cache[hook]), np.asarray(fast_cache[hook])
+        assert fast.shape == ref.shape, hook
+        np.testing.assert_array_equal(np.isneginf(fast), np.isneginf(ref))  # the same masked (future) keys
+        close(np.where(np.isneginf(fast), 0, fast), np.where(np.isneginf(ref), 0, ref), 1e-5)
+    close(fast_grads, ref_grads, 1e-4)
