@@ -4,6 +4,8 @@
     mi-jax train PRESET [--set key=value ...] [--seeds 0,1,2] [--out DIR] [--overwrite] [--wandb offline|online|off]
     mi-jax train --resume RUN_DIR
     mi-jax analyze RUN_DIR
+    mi-jax import SRC --out RUN_DIR [--preset NAME] [--set key=value ...] [--op +]
+    mi-jax export RUN_DIR --out DIR [--member K]
     mi-jax demo [--out DIR]
 
 `--presets DIR` (before the command, repeatable) adds a folder of preset files.
@@ -143,6 +145,42 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    """A TransformerLens checkpoint series (the Grokking demo's file, or per-step state dict, safetensors or
+    npz files) as a mi_jax run dir. With --preset (and --set) the run takes that config, whose model must
+    fit the weights; without, the file must be a grokking series that carries its train/test split."""
+    from mi_jax import config, presets
+    from mi_jax.io.tl_grokking import grokking_config, write_run_dir
+    from mi_jax.io.tl_series import read_series
+    from mi_jax.io.transformer_lens import tl_config_fields
+
+    if args.preset:
+        cfg = config.override(presets.load(args.preset), _parse_sets(args.sets))
+        if not hasattr(cfg, "transformer"):
+            raise config.ConfigError(f"preset {args.preset!r} has no transformer to import weights into")
+        series = read_series(args.src, tl_config=tl_config_fields(cfg.transformer))
+    else:
+        if args.sets:
+            raise config.ConfigError("--set needs --preset NAME (the config the settings apply to)")
+        series = read_series(args.src)
+        cfg = grokking_config(series, op=args.op)
+    out = write_run_dir(series, cfg, Path(args.out))
+    print(f"imported {len(series.steps)} checkpoints (steps {series.steps[0]}..{series.steps[-1]}) of {args.src} "
+          f"as a {type(cfg).kind} run: {out}\n(analyse it with `mi-jax analyze {out}`)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Every checkpoint of one member of a run as TransformerLens state dicts (OUT/{step}.safetensors)."""
+    from mi_jax.io.trajectory import Trajectory
+    from mi_jax.io.transformer_lens import export_trajectory
+
+    paths = export_trajectory(Trajectory.load(Path(args.run_dir)), Path(args.out), member=args.member)
+    print(f"wrote {len(paths)} TransformerLens state dicts to {args.out} ({paths[0].name} .. {paths[-1].name}); "
+          "load one with `model.load_state_dict(safetensors.torch.load_file(path))`")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Train grokking_small, analyse its checkpoint series and write the plots."""
     from mi_jax.reports import analyze_run
@@ -179,6 +217,21 @@ def make_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="compute progress measures over a run's checkpoints and plot them")
     analyze.add_argument("run_dir")
     analyze.set_defaults(func=cmd_analyze)
+
+    imp = sub.add_parser("import", help="a TransformerLens checkpoint series as a mi_jax run dir")
+    imp.add_argument("src", help="a .pth/.pt file (the Grokking demo's dict) or a folder of per-step files")
+    imp.add_argument("--out", required=True, help="the run dir to write (absent or empty)")
+    imp.add_argument("--preset", help="the config of the run (its model must fit the weights)")
+    imp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    imp.add_argument("--op", default="+", choices=["+", "-", "*", "/", "x2+y2"],
+                     help="the grokking task's operation (a TL file does not say; default +)")
+    imp.set_defaults(func=cmd_import)
+
+    export = sub.add_parser("export", help="a run's checkpoints as TransformerLens state dicts (safetensors)")
+    export.add_argument("run_dir")
+    export.add_argument("--out", required=True, help="folder for OUT/{step}.safetensors")
+    export.add_argument("--member", type=int, default=0, help="which member of the run (default 0)")
+    export.set_defaults(func=cmd_export)
 
     demo = sub.add_parser("demo", help="train grokking_small, analyse it, write plots")
     demo.add_argument("--out", help="run dir (default checkpoints/grokking_small)")

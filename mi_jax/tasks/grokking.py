@@ -36,6 +36,7 @@ class GrokkingConfig:
     op: Op = "+"
     train_frac: float = 0.3
     data_seed: int = 598
+    train_indices: tuple[int, ...] = ()  # explicit train pairs a * p + b (the test split is the rest); () = seeded split
     model: tfm.TransformerConfig = tfm.TransformerConfig()
     train: TrainConfig = TrainConfig()
 
@@ -63,6 +64,14 @@ class GrokkingConfig:
             f"model.d_vocab_out={m.d_vocab_out} < p = {self.p}",
         )
         n_pairs = len(all_pairs(self.p, self.op)[1])
+        if self.train_indices:
+            ids = self.train_indices
+            check(
+                all(0 <= i < self.p * self.p and (self.op != "/" or i % self.p) for i in ids),
+                f"train_indices must be pair indices a * p + b in [0, {self.p * self.p})"
+                + (" with b != 0 for division" if self.op == "/" else ""),
+            )
+            check(len(set(ids)) == len(ids), "train_indices has duplicates")
         check(
             round(self.train_frac * n_pairs) >= 1,
             f"train_frac={self.train_frac} leaves no training pairs out of {n_pairs}",
@@ -109,7 +118,12 @@ class GrokkingData:
     @classmethod
     def from_config(cls, cfg: GrokkingConfig) -> "GrokkingData":
         tokens, labels = all_pairs(cfg.p, cfg.op)
-        train_idx, test_idx = train_test_split(len(labels), cfg.train_frac, cfg.data_seed)
+        if cfg.train_indices:
+            # pair index a * p + b -> row of `tokens` (they differ for division, which skips b = 0)
+            in_train = np.isin(tokens[:, 0].astype(np.int64) * cfg.p + tokens[:, 1], cfg.train_indices)
+            train_idx, test_idx = np.flatnonzero(in_train), np.flatnonzero(~in_train)
+        else:
+            train_idx, test_idx = train_test_split(len(labels), cfg.train_frac, cfg.data_seed)
         return cls(tokens, labels, train_idx, test_idx)
 
 
