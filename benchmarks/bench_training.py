@@ -40,7 +40,8 @@ def _timed(fn) -> float:
 
 def step_flops(task) -> float:
     """XLA's count of floating-point operations in one training step (forward, backward, AdamW)."""
-    tx = loop.make_optimizer(task.cfg.train, task.init_params(jax.random.key(0)), task.frozen)
+    tx = loop.make_optimizer(task.cfg.train, task.init_params(jax.random.key(0)), task.frozen,
+                             warm_up=task.cfg.train.warmup_steps > 0)
 
     def step(params, opt_state, batch):
         grads = jax.grad(task.loss)(params, batch)

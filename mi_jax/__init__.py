@@ -30,6 +30,8 @@ _NAMES = {
     # training
     "train": ("mi_jax.training.run", "start"),
     "resume": ("mi_jax.training.run", "resume"),
+    "sweep": ("mi_jax.training.sweep", "sweep"),
+    "Sweep": ("mi_jax.training.sweep", "Sweep"),
     # the checkpoint series and its analysis
     "Trajectory": ("mi_jax.io.trajectory", "Trajectory"),
     "CheckpointError": ("mi_jax.io.store", "CheckpointError"),
@@ -79,3 +81,4 @@ if TYPE_CHECKING:  # what the names are, for editors and type checkers
     from mi_jax.training.config import TrainConfig
     from mi_jax.training.run import resume
     from mi_jax.training.run import start as train
+    from mi_jax.training.sweep import Sweep, sweep

@@ -3,6 +3,8 @@
     mi-jax list
     mi-jax train PRESET [--set key=value ...] [--seeds 0,1,2] [--out DIR] [--overwrite] [--wandb offline|online|off]
     mi-jax train --resume RUN_DIR
+    mi-jax sweep PRESET --grid key=v1,v2 [--grid ...] [--seeds 0,1] [--set key=value ...] [--out DIR] [--one-program]
+    mi-jax sweep --resume SWEEP_DIR
     mi-jax analyze RUN_DIR
     mi-jax import SRC --out RUN_DIR [--preset NAME] [--set key=value ...] [--op +]
     mi-jax export RUN_DIR --out DIR [--member K]
@@ -145,6 +147,31 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from mi_jax import config, presets
+    from mi_jax.training import run
+    from mi_jax.training.sweep import parse_grid, read_spec, sweep
+    from mi_jax.kinds import config_class
+
+    if args.resume:
+        if args.preset or args.grid or args.sets or args.seeds:
+            raise config.ConfigError("--resume continues a sweep with its saved grid; drop PRESET/--grid/--set/--seeds")
+        spec = read_spec(Path(args.resume))
+        cfg = config.from_dict(config_class(spec["config"]["kind"]), spec["config"])
+        result = sweep(cfg, spec["grid"], Path(args.resume), seeds=spec["seeds"], resume=True, wandb=args.wandb,
+                       progress=not args.quiet)
+    else:
+        if not args.preset or not args.grid:
+            raise config.ConfigError("sweep needs a PRESET and at least one --grid key=v1,v2 (or --resume SWEEP_DIR)")
+        cfg = config.override(presets.load(args.preset), _parse_sets(args.sets))
+        out = Path(args.out) if args.out else run.default_run_dir(f"{args.preset}_sweep")
+        result = sweep(cfg, parse_grid(args.grid), out, seeds=_parse_seeds(args.seeds), one_program=args.one_program,
+                       overwrite=args.overwrite, wandb=args.wandb, progress=not args.quiet)
+    print(f"sweep dir: {result.sweep_dir}: {len(result.members)} members in {len(result.trajectories)} program(s)\n"
+          f"(analyse it with `mi-jax analyze {result.sweep_dir}`)")
+    return 0
+
+
 def cmd_import(args) -> int:
     """A TransformerLens checkpoint series (the Grokking demo's file, or per-step state dict, safetensors or
     npz files) as a mi_jax run dir. With --preset (and --set) the run takes that config, whose model must
@@ -214,6 +241,17 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run dir")
     train.set_defaults(func=cmd_train)
 
+    swp = sub.add_parser("sweep", help="train a grid of settings x seeds as few vmapped programs as shapes allow")
+    swp.add_argument("preset", nargs="?")
+    swp.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a swept config key (repeatable)")
+    swp.add_argument("--seeds", help="comma-separated seeds of every grid point")
+    swp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    swp.add_argument("--out", help="sweep dir (default checkpoints/PRESET_sweep)")
+    swp.add_argument("--one-program", action="store_true", help="fail unless every member shares one compiled program")
+    swp.add_argument("--overwrite", action="store_true", help="replace an existing sweep dir")
+    swp.add_argument("--resume", metavar="SWEEP_DIR", help="continue a killed sweep")
+    swp.set_defaults(func=cmd_sweep)
+
     analyze = sub.add_parser("analyze", help="compute progress measures over a run's checkpoints and plot them")
     analyze.add_argument("run_dir")
     analyze.set_defaults(func=cmd_analyze)
@@ -236,9 +274,9 @@ def make_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train grokking_small, analyse it, write plots")
     demo.add_argument("--out", help="run dir (default checkpoints/grokking_small)")
     demo.set_defaults(func=cmd_demo)
-    for p in (train, analyze, demo):
+    for p in (train, swp, analyze, demo):
         p.add_argument("--wandb", default="offline", choices=["offline", "online", "off"])
-    for p in (train, demo):
+    for p in (train, swp, demo):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

@@ -124,7 +124,7 @@ def test_instance_of_vmapped_batch_equals_training_it_alone():
     words = jax.random.key_data(data_key)
     k = 2
     params = jax.tree.map(lambda x: x.astype(jnp.float32), task.init_instance(init_key, k))
-    tx = loop.make_optimizer(cfg.train, params, lambda path: False)
+    tx = loop.make_optimizer(cfg.train, params, lambda path: False, warm_up=cfg.train.warmup_steps > 0)
 
     def step(carry, s):
         params, opt = carry

@@ -7,6 +7,8 @@
                                and index.json: {"steps": [...], "crc32": [...], "layout": "member"}
     RUN_DIR/state/             orbax-checkpoint CheckpointManager: the latest full train state
                                (params, optimizer state, step), the last two kept for fallback
+    RUN_DIR/members.json       the members of a sweep program: one dict of settings each (a solo run
+                               or a seed ensemble has none: its config's seeds are its members)
     RUN_DIR/.lock              held by the one process that writes the run dir (`run_dir_lock`)
 
 Loading the whole series is one memory-map per parameter, not one file per checkpoint.
@@ -25,7 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-SNAPSHOTS, STATE, METRICS, CONFIG = "snapshots", "state", "metrics.jsonl", "config.json"
+SNAPSHOTS, STATE, METRICS, CONFIG, MEMBERS = "snapshots", "state", "metrics.jsonl", "config.json", "members.json"
 MEMBER_LAYOUT = "member"  # index.json's "layout": every parameter file has a [member] axis after [time]
 
 
@@ -229,6 +231,24 @@ class StateStore:
             except Exception as e:  # noqa: BLE001 - any failure to read means: fall back
                 warnings.warn(f"train state at step {step} in {self.dir} is corrupt ({e}); falling back", stacklevel=2)
         raise CheckpointError(f"every train state in {self.dir} is corrupt")
+
+
+# ----------------------------------------------------------------------------- members
+
+
+def write_members(run_dir: Path, members: list[dict]) -> None:
+    _atomic_write(Path(run_dir) / MEMBERS, json.dumps(members, indent=1))
+
+
+def read_members(run_dir: Path) -> list[dict] | None:
+    """The members a sweep program's run dir lists, or None for a run without members.json."""
+    path = Path(run_dir) / MEMBERS
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"corrupt member table {path}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- metrics

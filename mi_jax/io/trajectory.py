@@ -84,12 +84,13 @@ class Trajectory:
         if not cfg_path.exists():
             raise store.CheckpointError(f"{run_dir} is not a mi_jax run dir (no {store.CONFIG})")
         cfg = load_config(cfg_path)
-        members = members_of(cfg)
+        table = store.read_members(run_dir)
+        solo = table is None and not cfg.train.ensemble  # its files hold one model's values, no member axis
         steps, flat, member_axis = store.load_snapshots(run_dir, on_corrupt)
-        if not member_axis and len(members) == 1:  # a solo run written before runs had a member axis
+        if not member_axis and solo:  # written before runs had a member axis
             flat = {k: v[:, None] for k, v in flat.items()}
-        metrics = store.metrics_arrays(store.read_metrics(run_dir), solo=len(members) == 1)
-        return cls(steps, store.unflatten(flat), cfg, metrics, members, run_dir)
+        metrics = store.metrics_arrays(store.read_metrics(run_dir), solo=solo)
+        return cls(steps, store.unflatten(flat), cfg, metrics, tuple(table or members_of(cfg)), run_dir)
 
 
 def load_config(path: Path):

@@ -18,7 +18,8 @@ class WandbLogger:
     """Logs metric rows to wandb; each member's values of a run with several go under `seed{k}/name`
     (with their mean under `name`)."""
 
-    def __init__(self, run_dir: Path, cfg, mode: str = "offline", project: str = "mi_jax"):
+    def __init__(self, run_dir: Path, cfg, mode: str = "offline", project: str = "mi_jax",
+                 members: list[dict] | None = None, group: str | None = None):
         check(mode in MODES, f"--wandb must be one of {', '.join(MODES)}, got {mode!r}")
         self.run = None
         if mode == "off":
@@ -30,10 +31,10 @@ class WandbLogger:
         id_file = run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
-        self.members = [member_key(member) for member in members_of(cfg)]
+        self.members = [member_key(member) for member in (members or members_of(cfg))]
         self.run = wandb.init(
             project=project, name=run_dir.name, id=run_id, resume="allow", dir=str(run_dir),
-            mode=mode, config=to_dict(cfg),
+            mode=mode, config={**to_dict(cfg), **({"members": members} if members else {})}, group=group,
         )
 
     def log(self, rows: list[dict], **extra) -> None:

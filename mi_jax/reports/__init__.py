@@ -18,12 +18,19 @@ from mi_jax.plots import training_curves
 
 
 def analyze_run(run_dir, *, wandb: str = "offline") -> list[str]:
-    """Analyse a run dir under its lock: training curves, then its kind's report -> lines to print."""
+    """Analyse a run dir under its lock: training curves, then its kind's report -> lines to print.
+    A sweep dir: each program's run dir so, then the sweep's summary against its grid."""
     # imported here, not above: mi_jax.kinds (which the trajectory loader uses) imports this package
     from mi_jax.io.trajectory import Trajectory
     from mi_jax.kinds import kind_of
 
     run_dir = Path(run_dir)
+    from mi_jax.training.sweep import Sweep, is_sweep_dir
+
+    if is_sweep_dir(run_dir):  # every program's report, then the measures against the swept values
+        from mi_jax.reports import sweep as sweep_report
+
+        return sweep_report.report(Sweep.load(run_dir), wandb=wandb)
     if not (run_dir / store.CONFIG).exists():
         raise store.CheckpointError(f"{run_dir} is not a mi_jax run dir (no {store.CONFIG})")
     with run_dir_lock(run_dir, "analysing"):
@@ -36,7 +43,7 @@ def analyze_run(run_dir, *, wandb: str = "offline") -> list[str]:
         lines.append(f"loaded {len(traj)} checkpoints (steps {traj.steps[0]}..{traj.steps[-1]}) of "
                      f"{traj.n_members} member(s) from {run_dir}")
         lines.append(f"wrote {training_curves(traj, out_dir / 'training_curves.png')}")
-        logger = WandbLogger(run_dir, traj.config, wandb)
+        logger = WandbLogger(run_dir, traj.config, wandb, members=list(traj.members))
         try:
             lines += kind_of(traj.config).report(traj, out_dir, logger=logger)
         finally:

@@ -38,10 +38,21 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run dir keeps the last good checkpoint."""
 
 
-def make_optimizer(tc: TrainConfig, params, frozen: Callable[[tuple], bool]) -> optax.GradientTransformation:
-    """AdamW with linear warm-up; parameters for which `frozen(path)` holds are never updated."""
-    schedule = optax.linear_schedule(0.0, tc.lr, tc.warmup_steps) if tc.warmup_steps else tc.lr
-    adamw = optax.adamw(schedule, b1=tc.beta1, b2=tc.beta2, weight_decay=tc.weight_decay)
+# the TrainConfig fields in which the members of one compiled program may differ (as [member] arrays)
+HYPERPARAMETERS = ("lr", "weight_decay", "beta1", "beta2", "warmup_steps")
+
+
+def make_optimizer(h, params, frozen: Callable[[tuple], bool], warm_up: bool) -> optax.GradientTransformation:
+    """AdamW with linear warm-up (lr at step s: lr * min(s / warmup_steps, 1)); parameters for which
+    `frozen(path)` holds are never updated. h: the HYPERPARAMETERS by name (a TrainConfig, or one
+    member's traced values); `warm_up`: whether any member warms up (the state then counts steps)."""
+    h = {name: getattr(h, name) for name in HYPERPARAMETERS} if isinstance(h, TrainConfig) else h
+    if warm_up:
+        lr, warmup = h["lr"], h["warmup_steps"]
+        schedule = lambda count: lr * jnp.where(warmup > 0, jnp.minimum(count / jnp.maximum(warmup, 1), 1.0), 1.0)  # noqa: E731
+    else:
+        schedule = h["lr"]
+    adamw = optax.adamw(schedule, b1=h["beta1"], b2=h["beta2"], weight_decay=h["weight_decay"])
     labels = jax.tree_util.tree_map_with_path(lambda p, _: "frozen" if frozen(p) else "train", params)
     if "frozen" not in jax.tree.leaves(labels):
         return adamw
@@ -54,20 +65,21 @@ def train_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_key, data_key
 
 
-def data_sharding(task, tc: TrainConfig) -> tuple[NamedSharding, NamedSharding | None] | None:
+def data_sharding(task, tc: TrainConfig, n_members: int | None = None) -> tuple[NamedSharding, NamedSharding | None] | None:
     """(sharding of the train state, of each step's batch) for `tc.data_parallel`, or None for a
     plain one-device run.
 
-    A solo run replicates its state and splits the batch's leading axis; an ensemble splits its
-    leading [seed] axis (state, keys and metrics) and keeps each seed's batch whole (batch
-    sharding None: the vmapped batch follows its seed). It uses the largest number of local
-    devices that divides the batch size (the number of seeds); None when that is 1 or
-    data_parallel is off.
+    A solo run replicates its state and splits the batch's leading axis; a run of several members
+    (`n_members`, by default tc's seeds) splits its leading [member] axis (state, keys and metrics)
+    and keeps each member's batch whole (batch sharding None: the vmapped batch follows its member).
+    It uses the largest number of local devices that divides the batch size (the number of
+    members); None when that is 1 or data_parallel is off.
     """
     if not tc.data_parallel:
         return None
-    if tc.ensemble:
-        size = len(tc.seeds)
+    n_members = n_members or (len(tc.seeds) if tc.ensemble else None)
+    if n_members:
+        size = n_members
     else:
         batch = jax.eval_shape(task.batch, jax.random.key(0), jnp.zeros((), jnp.int32))
         size = math.gcd(*(leaf.shape[0] for leaf in jax.tree.leaves(batch)))
@@ -76,37 +88,52 @@ def data_sharding(task, tc: TrainConfig) -> tuple[NamedSharding, NamedSharding |
         return None
     mesh = Mesh(np.array(jax.local_devices()[:n]), ("data",))
     split = NamedSharding(mesh, PartitionSpec("data"))
-    return (split, None) if tc.ensemble else (NamedSharding(mesh, PartitionSpec()), split)
+    return (split, None) if n_members else (NamedSharding(mesh, PartitionSpec()), split)
 
 
 class Trainer:
-    """Compiled training of one task: `init_state`, `run_chunk` and `evaluate` (all jitted)."""
+    """Compiled training of one task: `init_state`, `run_chunk` and `evaluate` (all jitted).
 
-    def __init__(self, task, tc: TrainConfig):
+    members: one dict of settings per member of a sweep program (`{"seed": 3, "train.lr": 1e-3}`;
+    `train.*` keys among HYPERPARAMETERS), each member's hyperparameters a [member] array of ONE
+    vmapped program; None: tc's own seed (a solo run) or seeds (an ensemble, vmapped over its seeds).
+    """
+
+    def __init__(self, task, tc: TrainConfig, members: list[dict] | None = None):
         self.task, self.tc = task, tc
-        self.seeds = tc.seed_list
+        per_member = members is not None
+        self.members = list(members) if per_member else [{"seed": s} for s in tc.seed_list]
+        self.vmapped = per_member or tc.ensemble
+        self.seeds = tuple(m["seed"] for m in self.members)
+        values = {name: [float(m.get(f"train.{name}", getattr(tc, name))) for m in self.members]
+                  for name in HYPERPARAMETERS}
+        warm_up = any(v > 0 for v in values["warmup_steps"])
+        # a sweep's hyperparameters are arrays vmapped with its members; otherwise tc's own constants
+        hyper = {name: jnp.asarray(v, jnp.float32) for name, v in values.items()} if per_member else tc
         template = jax.eval_shape(task.init_params, jax.random.key(0))
-        self.tx = make_optimizer(tc, template, task.frozen)
+        optimizer = lambda h: make_optimizer(h, template, task.frozen, warm_up)  # noqa: E731
         steps_per_eval, evals_per_chunk = tc.eval_every, tc.ckpt_every // tc.eval_every
 
-        def init_one(seed_key):
+        def init_one(seed_key, h):
             init_key, _ = jax.random.split(seed_key)
             params = jax.tree.map(lambda x: x.astype(jnp.float32), task.init_params(init_key))
-            return {"params": params, "opt_state": self.tx.init(params), "step": jnp.zeros((), jnp.int32)}
+            return {"params": params, "opt_state": optimizer(h).init(params), "step": jnp.zeros((), jnp.int32)}
 
-        # the state (and an ensemble's keys and metrics) live on `state_sharding`; None: one device
-        self.state_sharding, batch_sharding = data_sharding(task, tc) or (None, None)
+        # the state (and the members' keys and metrics) live on `state_sharding`; None: one device
+        self.state_sharding, batch_sharding = data_sharding(task, tc, len(self.members) if self.vmapped else None) \
+            or (None, None)
 
         value_and_grad = (jax.value_and_grad(task.loss) if batch_sharding is None
                           else mean_value_and_grad(task.loss, batch_sharding))
 
-        def chunk_one(state, seed_key):
+        def chunk_one(state, seed_key, h):
             _, data_key = jax.random.split(seed_key)
+            tx = optimizer(h)
 
             def one_step(state, _):
                 batch = split_batch(task.batch(data_key, state["step"]))
                 loss, grads = value_and_grad(state["params"], batch)
-                updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+                updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
                 params = optax.apply_updates(state["params"], updates)
                 return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
 
@@ -121,27 +148,34 @@ class Trainer:
                 return jax.lax.scan(one_eval, state, length=evals_per_chunk)
 
         keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in self.seeds])
-        self._seed_keys = keys if tc.ensemble else keys[0]
-        wrap = (lambda f: jax.vmap(f)) if tc.ensemble else (lambda f: f)
+        self._seed_keys = keys if self.vmapped else keys[0]
+        init = lambda k: init_one(jax.random.wrap_key_data(k), hyper)  # noqa: E731
+        chunk = lambda s, k: chunk_one(s, jax.random.wrap_key_data(k), hyper)  # noqa: E731
+        if per_member:  # each member's hyperparameters vmapped with its key
+            init = lambda k, h: init_one(jax.random.wrap_key_data(k), h)  # noqa: E731
+            chunk = lambda s, k, h: chunk_one(s, jax.random.wrap_key_data(k), h)  # noqa: E731
+        wrap = jax.vmap if self.vmapped else (lambda f: f)
+        self._member_args = (hyper,) if per_member else ()
         placed = {}
         if self.state_sharding is not None:  # every output (state, metrics) on the state's sharding
             self._seed_keys = jax.device_put(self._seed_keys, self.state_sharding)
+            self._member_args = jax.device_put(self._member_args, self.state_sharding)
             placed = {"out_shardings": self.state_sharding}
-        self._init = jax.jit(wrap(lambda k: init_one(jax.random.wrap_key_data(k))), **placed)
-        self._chunk = jax.jit(wrap(lambda s, k: chunk_one(s, jax.random.wrap_key_data(k))), donate_argnums=0, **placed)
+        self._init = jax.jit(wrap(init), **placed)
+        self._chunk = jax.jit(wrap(chunk), donate_argnums=0, **placed)
         self._evaluate = jax.jit(wrap(task.evaluate))
 
     def init_state(self):
-        return self._init(self._seed_keys)
+        return self._init(self._seed_keys, *self._member_args)
 
     def place(self, state):
         """Put a host state (a restored checkpoint) where `run_chunk` expects it."""
         return jax.device_put(state, self.state_sharding)
 
     def run_chunk(self, state):
-        """-> (state after ckpt_every more steps, metrics {name: [evals_per_chunk, (seed)]})."""
-        state, metrics = self._chunk(state, self._seed_keys)
-        if self.tc.ensemble:  # vmap puts [seed] first; metrics rows want [eval, seed]
+        """-> (state after ckpt_every more steps, metrics {name: [evals_per_chunk, (member)]})."""
+        state, metrics = self._chunk(state, self._seed_keys, *self._member_args)
+        if self.vmapped:  # vmap puts [member] first; metrics rows want [eval, member]
             metrics = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), metrics)
         return state, metrics
 
@@ -150,7 +184,7 @@ class Trainer:
 
     def member_params(self, params):
         """Params with leaves [member, ...], as the run dir keeps them (a solo run is one member)."""
-        return params if self.tc.ensemble else jax.tree.map(lambda x: x[None], params)
+        return params if self.vmapped else jax.tree.map(lambda x: x[None], params)
 
 
 def _rows(steps: list[int], metrics: dict[str, np.ndarray]) -> list[dict]:
@@ -174,21 +208,23 @@ def train(
     logger=None,
     progress: bool = True,
     stop_after_chunks: int | None = None,
+    members: list[dict] | None = None,
 ) -> dict:
     """Train `task` into `run_dir` (which holds config.json already); returns final metrics.
 
     With `resume`, continue from the newest good state in `run_dir`; the result is bit-identical
     to an uninterrupted run on the same machine. `stop_after_chunks` ends early (for tests).
+    `members`: the members of a sweep program (see `Trainer`).
     """
     tc: TrainConfig = task.cfg.train
     run_dir = Path(run_dir)
     x64 = jax.enable_x64(True) if tc.logsoftmax_f64 else contextlib.nullcontext()
     with x64:
-        return _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks)
+        return _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, members)
 
 
-def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks):
-    trainer = Trainer(task, tc)
+def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, members):
+    trainer = Trainer(task, tc, members)
     n_chunks = tc.steps // tc.ckpt_every
     states = store.StateStore(run_dir)
     state = trainer.init_state()

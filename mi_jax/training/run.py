@@ -42,7 +42,7 @@ def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
         check((run_dir / store.CONFIG).exists(), f"refusing to overwrite {run_dir}: it is not a mi_jax run dir")
 
 
-def _empty(run_dir: Path) -> None:
+def empty(run_dir: Path) -> None:
     """Remove a run dir's contents except its lock files (the caller holds the lock)."""
     for path in run_dir.iterdir():
         if path.name in (LOCK, OWNER):
@@ -58,19 +58,23 @@ def with_seeds(cfg, seeds: tuple[int, ...] | None):
     return dataclasses.replace(cfg, train=train)
 
 
-def start(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", progress: bool = True) -> dict:
+def start(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", progress: bool = True,
+          members: list[dict] | None = None, group: str | None = None) -> dict:
     """Train `cfg` into a new run dir (`overwrite` replaces an existing one) -> the final metrics row.
 
     `wandb`: "offline" (default: logs in RUN_DIR/wandb, no account or network), "online" or "off".
+    `members`, `group`: a sweep program's members (see `training.loop.Trainer`) and wandb group.
     """
     task = make_task(cfg)  # validates task-level settings before touching the disk
     check(wandb in MODES, f"--wandb must be one of {', '.join(MODES)}, got {wandb!r}")
     run_dir = Path(run_dir)
     _check_replaceable(run_dir, overwrite)
     with run_dir_lock(_writable_dir(run_dir), "training"):
-        _empty(run_dir)
+        empty(run_dir)
         (run_dir / store.CONFIG).write_text(config_lib.dumps(cfg))
-        return _go(task, run_dir, resume=False, wandb=wandb, progress=progress)
+        if members is not None:
+            store.write_members(run_dir, members)
+        return _go(task, run_dir, resume=False, wandb=wandb, progress=progress, members=members, group=group)
 
 
 def resume(run_dir, *, wandb: str = "offline", progress: bool = True) -> dict:
@@ -81,13 +85,13 @@ def resume(run_dir, *, wandb: str = "offline", progress: bool = True) -> dict:
     check(wandb in MODES, f"--wandb must be one of {', '.join(MODES)}, got {wandb!r}")
     with run_dir_lock(run_dir, "training"):
         task = make_task(load_config(run_dir / store.CONFIG))
-        return _go(task, run_dir, resume=True, wandb=wandb, progress=progress)
+        return _go(task, run_dir, resume=True, wandb=wandb, progress=progress, members=store.read_members(run_dir))
 
 
-def _go(task, run_dir: Path, *, resume: bool, wandb: str, progress: bool) -> dict:
-    logger = WandbLogger(run_dir, task.cfg, wandb)
+def _go(task, run_dir: Path, *, resume: bool, wandb: str, progress: bool, members=None, group=None) -> dict:
+    logger = WandbLogger(run_dir, task.cfg, wandb, members=members, group=group)
     try:
-        return loop.train(task, run_dir, resume=resume, logger=logger, progress=progress)
+        return loop.train(task, run_dir, resume=resume, logger=logger, progress=progress, members=members)
     finally:
         logger.finish()
 

@@ -1,0 +1,70 @@
+"""Figures of a sweep: a summary measure of each member against the swept values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from mi_jax.plots import save
+
+
+def _axis_values(rows, key) -> list:
+    return sorted({r[key] for r in rows})
+
+
+def _log_scale(values) -> bool:
+    v = np.asarray(values, float)
+    return bool((v > 0).all() and v.max() / v.min() >= 10)
+
+
+def measure_against_grid(rows: list[dict], keys: list[str], name: str, path: Path) -> Path:
+    """One swept key: the measure against its values, a faint point per seed and their mean. Two or
+    more: a heatmap over the first two keys, the mean over seeds (and any further keys), each cell
+    labelled with its value; members that never reached the measure (None) are counted in the cell."""
+    if len(keys) == 1:
+        (key,) = keys
+        xs = _axis_values(rows, key)
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for x in xs:
+            ys = [r[name] for r in rows if r[key] == x and r[name] is not None]
+            ax.scatter([x] * len(ys), ys, color="tab:blue", alpha=0.4, s=14)
+            never = sum(r[name] is None for r in rows if r[key] == x)
+            if never:
+                ax.annotate(f"{never} never", (x, 0), textcoords="offset points", xytext=(0, 4), fontsize=7,
+                            color="tab:red", ha="center")
+        means = [np.mean([r[name] for r in rows if r[key] == x and r[name] is not None] or [np.nan]) for x in xs]
+        ax.plot(xs, means, color="tab:blue", label="mean over seeds")
+        if _log_scale(xs):
+            ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel=name.replace("_", " "), title=name.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        return save(fig, path)
+    kx, ky = keys[:2]
+    xs, ys = _axis_values(rows, kx), _axis_values(rows, ky)
+    grid = np.full((len(ys), len(xs)), np.nan)
+    labels = [["" for _ in xs] for _ in ys]
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            cell = [r[name] for r in rows if r[kx] == x and r[ky] == y]
+            done = [v for v in cell if v is not None]
+            if done:
+                grid[i, j] = np.mean(done)
+            labels[i][j] = (f"{np.mean(done):.3g}" if done else "never") + (f"\n{len(cell) - len(done)} never"
+                                                                            if done and len(done) < len(cell) else "")
+    fig, ax = plt.subplots(figsize=(1.1 * len(xs) + 2.5, 0.8 * len(ys) + 1.8))
+    im = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+    lo, hi = np.nanmin(grid) if np.isfinite(grid).any() else 0, np.nanmax(grid) if np.isfinite(grid).any() else 1
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            bright = np.isfinite(grid[i, j]) and (grid[i, j] - lo) > 0.6 * (hi - lo)  # viridis turns yellow
+            color = "tab:red" if labels[i][j].startswith("never") else ("black" if bright else "white")
+            ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(len(xs)), [f"{x:g}" if isinstance(x, float) else str(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [f"{y:g}" if isinstance(y, float) else str(y) for y in ys])
+    extra = f", mean over seeds and {', '.join(keys[2:])}" if len(keys) > 2 else ", mean over seeds"
+    ax.set(xlabel=kx, ylabel=ky, title=name.replace("_", " ") + extra)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return save(fig, path)
