@@ -1,55 +1,61 @@
-"""Interventions as hook dictionaries for `mi_jax.models.transformer.apply(..., hooks=...)`.
+"""Interventions as hook dicts for `mi_jax.models.transformer.apply(..., hooks=...)`, and causal
+measures built from them: ablation, activation / path / attribution patching and linear probes.
 
-Each function returns `{hook_name: fn}`; merge several with `{**a, **b}`. They are pure, so an
-intervention vmaps over checkpoints and seeds like any measure.
+Each hook-dict function returns `{hook_name: fn}`; merge several with `compose`. Everything is pure,
+so an intervention vmaps over components, checkpoints and seeds like any measure.
 
     logits, _ = apply(params, tokens, cfg, hooks=ablate_head(layer=1, head=0))
     logits, _ = apply(params, corrupt, cfg, hooks=patch(clean_cache, ["blocks.0.attn.hook_z"]))
+    metric = make_metric("logit_diff", answer, wrong)
+    head_patching(params, cfg, clean, corrupt, metric)                  # [layer, head]
+    analyze_params(series, {"p": head_patching_measure(cfg, clean, corrupt, answer, wrong)})
+
+Files: ablation (zero / mean / resample, heads, neurons, subspaces), metrics, patching (activation
+patching grids), path_patching, attribution, measures (trajectory factories), probes and
+probe_measures, spec (training-time interventions from strings), names (hook-name checks).
 """
 
-from __future__ import annotations
+from mi_jax.interventions.ablation import (
+    ablate,
+    ablate_head,
+    ablate_neurons,
+    compose,
+    fourier_directions,
+    orthonormal_rows,
+    project_off,
+    project_onto,
+    resample_ablate,
+)
+from mi_jax.interventions.attribution import agreement, attribution_patching
+from mi_jax.interventions.measures import (
+    attribution_measure,
+    head_ablation_measure,
+    head_patching_measure,
+    path_patching_measure,
+    patching_measure,
+)
+from mi_jax.interventions.metrics import make_metric, normalise
+from mi_jax.interventions.names import check_hook_name
+from mi_jax.interventions.path_patching import path_patching
+from mi_jax.interventions.patching import (
+    SITES,
+    activation_patching,
+    head_input_patching,
+    head_patching,
+    mlp_patching,
+    patch,
+    resid_patching,
+)
+from mi_jax.interventions.probe_measures import grokking_probe_measure, induction_probe_measure, linear_probe_measure
+from mi_jax.interventions.probes import logistic_accuracy, ridge_r2
+from mi_jax.interventions.spec import parse_interventions
 
-from typing import Literal
-
-import jax
-import jax.numpy as jnp
-
-Ablation = Literal["zero", "mean"]
-
-
-def ablate_head(layer: int, head: int, mode: Ablation = "zero") -> dict:
-    """Remove one head's output (`hook_z` [batch, pos, head, d_head]): zero it, or replace it by its
-    mean over the batch and positions of this forward pass (mean ablation)."""
-
-    def fn(z):
-        if mode == "zero":
-            return z.at[:, :, head].set(0.0)
-        return z.at[:, :, head].set(jnp.broadcast_to(z[:, :, head].mean((0, 1)), z[:, :, head].shape))
-
-    return {f"blocks.{layer}.attn.hook_z": fn}
-
-
-def resample_ablate(name: str, key: jax.Array) -> dict:
-    """Replace activation `name` of each sequence by that of another random sequence in the batch."""
-
-    def fn(x):
-        return x[jax.random.permutation(key, x.shape[0])]
-
-    return {name: fn}
-
-
-def patch(source_cache: dict, names, positions=None) -> dict:
-    """Activation patching: overwrite `names` with the activations in `source_cache` (from a run
-    of `apply(..., cache=names)` on other inputs), at every position or only at `positions`."""
-
-    def make(name):
-        source = source_cache[name]
-
-        def fn(x):
-            if positions is None:
-                return source
-            return x.at[:, positions].set(source[:, positions])
-
-        return fn
-
-    return {name: make(name) for name in names}
+__all__ = [
+    "SITES", "ablate", "ablate_head", "ablate_neurons", "activation_patching", "agreement", "attribution_measure",
+    "attribution_patching", "check_hook_name", "compose", "fourier_directions", "grokking_probe_measure",
+    "head_ablation_measure", "head_input_patching", "head_patching", "head_patching_measure",
+    "induction_probe_measure", "linear_probe_measure",
+    "logistic_accuracy", "make_metric", "mlp_patching", "normalise", "orthonormal_rows", "parse_interventions", "patch",
+    "path_patching", "path_patching_measure", "patching_measure", "project_off", "project_onto", "resample_ablate",
+    "resid_patching", "ridge_r2",
+]

@@ -32,6 +32,7 @@ Hook points (TransformerLens vocabulary), all `[batch, pos, ...]`:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from typing import Callable, Iterable, Literal
 
@@ -215,9 +216,11 @@ class _Hooks:
             self.cache[name] = value
         return value
 
-    def finish(self) -> dict[str, jax.Array]:
+    def finish(self, cfg: "TransformerConfig") -> dict[str, jax.Array]:
         unknown = sorted((self.wanted | set(self.hooks)) - self.seen)
-        check(not unknown, f"unknown hook point {unknown[:1]} for this model (see `hook_names(cfg)`)")
+        if unknown:  # the nearest valid name, from every hook point (this pass skips the unrequested ones)
+            near = difflib.get_close_matches(unknown[0], hook_names(cfg), n=1, cutoff=0.0)
+            check(False, f"unknown hook point {unknown[0]!r} for this model (did you mean {near[0]!r}?)")
         return self.cache
 
 
@@ -318,7 +321,7 @@ def apply(
     if cfg.layer_norm:
         resid = hk("ln_final.hook_normalized", _layer_norm(resid, params["ln_final"]))
     logits = hk("logits", resid @ params["W_U"] + params["b_U"])
-    return logits, hk.finish()
+    return logits, hk.finish(cfg)
 
 
 def hook_names(cfg: TransformerConfig) -> list[str]:

@@ -12,6 +12,7 @@ from mi_jax.io.results import save_results, save_summary
 from mi_jax.plots import grokking as plots
 
 RESULTS_NAME = "grokking"
+MAX_MEMBER_PANELS = 8  # figures with a panel or bar per member draw the first ones; results cover all
 
 
 def report(traj, out_dir: Path, logger=None) -> list[str]:
@@ -43,14 +44,15 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
         logger.log_series(steps, {k: v for k, v in results.items() if v.ndim == 2})
 
     losses = {split: by_member[f"{split}_loss"] for split in ("train", "test") if f"{split}_loss" in by_member}
+    few = slice(0, MAX_MEMBER_PANELS)
     written = [
         plots.losses_with_phases(steps, losses, phases, out_dir / "grokking_loss_phases.png", "loss, phases shaded"),
         plots.gini_and_weight_norm(steps, by_member["embed_gini"], by_member.get("logit_map_gini"),
                                    by_member["weight_norm"], phases, out_dir / "grokking_gini_weight_norm.png"),
-        plots.freq_norm_heatmaps(steps, by_member["embed_freq_norms"], out_dir / "grokking_embed_fourier_heatmap.png",
-                                 labels),
-        plots.final_spectra(by_member["embed_freq_norms"][:, -1], key_freqs, out_dir / "grokking_embed_spectrum.png",
-                            labels),
+        plots.freq_norm_heatmaps(steps, by_member["embed_freq_norms"][few], out_dir / "grokking_embed_fourier_heatmap.png",
+                                 labels[few]),
+        plots.final_spectra(by_member["embed_freq_norms"][few, -1], key_freqs[few], out_dir / "grokking_embed_spectrum.png",
+                            labels[few]),
     ]
     if "excluded_loss" in by_member:
         names = {"train": "train_loss", "test": "test_loss", "restricted": "restricted_loss",
@@ -59,6 +61,6 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
         written.append(plots.losses_with_phases(steps, series, phases, out_dir / "grokking_restricted_excluded.png",
                                                 "restricted and excluded loss (train set)"))
     if "neuron_best_freq" in by_member:
-        written.append(plots.neuron_clusters(by_member["neuron_best_freq"][:, -1], by_member["neuron_best_frac"][:, -1],
-                                             out_dir / "grokking_neuron_clusters.png", labels))
+        written.append(plots.neuron_clusters(by_member["neuron_best_freq"][few, -1], by_member["neuron_best_frac"][few, -1],
+                                             out_dir / "grokking_neuron_clusters.png", labels[few]))
     return lines + [f"wrote {p}" for p in written]

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The grokking phase diagram over learning rate x weight decay (Liu et al. 2022: comprehension,
+# grokking, memorisation, confusion) and the steps to generalise against the train fraction
+# (Power et al. 2022), as two sweeps of grokking_small (p = 53). Each sweep is one `mi-jax sweep`;
+# the phase diagram's 50 members (5 x 5 cells x 2 seeds) train as ONE vmapped program, the train
+# fractions as one program each. Results: experiments/results/grokking_sweeps.md.
+#     bash experiments/grokking_sweeps.sh               # DIR=checkpoints/grokking_sweeps STEPS=10000
+set -euo pipefail
+MJ=${MJ:-mi-jax}
+DIR=${DIR:-checkpoints/grokking_sweeps}
+STEPS=${STEPS:-10000}
+CKPT=${CKPT:-500}
+common=(--set "train.steps=$STEPS" --set "train.ckpt_every=$CKPT" --set train.eval_every=100 --wandb off --quiet --overwrite)
+$MJ sweep grokking_small --grid train.lr=1e-4,3e-4,1e-3,3e-3,1e-2 --grid train.weight_decay=0,0.1,0.3,1,3 \
+  --seeds 0,1 --one-program "${common[@]}" --out "$DIR/lr_wd"
+$MJ analyze "$DIR/lr_wd" --wandb off | tail -8
+$MJ sweep grokking_small --grid train_frac=0.3,0.4,0.5,0.6,0.8 --seeds 0,1 "${common[@]}" --out "$DIR/train_frac"
+$MJ analyze "$DIR/train_frac" --wandb off | tail -8
