@@ -7,8 +7,9 @@ without compilation. On 2 CPU cores one model already fills the cores, so the sp
 the accelerator row (`sweep_p113_members`) is where vmapping members pays.
 
 `sweep_p113_members`: member-steps/s of a grokking_p113 sweep with 64 members (4 learning rates x 16
-seeds) against one member, after compilation; and the train step's achieved FLOP/s (XLA's count of a
-member's step) against the device's peak where it is known (MFU).
+seeds; 4 members on CPU) against one member, after compilation, and each program's compile time; and
+the train step's achieved FLOP/s (XLA's count of a member's step) against the device's peak where it
+is known (MFU).
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ def sweep_p113_members(n_members: int | None = None, n_chunks: int = 5) -> dict:
            "members_steps_per_s": round(many_rate * n_members, 1),
            "speedup_member_steps": round(many_rate * n_members / one_rate, 2),
            "first_chunk_s_one": round(one_first_s, 2), "first_chunk_s_many": round(many_first_s, 2),
+           # compilation: the first chunk's time less what a compiled chunk of its steps takes
+           "compile_s_one": round(one_first_s - cfg.train.ckpt_every / one_rate, 2),
+           "compile_s_many": round(many_first_s - cfg.train.ckpt_every / many_rate, 2),
            "gflop_per_member_step": round(flops / 1e9, 3),
            "achieved_tflops": round(flops * many_rate * n_members / 1e12, 3)}
     peak = next((p for name, p in PEAK_TFLOPS.items() if name in kind), None)
