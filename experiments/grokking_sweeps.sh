@@ -10,9 +10,12 @@ MJ=${MJ:-mi-jax}
 DIR=${DIR:-checkpoints/grokking_sweeps}
 STEPS=${STEPS:-10000}
 CKPT=${CKPT:-500}
+LRS=${LRS:-1e-4,3e-4,1e-3,3e-3,1e-2}
+WDS=${WDS:-0,0.1,0.3,1,3}
+FRACS=${FRACS:-0.3,0.4,0.5,0.6,0.8}
 common=(--set "train.steps=$STEPS" --set "train.ckpt_every=$CKPT" --set train.eval_every=100 --wandb off --quiet --overwrite)
-$MJ sweep grokking_small --grid train.lr=1e-4,3e-4,1e-3,3e-3,1e-2 --grid train.weight_decay=0,0.1,0.3,1,3 \
+$MJ sweep grokking_small --grid "train.lr=$LRS" --grid "train.weight_decay=$WDS" \
   --seeds 0,1 --one-program "${common[@]}" --out "$DIR/lr_wd"
 $MJ analyze "$DIR/lr_wd" --wandb off | tail -8
-$MJ sweep grokking_small --grid train_frac=0.3,0.4,0.5,0.6,0.8 --seeds 0,1 "${common[@]}" --out "$DIR/train_frac"
+$MJ sweep grokking_small --grid "train_frac=$FRACS" --seeds 0,1 "${common[@]}" --out "$DIR/train_frac"
 $MJ analyze "$DIR/train_frac" --wandb off | tail -8

@@ -203,3 +203,44 @@ def test_bad_intervention_specs_fail_with_one_clear_line(spec, message):
 def test_unknown_hook_name_suggests_the_nearest():
     with pytest.raises(ConfigError, match=r"did you mean 'blocks.1.attn.hook_pattern'"):
         check_hook_name(CFG, "blocks.1.attn.hook_patern")
+
+
+# ----------------------------------------------------------------------------- interventions during training
+
+
+def test_training_with_the_mlp_zeroed_equals_training_the_model_without_it():
+    """`train.interventions` zeroes the MLP's output at every step; by construction that is the same as
+    training an attention-only model from the same initial attention, embedding and unembedding."""
+    import dataclasses
+
+    import mi_jax as mj
+    from conftest import tiny_grokking
+    from mi_jax.tasks.grokking import GrokkingTask
+    from mi_jax.training import loop
+
+    cfg = tiny_grokking(steps=50, ckpt_every=25, eval_every=25, interventions=("zero:blocks.0.hook_mlp_out",))
+    with_hook = GrokkingTask(cfg)
+    removed_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d_mlp=None),
+                                      train=dataclasses.replace(cfg.train, interventions=()))
+    removed = GrokkingTask(removed_cfg)
+
+    def without_mlp(key):
+        params = with_hook.init_params(key)
+        return {**params, "blocks": {0: {k: v for k, v in params["blocks"][0].items() if k != "mlp"}}}
+
+    removed.init_params = without_mlp
+    states = []
+    for task in (with_hook, removed):
+        trainer = loop.Trainer(task, task.cfg.train)
+        first = np.asarray(trainer.init_state()["params"]["W_E"])
+        state, metrics = trainer.run_chunk(trainer.init_state())
+        states.append((first, state, metrics))
+    (first, hooked, hooked_metrics), (_, plain, plain_metrics) = states
+    for name in ("W_E", "W_pos", "W_U"):
+        np.testing.assert_allclose(hooked["params"][name], plain["params"][name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hooked_metrics["train_loss"], plain_metrics["train_loss"], rtol=1e-5)
+    assert not np.allclose(hooked["params"]["W_E"], first, atol=1e-3)  # it trained
+    with pytest.raises(mj.ConfigError, match="names no hook point"):
+        GrokkingTask(tiny_grokking(interventions=("ablate:nothing",)))
+    with pytest.raises(mj.ConfigError, match="did you mean 'blocks.0.hook_mlp_out'"):
+        GrokkingTask(tiny_grokking(interventions=("zero:blocks.0.hook_mlp_outt",)))

@@ -17,3 +17,14 @@ def label_log_probs(log_probs, labels):
     XLA on CPU runs serially.
     """
     return (log_probs * jax.nn.one_hot(labels, log_probs.shape[-1], dtype=log_probs.dtype)).sum(-1)
+
+
+def training_hooks(cfg) -> dict:
+    """The hooks dict of `cfg.train.interventions` for a transformer task's forward passes ({} when none);
+    a spec that names no hook point is one ConfigError line, raised when the task is made."""
+    if not cfg.train.interventions:
+        return {}
+    # imported here: mi_jax.interventions' measures import the tasks
+    from mi_jax.interventions.spec import parse_interventions
+
+    return parse_interventions(cfg.train.interventions, cfg.transformer)

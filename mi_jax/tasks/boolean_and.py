@@ -122,6 +122,7 @@ def best_random_construction(n: int, n_hidden: int, seed: int = 0) -> dict[str, 
 
 class BooleanAndTask:
     def __init__(self, cfg: BooleanAndConfig):
+        check(not cfg.train.interventions, "train.interventions hooks a transformer; the AND model has none")
         self.cfg = cfg
         self.x, self.labels = all_inputs(cfg.n_inputs)
 

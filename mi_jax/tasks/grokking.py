@@ -16,7 +16,7 @@ import numpy as np
 
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks import label_log_probs
+from mi_jax.tasks import label_log_probs, training_hooks
 from mi_jax.training.config import TrainConfig
 
 Op = Literal["+", "-", "*", "/", "x2+y2"]
@@ -147,6 +147,7 @@ class GrokkingTask:
         n_train = len(d.train_idx)
         bs = cfg.train.batch_size
         check(bs is None or bs <= n_train, f"train.batch_size={bs} exceeds the {n_train} training pairs")
+        self.hooks = training_hooks(cfg)
 
     def init_params(self, key: jax.Array) -> dict:
         return tfm.init_params(self.cfg.transformer, key)
@@ -165,6 +166,9 @@ class GrokkingTask:
 
     def last_logits(self, params: dict, tokens: jax.Array) -> jax.Array:
         """logits at the `=` position [batch, vocab_out], via the last-position fast path."""
+        if self.hooks:  # the fast path takes no hooks: the whole forward pass, then its last position
+            logits, _ = tfm.apply(params, tokens, self.cfg.transformer, hooks=self.hooks)
+            return logits[:, -1, : self.cfg.p]
         logits, _ = tfm.apply(params, tokens, self.cfg.transformer, last_position_only=True)
         return logits[:, -1, : self.cfg.p]
 

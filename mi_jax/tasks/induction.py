@@ -32,7 +32,7 @@ import numpy as np
 
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks import label_log_probs
+from mi_jax.tasks import label_log_probs, training_hooks
 from mi_jax.training.config import TrainConfig
 from mi_jax.training.parallel import split_batch
 
@@ -168,9 +168,9 @@ def per_token_loss(logits: jax.Array, tokens: jax.Array) -> jax.Array:
     return -label_log_probs(logp, tokens[:, 1:])
 
 
-def per_position_loss(params: dict, tokens: jax.Array, model: tfm.TransformerConfig) -> jax.Array:
+def per_position_loss(params: dict, tokens: jax.Array, model: tfm.TransformerConfig, hooks=None) -> jax.Array:
     """Mean next-token loss at each position: [pos - 1] (entry t - 1: predicting token t)."""
-    logits, _ = tfm.apply(params, tokens, model)
+    logits, _ = tfm.apply(params, tokens, model, hooks=hooks)
     return per_token_loss(logits, tokens).mean(0)
 
 
@@ -190,6 +190,7 @@ class InductionTask:
     def __init__(self, cfg: InductionConfig):
         self.cfg = cfg
         self.model = cfg.transformer
+        self.hooks = training_hooks(cfg)
         key = jax.random.key(cfg.eval_seed)
         self.eval_tokens = np.asarray(sample(cfg, key, cfg.n_eval))
         self.probe_tokens = np.asarray(
@@ -207,14 +208,14 @@ class InductionTask:
         return sample(self.cfg, jax.random.fold_in(key, step), self.cfg.train.batch_size)
 
     def loss(self, params: dict, batch: jax.Array) -> jax.Array:
-        logits, _ = tfm.apply(params, batch, self.model, last_position_only=False)
+        logits, _ = tfm.apply(params, batch, self.model, hooks=self.hooks)
         return per_token_loss(logits, batch).mean()
 
     def evaluate(self, params: dict) -> dict[str, jax.Array]:
         """test_loss and icl_score on the fixed task batch; probe_copy_loss on the repeated probe's second copy."""
         eval_tokens, probe_tokens = split_batch((self.eval_tokens, self.probe_tokens))  # over a data-parallel chunk's devices
-        position_loss = per_position_loss(params, eval_tokens, self.model)
-        probe_loss = per_position_loss(params, probe_tokens, self.model)
+        position_loss = per_position_loss(params, eval_tokens, self.model, self.hooks)
+        probe_loss = per_position_loss(params, probe_tokens, self.model, self.hooks)
         span = self.cfg.repeat_len
         return {
             "test_loss": position_loss.mean(),

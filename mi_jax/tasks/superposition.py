@@ -199,6 +199,7 @@ class SuperpositionTask:
     """Training-side definition of a TMS sweep (params with a leading [instance] axis)."""
 
     def __init__(self, cfg: SuperpositionConfig):
+        check(not cfg.train.interventions, "train.interventions hooks a transformer; toy models of superposition have none")
         self.cfg = cfg
         self.probability = jnp.asarray(cfg.instance_probability())  # [instance]
         self.importance = jnp.asarray(cfg.instance_importance())  # [instance, feat]

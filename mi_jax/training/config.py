@@ -21,6 +21,10 @@ class TrainConfig:
     freeze_biases  keep biases at their initial value (zero), as the TransformerLens grokking demo does
     logsoftmax_f64 take the final log-softmax in float64 (needs jax x64 for the run; avoids the
                    loss spikes float32 shows once the loss is ~1e-7)
+    interventions  hooks applied at every training step and evaluation, as spec strings
+                   (`mi_jax.interventions.spec`: "ablate_head:0.1", "zero:blocks.0.hook_mlp_out",
+                   "project_off:hook_embed:FILE.npy", ...); transformer kinds only. The checkpoints
+                   are the weights, so an analysis sees the model without the intervention
     data_parallel  split every step over the local devices: a solo run shards each batch and its
                    evaluation (params and optimiser state replicated; each device's gradients of its
                    share's mean loss are averaged in one all-reduce, so the task's loss must be a
@@ -45,6 +49,7 @@ class TrainConfig:
     freeze_biases: bool = False
     logsoftmax_f64: bool = False
     data_parallel: bool = False
+    interventions: tuple[str, ...] = ()
 
     def __post_init__(self):
         check(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
