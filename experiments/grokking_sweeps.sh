@@ -4,7 +4,8 @@
 # (Power et al. 2022), as two sweeps of grokking_small (p = 53). Each sweep is one `mi-jax sweep`;
 # the phase diagram's 50 members (5 x 5 cells x 2 seeds) train as ONE vmapped program, the train
 # fractions as one program each. Results: experiments/results/grokking_sweeps.md.
-#     bash experiments/grokking_sweeps.sh               # DIR=checkpoints/grokking_sweeps STEPS=10000
+#     bash experiments/grokking_sweeps.sh        # DIR=checkpoints/grokking_sweeps STEPS=10000
+# COPY_TO=DIR copies each sweep's summary and figures there as it finishes.
 set -euo pipefail
 MJ=${MJ:-mi-jax}
 DIR=${DIR:-checkpoints/grokking_sweeps}
@@ -14,8 +15,16 @@ LRS=${LRS:-1e-4,3e-4,1e-3,3e-3,1e-2}
 WDS=${WDS:-0,0.1,0.3,1,3}
 FRACS=${FRACS:-0.3,0.4,0.5,0.6,0.8}
 common=(--set "train.steps=$STEPS" --set "train.ckpt_every=$CKPT" --set train.eval_every=100 --wandb off --quiet --overwrite)
+keep() {  # keep(SWEEP, FILE...): copy a sweep's results to $COPY_TO as SWEEP_FILE
+  [ -n "${COPY_TO:-}" ] || return 0
+  local sweep=$1; shift
+  for f in "$@"; do [ -f "$DIR/$sweep/$f" ] && cp "$DIR/$sweep/$f" "$COPY_TO/${sweep}_$(basename "$f")"; done; return 0
+}
 $MJ sweep grokking_small --grid "train.lr=$LRS" --grid "train.weight_decay=$WDS" \
   --seeds 0,1 --one-program "${common[@]}" --out "$DIR/lr_wd"
 $MJ analyze "$DIR/lr_wd" --wandb off | tail -8
+keep lr_wd analysis/sweep_summary.json analysis/sweep_steps_to_generalise.png analysis/sweep_final_train_acc.png \
+  analysis/sweep_final_test_acc.png program_0/analysis/grokking_loss_phases.png
 $MJ sweep grokking_small --grid "train_frac=$FRACS" --seeds 0,1 "${common[@]}" --out "$DIR/train_frac"
 $MJ analyze "$DIR/train_frac" --wandb off | tail -8
+keep train_frac analysis/sweep_summary.json analysis/sweep_steps_to_generalise.png

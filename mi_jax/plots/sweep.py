@@ -31,13 +31,14 @@ def measure_against_grid(rows: list[dict], keys: list[str], name: str, path: Pat
             ys = [r[name] for r in rows if r[key] == x and r[name] is not None]
             ax.scatter([x] * len(ys), ys, color="tab:blue", alpha=0.4, s=14)
             never = sum(r[name] is None for r in rows if r[key] == x)
-            if never:
-                ax.annotate(f"{never} never", (x, 0), textcoords="offset points", xytext=(0, 4), fontsize=7,
-                            color="tab:red", ha="center")
+            if never:  # at the foot of the axes, whatever the measure's range
+                ax.text(x, 0.03, f"{never} never", transform=ax.get_xaxis_transform(), fontsize=7,
+                        color="tab:red", ha="center")
         means = [np.mean([r[name] for r in rows if r[key] == x and r[name] is not None] or [np.nan]) for x in xs]
         ax.plot(xs, means, color="tab:blue", label="mean over seeds")
         if _log_scale(xs):
             ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{x:g}" if isinstance(x, float) else str(x) for x in xs])
         ax.set(xlabel=key, ylabel=name.replace("_", " "), title=name.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
