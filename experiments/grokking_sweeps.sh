@@ -2,8 +2,8 @@
 # The grokking phase diagram over learning rate x weight decay (Liu et al. 2022: comprehension,
 # grokking, memorisation, confusion) and the steps to generalise against the train fraction
 # (Power et al. 2022), as two sweeps of grokking_small (p = 53). Each sweep is one `mi-jax sweep`;
-# the phase diagram's 50 members (5 x 5 cells x 2 seeds) train as ONE vmapped program, the train
-# fractions as one program each. Results: experiments/results/grokking_sweeps.md.
+# each trains as ONE vmapped program (50 members: 5 x 5 cells x 2 seeds; 10: 5 fractions x 2 seeds,
+# each member's split a mask over all pairs). Results: experiments/results/grokking_sweeps.md.
 #     bash experiments/grokking_sweeps.sh        # DIR=checkpoints/grokking_sweeps STEPS=10000
 # COPY_TO=DIR copies each sweep's summary and figures there as it finishes.
 set -euo pipefail
@@ -25,6 +25,6 @@ $MJ sweep grokking_small --grid "train.lr=$LRS" --grid "train.weight_decay=$WDS"
 $MJ analyze "$DIR/lr_wd" --wandb off | tail -8
 keep lr_wd analysis/sweep_summary.json analysis/sweep_steps_to_generalise.png analysis/sweep_final_train_acc.png \
   analysis/sweep_final_test_acc.png program_0/analysis/grokking_loss_phases.png
-$MJ sweep grokking_small --grid "train_frac=$FRACS" --seeds 0,1 "${common[@]}" --out "$DIR/train_frac"
+$MJ sweep grokking_small --grid "train_frac=$FRACS" --seeds 0,1 --one-program "${common[@]}" --out "$DIR/train_frac"
 $MJ analyze "$DIR/train_frac" --wandb off | tail -8
 keep train_frac analysis/sweep_summary.json analysis/sweep_steps_to_generalise.png

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mi_jax.config import check
+from mi_jax.io.store import leaf_name
 from mi_jax.models import transformer as tfm
 from mi_jax.tasks import label_log_probs, training_hooks
 from mi_jax.training.config import TrainConfig
@@ -127,16 +128,27 @@ class GrokkingData:
         return cls(tokens, labels, train_idx, test_idx)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, f64: bool = False) -> jax.Array:
-    """Mean cross-entropy; logits [batch, vocab_out], labels [batch]. In float64 when `f64`."""
+def cross_entropy(logits: jax.Array, labels: jax.Array, f64: bool = False, weights: jax.Array | None = None) -> jax.Array:
+    """Mean cross-entropy; logits [batch, vocab_out], labels [batch]. In float64 when `f64`. With
+    `weights` [batch], the weighted mean (NaN where they sum to 0: an empty split)."""
     if f64:
         logits = logits.astype(jnp.float64)
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return -label_log_probs(logp, labels).mean()
+    if weights is None:
+        return -label_log_probs(logp, labels).mean()
+    return -(label_log_probs(logp, labels) * weights).sum() / weights.sum()
 
 
 class GrokkingTask:
-    """The training-side definition of a modular-arithmetic run (pure functions of params)."""
+    """The training-side definition of a grokking run (pure functions of params).
+
+    Members of one sweep program may differ in MEMBER_KEYS: `member_data(member_cfg)` gives a member's
+    arrays (the weight of each of the p² pairs in its train split, the scale of its initial weights),
+    which `init_params`, `batch` and `evaluate` then take; its loss is the weighted mean over all pairs
+    (the same number as the mean over its train pairs).
+    """
+
+    MEMBER_KEYS = ("train_frac", "data_seed", "model.init_std")
 
     def __init__(self, cfg: GrokkingConfig):
         self.cfg = cfg
@@ -149,16 +161,39 @@ class GrokkingTask:
         check(bs is None or bs <= n_train, f"train.batch_size={bs} exceeds the {n_train} training pairs")
         self.hooks = training_hooks(cfg)
 
-    def init_params(self, key: jax.Array) -> dict:
-        return tfm.init_params(self.cfg.transformer, key)
+    def init_params(self, key: jax.Array, member: dict | None = None) -> dict:
+        params = tfm.init_params(self.cfg.transformer, key)
+        if member is None:
+            return params
+        # the weights are drawn N(0, std): a member's own std is this draw scaled (biases and LN stay)
+        scaled = lambda path, x: x * member["init_scale"] if leaf_name(path).split(".")[-1].startswith("W_") else x  # noqa: E731
+        return jax.tree_util.tree_map_with_path(scaled, params)
+
+    def member_data(self, cfg: GrokkingConfig) -> dict[str, np.ndarray]:
+        """A member's arrays from its own config: train_weight [pair] (1 on its train split's pairs, of all
+        p² in `GrokkingData` order), init_scale [] (its init std over this task's)."""
+        d = GrokkingData.from_config(cfg)
+        bs = cfg.train.batch_size
+        check(bs is None or bs <= len(d.train_idx), f"train.batch_size={bs} exceeds the {len(d.train_idx)} training "
+              f"pairs of train_frac={cfg.train_frac}")
+        weight = np.zeros(len(d.labels), np.float32)
+        weight[d.train_idx] = 1
+        return {"train_weight": weight, "init_scale": np.float32(cfg.transformer.std / self.cfg.transformer.std)}
 
     def frozen(self, path: tuple) -> bool:
         return self.cfg.train.freeze_biases and tfm.is_bias(path)
 
-    def batch(self, key: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The training batch at `step`: the whole training set, or a fresh seeded sample of it."""
-        tokens, labels = jnp.asarray(self.train_tokens), jnp.asarray(self.train_labels)
+    def batch(self, key: jax.Array, step: jax.Array, member: dict | None = None) -> tuple[jax.Array, ...]:
+        """The training batch at `step`: the whole training set, or a fresh seeded sample of it. A member's
+        (with `member`): every pair with its train weight, or a sample of its train pairs with weight 1."""
         bs = self.cfg.train.batch_size
+        if member is not None:
+            tokens, labels, weight = jnp.asarray(self.data.tokens), jnp.asarray(self.data.labels), member["train_weight"]
+            if bs is None:
+                return tokens, labels, weight
+            idx = jax.random.choice(jax.random.fold_in(key, step), len(labels), (bs,), replace=False, p=weight / weight.sum())
+            return tokens[idx], labels[idx], jnp.ones(bs, weight.dtype)
+        tokens, labels = jnp.asarray(self.train_tokens), jnp.asarray(self.train_labels)
         if bs is None or bs == len(labels):
             return tokens, labels
         idx = jax.random.choice(jax.random.fold_in(key, step), len(labels), (bs,), replace=False)
@@ -173,10 +208,18 @@ class GrokkingTask:
         return logits[:, -1, : self.cfg.p]
 
     def loss(self, params: dict, batch) -> jax.Array:
-        tokens, labels = batch
-        return cross_entropy(self.last_logits(params, tokens), labels, self.cfg.train.logsoftmax_f64)
+        tokens, labels, *weight = batch  # a member's batch carries each pair's weight
+        return cross_entropy(self.last_logits(params, tokens), labels, self.cfg.train.logsoftmax_f64, *weight)
 
-    def evaluate(self, params: dict) -> dict[str, jax.Array]:
+    def evaluate(self, params: dict, member: dict | None = None) -> dict[str, jax.Array]:
+        if member is not None:  # a member's splits as weights over every pair
+            logits, labels = self.last_logits(params, jnp.asarray(self.data.tokens)), jnp.asarray(self.data.labels)
+            right = (logits.argmax(-1) == labels).astype(jnp.float32)
+            out = {}
+            for split, weight in (("train", member["train_weight"]), ("test", 1 - member["train_weight"])):
+                out[f"{split}_loss"] = cross_entropy(logits, labels, self.cfg.train.logsoftmax_f64, weight).astype(jnp.float32)
+                out[f"{split}_acc"] = (right * weight).sum() / weight.sum()
+            return out
         out = {}
         for split, tokens, labels in (
             ("train", self.train_tokens, self.train_labels),

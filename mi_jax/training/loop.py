@@ -29,7 +29,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mi_jax.config import check
 from mi_jax.io import store
+from mi_jax.io.members import member_config
 from mi_jax.training.config import TrainConfig
 from mi_jax.training.parallel import mean_value_and_grad, split_batch, splitting_batches
 
@@ -40,6 +42,7 @@ class TrainingDiverged(RuntimeError):
 
 # the TrainConfig fields in which the members of one compiled program may differ (as [member] arrays)
 HYPERPARAMETERS = ("lr", "weight_decay", "beta1", "beta2", "warmup_steps")
+TRAIN_KEYS = tuple(f"train.{name}" for name in HYPERPARAMETERS)
 
 
 def make_optimizer(h, params, frozen: Callable[[tuple], bool], warm_up: bool) -> optax.GradientTransformation:
@@ -95,8 +98,10 @@ class Trainer:
     """Compiled training of one task: `init_state`, `run_chunk` and `evaluate` (all jitted).
 
     members: one dict of settings per member of a sweep program (`{"seed": 3, "train.lr": 1e-3}`;
-    `train.*` keys among HYPERPARAMETERS), each member's hyperparameters a [member] array of ONE
-    vmapped program; None: tc's own seed (a solo run) or seeds (an ensemble, vmapped over its seeds).
+    keys among TRAIN_KEYS, or the task's MEMBER_KEYS), each member's hyperparameters a [member]
+    array of ONE vmapped program and its task arrays (`task.member_data`) passed to the task's
+    `init_params`, `batch` and `evaluate`; None: tc's own seed (a solo run) or seeds (an ensemble,
+    vmapped over its seeds).
     """
 
     def __init__(self, task, tc: TrainConfig, members: list[dict] | None = None):
@@ -105,19 +110,37 @@ class Trainer:
         self.members = list(members) if per_member else [{"seed": s} for s in tc.seed_list]
         self.vmapped = per_member or tc.ensemble
         self.seeds = tuple(m["seed"] for m in self.members)
-        values = {name: [float(m.get(f"train.{name}", getattr(tc, name))) for m in self.members]
-                  for name in HYPERPARAMETERS}
-        warm_up = any(v > 0 for v in values["warmup_steps"])
-        # a sweep's hyperparameters are arrays vmapped with its members; otherwise tc's own constants
-        hyper = {name: jnp.asarray(v, jnp.float32) for name, v in values.items()} if per_member else tc
+        # what varies by member, vmapped with its key: {"h": hyperparameters [member], "task": task arrays
+        # [member, ...]}; what does not is a constant of the program (tc's hyperparameters, the task's data)
+        varying = {}
+        if per_member:
+            varying["h"] = {name: jnp.asarray([float(m.get(f"train.{name}", getattr(tc, name))) for m in self.members],
+                                              jnp.float32) for name in HYPERPARAMETERS}
+            task_keys = sorted({k for m in self.members for k in m if k != "seed" and k not in TRAIN_KEYS})
+            own = getattr(task, "MEMBER_KEYS", ())
+            bad = [k for k in task_keys if k not in own]
+            check(not bad, f"members of one program cannot differ in {bad[0] if bad else ''!r}: only in the seed, "
+                           f"{', '.join(TRAIN_KEYS)} and {', '.join(own) or 'no task setting'}")
+            if task_keys:
+                each = [task.member_data(member_config(task.cfg, m)) for m in self.members]
+                varying["task"] = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *each)
+        warm_up = any(m.get("train.warmup_steps", tc.warmup_steps) > 0 for m in self.members)
         template = jax.eval_shape(task.init_params, jax.random.key(0))
-        optimizer = lambda h: make_optimizer(h, template, task.frozen, warm_up)  # noqa: E731
         steps_per_eval, evals_per_chunk = tc.eval_every, tc.ckpt_every // tc.eval_every
 
-        def init_one(seed_key, h):
+        def task_fn(name):  # the task's function, given this member's task arrays where it has them
+            fn = getattr(task, name)
+            return (lambda *a, v: fn(*a, v["task"])) if "task" in varying else (lambda *a, v: fn(*a))
+
+        init_params, batch_of, evaluate = task_fn("init_params"), task_fn("batch"), task_fn("evaluate")
+
+        def optimizer(v):
+            return make_optimizer(v.get("h", tc), template, task.frozen, warm_up)
+
+        def init_one(seed_key, v):
             init_key, _ = jax.random.split(seed_key)
-            params = jax.tree.map(lambda x: x.astype(jnp.float32), task.init_params(init_key))
-            return {"params": params, "opt_state": optimizer(h).init(params), "step": jnp.zeros((), jnp.int32)}
+            params = jax.tree.map(lambda x: x.astype(jnp.float32), init_params(init_key, v=v))
+            return {"params": params, "opt_state": optimizer(v).init(params), "step": jnp.zeros((), jnp.int32)}
 
         # the state (and the members' keys and metrics) live on `state_sharding`; None: one device
         self.state_sharding, batch_sharding = data_sharding(task, tc, len(self.members) if self.vmapped else None) \
@@ -126,12 +149,12 @@ class Trainer:
         value_and_grad = (jax.value_and_grad(task.loss) if batch_sharding is None
                           else mean_value_and_grad(task.loss, batch_sharding))
 
-        def chunk_one(state, seed_key, h):
+        def chunk_one(state, seed_key, v):
             _, data_key = jax.random.split(seed_key)
-            tx = optimizer(h)
+            tx = optimizer(v)
 
             def one_step(state, _):
-                batch = split_batch(task.batch(data_key, state["step"]))
+                batch = split_batch(batch_of(data_key, state["step"], v=v))
                 loss, grads = value_and_grad(state["params"], batch)
                 updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
                 params = optax.apply_updates(state["params"], updates)
@@ -139,7 +162,7 @@ class Trainer:
 
             def one_eval(state, _):
                 state, losses = jax.lax.scan(one_step, state, length=steps_per_eval)
-                metrics = dict(task.evaluate(state["params"]))
+                metrics = dict(evaluate(state["params"], v=v))
                 metrics["step_loss"] = losses.astype(jnp.float32).mean()
                 metrics["step_loss_finite"] = jnp.isfinite(losses).all()
                 return state, metrics
@@ -149,24 +172,20 @@ class Trainer:
 
         keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in self.seeds])
         self._seed_keys = keys if self.vmapped else keys[0]
-        init = lambda k: init_one(jax.random.wrap_key_data(k), hyper)  # noqa: E731
-        chunk = lambda s, k: chunk_one(s, jax.random.wrap_key_data(k), hyper)  # noqa: E731
-        if per_member:  # each member's hyperparameters vmapped with its key
-            init = lambda k, h: init_one(jax.random.wrap_key_data(k), h)  # noqa: E731
-            chunk = lambda s, k, h: chunk_one(s, jax.random.wrap_key_data(k), h)  # noqa: E731
+        self._varying = varying
         wrap = jax.vmap if self.vmapped else (lambda f: f)
-        self._member_args = (hyper,) if per_member else ()
         placed = {}
         if self.state_sharding is not None:  # every output (state, metrics) on the state's sharding
             self._seed_keys = jax.device_put(self._seed_keys, self.state_sharding)
-            self._member_args = jax.device_put(self._member_args, self.state_sharding)
+            self._varying = jax.device_put(self._varying, self.state_sharding)
             placed = {"out_shardings": self.state_sharding}
-        self._init = jax.jit(wrap(init), **placed)
-        self._chunk = jax.jit(wrap(chunk), donate_argnums=0, **placed)
-        self._evaluate = jax.jit(wrap(task.evaluate))
+        self._init = jax.jit(wrap(lambda k, v: init_one(jax.random.wrap_key_data(k), v)), **placed)
+        self._chunk = jax.jit(wrap(lambda s, k, v: chunk_one(s, jax.random.wrap_key_data(k), v)), donate_argnums=0,
+                              **placed)
+        self._evaluate = jax.jit(wrap(lambda p, v: evaluate(p, v=v)))
 
     def init_state(self):
-        return self._init(self._seed_keys, *self._member_args)
+        return self._init(self._seed_keys, self._varying)
 
     def place(self, state):
         """Put a host state (a restored checkpoint) where `run_chunk` expects it."""
@@ -174,13 +193,13 @@ class Trainer:
 
     def run_chunk(self, state):
         """-> (state after ckpt_every more steps, metrics {name: [evals_per_chunk, (member)]})."""
-        state, metrics = self._chunk(state, self._seed_keys, *self._member_args)
+        state, metrics = self._chunk(state, self._seed_keys, self._varying)
         if self.vmapped:  # vmap puts [member] first; metrics rows want [eval, member]
             metrics = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), metrics)
         return state, metrics
 
     def evaluate(self, params):
-        return self._evaluate(params)
+        return self._evaluate(params, self._varying)
 
     def member_params(self, params):
         """Params with leaves [member, ...], as the run dir keeps them (a solo run is one member)."""

@@ -6,9 +6,10 @@
 
 Members are every point of the grid (the product of its values) with every seed. Members that
 differ only in the optimiser's hyperparameters (`training.loop.HYPERPARAMETERS`: lr, weight decay,
-betas, warm-up) and the seed share ONE vmapped program, each member's values a [member] array;
-any other key (p, model.d_model, train_frac, ...) splits the members into programs, one run dir
-each. A member trains as the solo run of its settings would (tested).
+betas, warm-up), the settings the kind's task takes per member (grokking: the train fraction and the
+data seed, as a per-member mask over all pairs, and the init scale) and the seed share ONE vmapped
+program, each member's values a [member] array; any other key (p, model.d_model, ...) splits the
+members into programs, one run dir each. A member trains as the solo run of its settings would (tested).
 
     SWEEP_DIR/sweep.json        the preset's config, the grid, the seeds and each program's members
     SWEEP_DIR/wandb_sweep.yaml  the grid as a wandb sweep config, for wandb agents online (the sweep
@@ -28,12 +29,17 @@ from mi_jax.config import check
 from mi_jax.io import store
 from mi_jax.io.lock import run_dir_lock
 from mi_jax.io.trajectory import Trajectory
-from mi_jax.kinds import make_task
+from mi_jax.kinds import kind_of, make_task
 from mi_jax.training import run
-from mi_jax.training.loop import HYPERPARAMETERS
+from mi_jax.training.loop import TRAIN_KEYS
 
 SWEEP = "sweep.json"
-SHARED = tuple(f"train.{name}" for name in HYPERPARAMETERS)  # keys members of one program may differ in
+
+
+def shared_keys(cfg) -> tuple[str, ...]:
+    """The keys members of one program may differ in: the optimiser's, and those the kind's task takes
+    per member (grokking: train_frac, data_seed, model.init_std), besides the seed."""
+    return TRAIN_KEYS + tuple(getattr(kind_of(cfg).task, "MEMBER_KEYS", ()))
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -68,11 +74,12 @@ def members(cfg, grid: dict[str, list], seeds) -> list[dict]:
 
 def programs(cfg, member_table: list[dict]) -> list[tuple[object, list[dict]]]:
     """Group members into compiled programs: [(the program's config, its members)], where a program's
-    config carries its members' shared settings (every key but SHARED and the seed)."""
+    config carries its members' common settings (every key but `shared_keys` and the seed)."""
+    shared = shared_keys(cfg)
     groups: dict[tuple, list[dict]] = {}
     for member in member_table:
-        own = tuple((k, v) for k, v in member.items() if k not in SHARED and k != "seed")
-        groups.setdefault(own, []).append({k: v for k, v in member.items() if k in SHARED or k == "seed"})
+        own = tuple((k, v) for k, v in member.items() if k not in shared and k != "seed")
+        groups.setdefault(own, []).append({k: v for k, v in member.items() if k in shared or k == "seed"})
     out = []
     for own, group in groups.items():
         base = config_lib.override(cfg, dict(own)) if own else cfg
@@ -136,7 +143,7 @@ def sweep(cfg, grid: dict[str, list], out, *, seeds=None, one_program: bool = Fa
     table = members(cfg, grid, seeds)
     plan = programs(cfg, table)
     check(not one_program or len(plan) == 1,
-          f"the grid makes {len(plan)} programs: only {', '.join(SHARED)} and seeds can share one "
+          f"the grid makes {len(plan)} programs: only {', '.join(shared_keys(cfg))} and seeds can share one "
           f"(drop --one-program, or sweep the other keys in separate sweeps)")
     names = [f"program_{k}" for k in range(len(plan))]
     spec = {"config": config_lib.to_dict(cfg), "grid": {k: [str(v) for v in vs] for k, vs in grid.items()},
