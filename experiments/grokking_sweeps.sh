@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The grokking phase diagram over learning rate x weight decay (Liu et al. 2022: comprehension,
 # grokking, memorisation, confusion) and the steps to generalise against the train fraction
-# (Power et al. 2022), as two sweeps of grokking_small (p = 53). Each sweep is one `mi-jax sweep`;
+# (Power et al. 2022), as two sweeps of grokking_small (p = 53); then bfloat16 against float32. Each sweep is one `mi-jax sweep`;
 # each trains as ONE vmapped program (50 members: 5 x 5 cells x 2 seeds; 10: 5 fractions x 2 seeds,
 # each member's split a mask over all pairs). Results: experiments/results/grokking_sweeps.md.
 #     bash experiments/grokking_sweeps.sh        # DIR=checkpoints/grokking_sweeps STEPS=10000
@@ -28,3 +28,7 @@ keep lr_wd analysis/sweep_summary.json analysis/sweep_steps_to_generalise.png an
 $MJ sweep grokking_small --grid "train_frac=$FRACS" --seeds 0,1 --one-program "${common[@]}" --out "$DIR/train_frac"
 $MJ analyze "$DIR/train_frac" --wandb off | tail -8
 keep train_frac analysis/sweep_summary.json analysis/sweep_steps_to_generalise.png
+# bfloat16 forward and backward passes (float32 parameters) against float32: does it still grok, and when?
+$MJ sweep grokking_small --grid train.compute_dtype=float32,bfloat16 --seeds 0,1,2 "${common[@]}" --out "$DIR/dtype"
+$MJ analyze "$DIR/dtype" --wandb off | tail -4
+keep dtype analysis/sweep_summary.json

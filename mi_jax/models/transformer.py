@@ -320,7 +320,8 @@ def apply(
         resid = hk(f"{name}.hook_resid_post", resid)
     if cfg.layer_norm:
         resid = hk("ln_final.hook_normalized", _layer_norm(resid, params["ln_final"]))
-    logits = hk("logits", resid @ params["W_U"] + params["b_U"])
+    # float32 at least: a bfloat16 forward pass (train.compute_dtype) takes its log-softmax in float32
+    logits = hk("logits", (resid @ params["W_U"] + params["b_U"]).astype(jnp.promote_types(resid.dtype, jnp.float32)))
     return logits, hk.finish(cfg)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from mi_jax.config import check
 
@@ -21,6 +22,10 @@ class TrainConfig:
     freeze_biases  keep biases at their initial value (zero), as the TransformerLens grokking demo does
     logsoftmax_f64 take the final log-softmax in float64 (needs jax x64 for the run; avoids the
                    loss spikes float32 shows once the loss is ~1e-7)
+    compute_dtype  "float32", or "bfloat16": each training step's forward and backward pass in bfloat16
+                   (the parameters cast from their float32 values; matmuls accumulate in float32, and
+                   the logits come back in float32 for the loss); the parameters, the optimiser and
+                   the evaluations stay float32
     interventions  hooks applied at every training step and evaluation, as spec strings
                    (`mi_jax.interventions.spec`: "ablate_head:0.1", "zero:blocks.0.hook_mlp_out",
                    "project_off:hook_embed:FILE.npy", ...); transformer kinds only. The checkpoints
@@ -49,6 +54,7 @@ class TrainConfig:
     freeze_biases: bool = False
     logsoftmax_f64: bool = False
     data_parallel: bool = False
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
     interventions: tuple[str, ...] = ()
 
     def __post_init__(self):

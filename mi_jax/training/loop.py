@@ -146,8 +146,11 @@ class Trainer:
         self.state_sharding, batch_sharding = data_sharding(task, tc, len(self.members) if self.vmapped else None) \
             or (None, None)
 
-        value_and_grad = (jax.value_and_grad(task.loss) if batch_sharding is None
-                          else mean_value_and_grad(task.loss, batch_sharding))
+        loss = task.loss
+        if tc.compute_dtype == "bfloat16":  # the float32 parameters cast for the step; their gradients float32
+            loss = lambda params, batch: task.loss(jax.tree.map(lambda x: x.astype(jnp.bfloat16), params), batch)  # noqa: E731
+        value_and_grad = (jax.value_and_grad(loss) if batch_sharding is None
+                          else mean_value_and_grad(loss, batch_sharding))
 
         def chunk_one(state, seed_key, v):
             _, data_key = jax.random.split(seed_key)
