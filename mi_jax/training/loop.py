@@ -118,9 +118,9 @@ class Trainer:
                                               jnp.float32) for name in HYPERPARAMETERS}
             task_keys = sorted({k for m in self.members for k in m if k != "seed" and k not in TRAIN_KEYS})
             own = getattr(task, "MEMBER_KEYS", ())
-            bad = [k for k in task_keys if k not in own]
-            check(not bad, f"members of one program cannot differ in {bad[0] if bad else ''!r}: only in the seed, "
-                           f"{', '.join(TRAIN_KEYS)} and {', '.join(own) or 'no task setting'}")
+            for key in task_keys:
+                check(key in own, f"members of one program cannot differ in {key!r}: only in the seed, "
+                                  f"{', '.join(TRAIN_KEYS)} and {', '.join(own) or 'no task setting'}")
             if task_keys:
                 each = [task.member_data(member_config(task.cfg, m)) for m in self.members]
                 varying["task"] = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *each)
