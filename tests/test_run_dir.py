@@ -37,6 +37,11 @@ def _tree_state(folder: Path) -> dict:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (R running, S sleeping, T stopped, Z zombie)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+
+
 def _snapshots(run_dir: Path) -> int:
     index = run_dir / store.SNAPSHOTS / "index.json"
     try:
@@ -56,6 +61,10 @@ def test_a_second_writer_stops_with_one_line_and_a_killed_holders_lock_is_taken_
 
     # frozen mid-run: a resume, an analysis and an overwrite each stop with one line and exit 2, writing nothing
     os.kill(first.pid, signal.SIGSTOP)
+    stopped_by = time.time() + 10
+    while _state(first.pid) not in ("T", "t") and time.time() < stopped_by:  # the signal lands asynchronously
+        time.sleep(0.01)
+    assert _state(first.pid) in ("T", "t"), f"the training process did not stop: {_state(first.pid)}"
     before = _tree_state(run_dir)
     others = [_cli("train", "--resume", str(run_dir), "--wandb", "off", "--quiet"),
               _cli("analyze", str(run_dir), "--wandb", "off"),

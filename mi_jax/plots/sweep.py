@@ -14,6 +14,10 @@ def _axis_values(rows, key) -> list:
     return sorted({r[key] for r in rows})
 
 
+def _numeric(values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
 def _log_scale(values) -> bool:
     v = np.asarray(values, float)
     return bool((v > 0).all() and v.max() / v.min() >= 10)
@@ -26,19 +30,20 @@ def measure_against_grid(rows: list[dict], keys: list[str], name: str, path: Pat
     if len(keys) == 1:
         (key,) = keys
         xs = _axis_values(rows, key)
+        at = {x: (x if _numeric(xs) else i) for i, x in enumerate(xs)}  # settings that are names sit at 0, 1, ...
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for x in xs:
             ys = [r[name] for r in rows if r[key] == x and r[name] is not None]
-            ax.scatter([x] * len(ys), ys, color="tab:blue", alpha=0.4, s=14)
+            ax.scatter([at[x]] * len(ys), ys, color="tab:blue", alpha=0.4, s=14)
             never = sum(r[name] is None for r in rows if r[key] == x)
             if never:  # at the foot of the axes, whatever the measure's range
-                ax.text(x, 0.03, f"{never} never", transform=ax.get_xaxis_transform(), fontsize=7,
+                ax.text(at[x], 0.03, f"{never} never", transform=ax.get_xaxis_transform(), fontsize=7,
                         color="tab:red", ha="center")
         means = [np.mean([r[name] for r in rows if r[key] == x and r[name] is not None] or [np.nan]) for x in xs]
-        ax.plot(xs, means, color="tab:blue", label="mean over seeds")
-        if _log_scale(xs):
+        ax.plot([at[x] for x in xs], means, color="tab:blue", label="mean over seeds")
+        if _numeric(xs) and _log_scale(xs):
             ax.set_xscale("log")
-        ax.set_xticks(xs, [f"{x:g}" if isinstance(x, float) else str(x) for x in xs])
+        ax.set_xticks([at[x] for x in xs], [f"{x:g}" if isinstance(x, float) else str(x) for x in xs])
         ax.set(xlabel=key, ylabel=name.replace("_", " "), title=name.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
