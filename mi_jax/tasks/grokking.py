@@ -154,6 +154,10 @@ class GrokkingTask:
     def frozen(self, path: tuple) -> bool:
         return self.cfg.train.freeze_biases and tfm.is_bias(path)
 
+    def llc_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed training set of the LLC (L_n and SGLD minibatches): the train pairs, (tokens [example, 3], labels [example])."""
+        return self.train_tokens, self.train_labels
+
     def batch(self, key: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The training batch at `step`: the whole training set, or a fresh seeded sample of it."""
         tokens, labels = jnp.asarray(self.train_tokens), jnp.asarray(self.train_labels)

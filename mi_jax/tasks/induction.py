@@ -202,6 +202,10 @@ class InductionTask:
     def frozen(self, path: tuple) -> bool:
         return self.cfg.train.freeze_biases and tfm.is_bias(path)
 
+    def llc_data(self, n: int = 1024) -> np.ndarray:
+        """The fixed training set of the LLC: n task sequences, seeded apart from the evaluation batch [example, seq_len]."""
+        return np.asarray(sample(self.cfg, jax.random.fold_in(jax.random.key(self.cfg.eval_seed), 2), n))
+
     def batch(self, key: jax.Array, step: jax.Array) -> jax.Array:
         """Fresh sequences for `step`: tokens [batch_size, seq_len]."""
         return sample(self.cfg, jax.random.fold_in(key, step), self.cfg.train.batch_size)
