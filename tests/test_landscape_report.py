@@ -100,3 +100,23 @@ def test_a_series_of_another_kind_than_the_loss_is_refused(tiny_run):
 def test_a_superposition_run_has_no_llc_and_says_so():
     with pytest.raises(mj.ConfigError, match=r"^no LLC for superposition runs"):
         run_landscape.training_set(make_task(mj.SuperpositionConfig()), run_landscape.LandscapeConfig())
+
+
+def test_calibration_over_stacked_checkpoints_equals_each_checkpoint_alone():
+    from mi_jax.analysis import llc
+
+    loss = lambda params, batch: 0.5 * (params["w"] ** 2).sum() + 0 * batch.sum()  # noqa: E731
+    cfg = llc.LLCConfig(epsilon=1e-3, gamma=10.0, n_beta=100.0, n_chains=2, n_draws=30, batch_size=4)
+    series = {"w": np.asarray([[0.0, 0.0], [0.3, -0.2]], np.float32)}  # [checkpoint, d]
+    both = llc.calibrate(loss, np.zeros(16), series, cfg, epsilons=[1e-3, 1e-2], stacked=True)
+    assert both["loss_trace"].shape == (2, 2, 1, 1, 2, 30) and both["epsilon"].shape == (2, 1, 1)
+    for t in range(2):
+        alone = llc.calibrate(loss, np.zeros(16), {"w": series["w"][t]}, cfg, epsilons=[1e-3, 1e-2])
+        np.testing.assert_allclose(both["loss_trace"][t], alone["loss_trace"], rtol=1e-5, atol=1e-7)
+
+
+def test_a_calibration_grid_without_calibrate_or_with_a_bad_number_is_one_line(tiny_run, capsys):
+    assert_one_line_error(capsys, ["llc", str(tiny_run), "--epsilons", "1e-3"],
+                          "--epsilons/--gammas/--n-betas set the --calibrate grid; add --calibrate")
+    assert_one_line_error(capsys, ["llc", str(tiny_run), "--calibrate", "--gammas", "ten"],
+                          "--gammas expects comma-separated numbers, got 'ten'")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import warnings
 from pathlib import Path
 
 import jax
@@ -69,9 +68,7 @@ def landscape(traj, settings: LandscapeConfig, task=None) -> tuple[dict, diag.LL
     with precision(traj.config):
         results = analyze(traj, run_landscape.measures(task, settings, data))
     results = {k: np.asarray(v) for k, v in results.items()}
-    with warnings.catch_warnings(record=True):  # the report writes the messages itself, once
-        warnings.simplefilter("always")
-        checks = diag.diagnose(results, settings.llc.resolved_n_beta, n_params, steps=traj.steps, warn=False)
+    checks = diag.diagnose(results, settings.llc.resolved_n_beta, n_params, steps=traj.steps, warn=False)  # the report prints them
     return results, checks, n_params
 
 

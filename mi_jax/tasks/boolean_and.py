@@ -132,7 +132,7 @@ class BooleanAndTask:
         return self.cfg.train.freeze_biases and str(getattr(path[-1], "key", "")).startswith("b_")
 
     def llc_data(self) -> tuple[np.ndarray, np.ndarray]:
-        """The fixed training set of the LLC: every input and its labels (the whole task, as each step trains on)."""
+        """The LLC's fixed training set: every input and its labels (all of the task, as each step trains on)."""
         return self.x, self.labels
 
     def batch(self, key: jax.Array, step) -> tuple[jax.Array, jax.Array]:

@@ -155,7 +155,7 @@ class GrokkingTask:
         return self.cfg.train.freeze_biases and tfm.is_bias(path)
 
     def llc_data(self) -> tuple[np.ndarray, np.ndarray]:
-        """The fixed training set of the LLC (L_n and SGLD minibatches): the train pairs, (tokens [example, 3], labels [example])."""
+        """The LLC's fixed training set: the train pairs, (tokens [example, 3], labels [example])."""
         return self.train_tokens, self.train_labels
 
     def batch(self, key: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -203,7 +203,7 @@ class InductionTask:
         return self.cfg.train.freeze_biases and tfm.is_bias(path)
 
     def llc_data(self, n: int = 1024) -> np.ndarray:
-        """The fixed training set of the LLC: n task sequences, seeded apart from the evaluation batch [example, seq_len]."""
+        """The LLC's fixed training set: n task sequences [example, seq_len], seeded apart from the eval batch."""
         return np.asarray(sample(self.cfg, jax.random.fold_in(jax.random.key(self.cfg.eval_seed), 2), n))
 
     def batch(self, key: jax.Array, step: jax.Array) -> jax.Array:
