@@ -3,7 +3,7 @@
 The venv is `/tmp/peer-tl`, built by `shared/peers/setup-peer-venvs.sh` when missing. A peer
 script prints one JSON line last; `run_peer` returns it as a dict, or {"peer_error": why}.
 `ServedPeer` keeps a peer script that has a `--serve` mode running, so its timings can alternate
-with ours (paired, so the machine's drift cancels in the ratio).
+with ours (paired, so the machine's drift cancels in the ratio). `setup_devinterp` builds devinterp 2.0.1's venv.
 """
 
 from __future__ import annotations
@@ -35,6 +35,29 @@ def _peer_python() -> str | None:
     return None
 
 
+# devinterp 2.0.1 needs zarr >= 3.1 and an xarray that reads its dtypes (>= 2025.7, which needs pandas >= 2.1);
+# TransformerLens 2.18 in /tmp/peer-tl needs pandas < 2.1: so devinterp gets a venv of its own, with the
+# same torch, and its peer builds the grokking model in plain torch (benchmarks/peers/devinterp_llc.py)
+DEVINTERP_PY = Path("/tmp/peer-di/bin/python")
+DEVINTERP_PINS = ["torch==2.13.0", "devinterp==2.0.1"]
+DEVINTERP_CHECK = "import importlib.metadata as m, torch; from devinterp.slt.llc import llc; " \
+                  "assert m.version('devinterp') == '2.0.1' and torch.__version__.split('+')[0] == '2.13.0'"
+
+
+def setup_devinterp() -> str | None:
+    """Build /tmp/peer-di (torch 2.13.0 CPU + devinterp 2.0.1) once; a no-op when it imports. None, or why not."""
+    if DEVINTERP_PY.exists() and subprocess.run([str(DEVINTERP_PY), "-c", DEVINTERP_CHECK]).returncode == 0:
+        return None
+    venv = DEVINTERP_PY.parent.parent
+    pip = [str(DEVINTERP_PY), "-m", "pip", "install", "-q"]
+    for cmd in (["python3", "-m", "venv", str(venv)], pip + ["--upgrade", "pip"], pip + DEVINTERP_PINS,
+                [str(DEVINTERP_PY), "-c", DEVINTERP_CHECK]):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"could not build {venv}: {_last_line(done.stderr)}"
+    return None
+
+
 def _unusable(script: Path) -> str | None:
     """None when the peer venv and `script` are there to run, else why not."""
     return _peer_python() or (None if script.exists() else f"no peer script {script}")
@@ -55,13 +78,16 @@ class ServedPeer:
     """A peer script run with `--serve`: it warms up, prints one line, then for every line `N` on
     its stdin runs N more steps and prints {"ms_per_step": ...}. `error` says why it is unusable."""
 
-    def __init__(self, script: Path, args: list[str]):
-        self.proc, self.error = None, _unusable(script)
+    def __init__(self, script: Path, args: list[str], python: Path | None = None):
+        """python: the venv's interpreter (default the TransformerLens venv's, built if missing)."""
+        self.proc, self.error = None, _unusable(script) if python is None else (
+            None if python.exists() and script.exists() else f"no {python} or no {script}")
         if self.error:
             return
-        self.proc = subprocess.Popen([str(PEER_PY), str(script), *map(str, args), "--serve"], stdin=subprocess.PIPE,
+        python = python or PEER_PY
+        self.proc = subprocess.Popen([str(python), str(script), *map(str, args), "--serve"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     cwd=str(PEER_PY.parent.parent))
+                                     cwd=str(python.parent.parent))
         self._reply()  # warmed up
 
     def _reply(self) -> dict | None:
@@ -71,12 +97,16 @@ class ServedPeer:
             return None
         return json.loads(line)
 
-    def ms_per_step(self, steps: int) -> float | None:
+    def ask(self, n: int) -> dict | None:
+        """Send `n`, return the peer's reply (None once it has failed)."""
         if self.error:
             return None
-        self.proc.stdin.write(f"{steps}\n")
+        self.proc.stdin.write(f"{n}\n")
         self.proc.stdin.flush()
-        reply = self._reply()
+        return self._reply()
+
+    def ms_per_step(self, steps: int) -> float | None:
+        reply = self.ask(steps)
         return reply["ms_per_step"] if reply else None
 
     def close(self) -> None:

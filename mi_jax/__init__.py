@@ -37,6 +37,7 @@ _NAMES = {
     "CheckpointError": ("mi_jax.io.store", "CheckpointError"),
     "analyze": ("mi_jax.analysis.core", "analyze"),
     "analyze_run": ("mi_jax.reports", "analyze_run"),
+    "llc_run": ("mi_jax.reports.landscape", "llc_run"),
     # the model
     "TransformerConfig": ("mi_jax.models.transformer", "TransformerConfig"),
     "HookedTransformer": ("mi_jax.models.transformer", "HookedTransformer"),
@@ -74,6 +75,7 @@ if TYPE_CHECKING:  # what the names are, for editors and type checkers
     from mi_jax.models.transformer import HookedTransformer, TransformerConfig, apply, hook_names, init_params
     from mi_jax.presets import load as load_preset
     from mi_jax.reports import analyze_run
+    from mi_jax.reports.landscape import llc_run
     from mi_jax.tasks.boolean_and import BooleanAndConfig
     from mi_jax.tasks.grokking import GrokkingConfig
     from mi_jax.tasks.induction import InductionConfig

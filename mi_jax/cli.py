@@ -6,6 +6,7 @@
     mi-jax sweep PRESET --grid key=v1,v2 [--grid ...] [--seeds 0,1] [--set key=value ...] [--out DIR] [--one-program]
     mi-jax sweep --resume SWEEP_DIR
     mi-jax analyze RUN_DIR
+    mi-jax llc RUN_DIR [--set llc.epsilon=... ...] [--calibrate [--epsilons ...] [--gammas ...] [--n-betas ...]]
     mi-jax import SRC --out RUN_DIR [--preset NAME] [--set key=value ...] [--op +]
     mi-jax export RUN_DIR --out DIR [--member K]
     mi-jax demo [--out DIR]
@@ -172,6 +173,21 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_llc(args) -> int:
+    """The loss landscape over a run's checkpoints (its own command: sampling costs minutes and has its own settings)."""
+    from mi_jax.reports import landscape
+
+    grids = {name: landscape.parse_grid(getattr(args, name), name.replace("_", "-"))
+             for name in ("epsilons", "gammas", "n_betas")}
+    if any(v is not None for v in grids.values()) and not args.calibrate:
+        from mi_jax.config import ConfigError
+
+        raise ConfigError("--epsilons/--gammas/--n-betas set the --calibrate grid; add --calibrate")
+    for line in landscape.llc_run(Path(args.run_dir), _parse_sets(args.sets), args.calibrate, **grids):
+        print(line)
+    return 0
+
+
 def cmd_import(args) -> int:
     """A TransformerLens checkpoint series (the Grokking demo's file, or per-step state dict, safetensors or
     npz files) as a mi_jax run dir. With --preset (and --set) the run takes that config, whose model must
@@ -255,6 +271,16 @@ def make_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="compute progress measures over a run's checkpoints and plot them")
     analyze.add_argument("run_dir")
     analyze.set_defaults(func=cmd_analyze)
+
+    llc = sub.add_parser("llc", help="LLC (with chain diagnostics), top Hessian eigenvalue and trace over a run's checkpoints")
+    llc.add_argument("run_dir")
+    llc.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="e.g. llc.epsilon=3e-4, llc.n_chains=8, every=5 (see mi_jax.analysis.run_landscape)")
+    llc.add_argument("--calibrate", action="store_true", help="first a grid of sampler settings on 3 checkpoints")
+    llc.add_argument("--epsilons", help="calibration grid (default: llc.epsilon x 0.1, 0.3, 1, 3, 10)")
+    llc.add_argument("--gammas", help="calibration grid (default: llc.gamma x 0.1, 1, 10)")
+    llc.add_argument("--n-betas", dest="n_betas", help="calibration grid (default: llc.n_beta)")
+    llc.set_defaults(func=cmd_llc)
 
     imp = sub.add_parser("import", help="a TransformerLens checkpoint series as a mi_jax run dir")
     imp.add_argument("src", help="a .pth/.pt file (the Grokking demo's dict) or a folder of per-step files")

@@ -177,7 +177,7 @@ def sample_llc(loss_fn: LossFn, train_data: Any, params: dict, cfg: LLCConfig, h
     }
 
 
-def _checked_train_data(train_data: Any, cfg: LLCConfig) -> Any:
+def checked_train_data(train_data: Any, cfg: LLCConfig) -> Any:
     n = n_examples(train_data)
     check(n >= cfg.batch_size, f"the training set has {n} examples, fewer than batch_size={cfg.batch_size}")
     return jax.tree.map(jnp.asarray, train_data)
@@ -186,18 +186,20 @@ def _checked_train_data(train_data: Any, cfg: LLCConfig) -> Any:
 def llc_measure(loss_fn: LossFn, train_data: Any, cfg: LLCConfig) -> Callable[[dict, Any], dict]:
     """A measure family for `analyze`: (params, data) -> `sample_llc`'s dict (the `data` argument
     is unused: the training set is bound here, leaves [example, ...])."""
-    train_data = _checked_train_data(train_data, cfg)
+    train_data = checked_train_data(train_data, cfg)
     return lambda params, _unused=None: sample_llc(loss_fn, train_data, params, cfg)
 
 
 def calibrate(
-    loss_fn: LossFn, train_data: Any, params: dict, cfg: LLCConfig, epsilons, gammas=None, n_betas=None
+    loss_fn: LossFn, train_data: Any, params: dict, cfg: LLCConfig, epsilons, gammas=None, n_betas=None,
+    stacked: bool = False,
 ) -> dict:
     """`sample_llc` over the grid epsilons × gammas × n_betas (None: cfg's value), one compiled call
     with the settings vmapped. -> numpy {"epsilon", "gamma", "n_beta": [eps, gamma, n_beta] (the
     grid), and each of `sample_llc`'s results with [eps, gamma, n_beta] in front}. The chains use
-    the same keys at every setting. `llc_diagnostics.calibration_report` reads it."""
-    train_data = _checked_train_data(train_data, cfg)
+    the same keys at every setting. `llc_diagnostics.calibration_report` reads it.
+    stacked: params leaves [checkpoint, ...], mapped in the same call: results [checkpoint, eps, gamma, n_beta, ...]."""
+    train_data = checked_train_data(train_data, cfg)
     axes = [np.atleast_1d(np.asarray(v, np.float64)) for v in (epsilons, (cfg.gamma,) if gammas is None else gammas,
                                                            (cfg.resolved_n_beta,) if n_betas is None else n_betas)]
     for name, values in zip(("epsilons", "gammas", "n_betas"), axes):
@@ -206,6 +208,11 @@ def calibrate(
         check(bool(np.all(lowest_ok)), f"{name} must be {'>= 0' if name == 'gammas' else '> 0'}, got {values.tolist()}")
     grid = np.meshgrid(*axes, indexing="ij")
     flat = Hyper(*(jnp.asarray(g.ravel(), jnp.float32) for g in grid))
-    run = jax.jit(jax.vmap(lambda h, p: sample_llc(loss_fn, train_data, p, cfg, h), in_axes=(0, None)))
-    out = jax.tree.map(lambda x: np.asarray(x).reshape(*grid[0].shape, *x.shape[1:]), run(flat, params))
+    run = jax.vmap(lambda h, p: sample_llc(loss_fn, train_data, p, cfg, h), in_axes=(0, None))
+    if stacked:  # the settings vmapped inside, the checkpoints mapped outside (memory: one at a time)
+        run_one = run
+        run = lambda h, ps: jax.lax.map(lambda p: run_one(h, p), ps)  # noqa: E731
+    lead = 1 if stacked else 0
+    out = jax.tree.map(lambda x: np.asarray(x).reshape(*x.shape[:lead], *grid[0].shape, *x.shape[lead + 1:]),
+                       jax.jit(run)(flat, params))
     return {"epsilon": grid[0], "gamma": grid[1], "n_beta": grid[2], **out}

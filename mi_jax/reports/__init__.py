@@ -3,7 +3,8 @@
 Each kind's module has `report(traj, out_dir, logger) -> list[str]` (lines telling what was
 written): it runs the kind's measures (`mi_jax.analysis`) over every checkpoint and member, then
 saves the results (npz, summary JSON), logs them to wandb and draws the figures. `mi_jax.kinds`
-names each kind's report; `analyze_run` is the whole command.
+names each kind's report; `analyze_run` is the whole command. `landscape` is `mi-jax llc`'s report
+(LLC and Hessian over the checkpoints), for every kind whose task has a fixed training set.
 """
 
 from __future__ import annotations

@@ -132,6 +132,10 @@ class BooleanAndTask:
     def frozen(self, path: tuple) -> bool:
         return self.cfg.train.freeze_biases and str(getattr(path[-1], "key", "")).startswith("b_")
 
+    def llc_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The LLC's fixed training set: every input and its labels (all of the task, as each step trains on)."""
+        return self.x, self.labels
+
     def batch(self, key: jax.Array, step) -> tuple[jax.Array, jax.Array]:
         return jnp.asarray(self.x), jnp.asarray(self.labels)
 

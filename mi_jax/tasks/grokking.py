@@ -183,6 +183,10 @@ class GrokkingTask:
     def frozen(self, path: tuple) -> bool:
         return self.cfg.train.freeze_biases and tfm.is_bias(path)
 
+    def llc_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The LLC's fixed training set: the train pairs, (tokens [example, 3], labels [example])."""
+        return self.train_tokens, self.train_labels
+
     def batch(self, key: jax.Array, step: jax.Array, member: dict | None = None) -> tuple[jax.Array, ...]:
         """The training batch at `step`: the whole training set, or a fresh seeded sample of it. A member's
         (with `member`): every pair with its train weight, or a sample of its train pairs with weight 1."""

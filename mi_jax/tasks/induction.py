@@ -203,6 +203,10 @@ class InductionTask:
     def frozen(self, path: tuple) -> bool:
         return self.cfg.train.freeze_biases and tfm.is_bias(path)
 
+    def llc_data(self, n: int = 1024) -> np.ndarray:
+        """The LLC's fixed training set: n task sequences [example, seq_len], seeded apart from the eval batch."""
+        return np.asarray(sample(self.cfg, jax.random.fold_in(jax.random.key(self.cfg.eval_seed), 2), n))
+
     def batch(self, key: jax.Array, step: jax.Array) -> jax.Array:
         """Fresh sequences for `step`: tokens [batch_size, seq_len]."""
         return sample(self.cfg, jax.random.fold_in(key, step), self.cfg.train.batch_size)

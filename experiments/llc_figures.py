@@ -1,0 +1,126 @@
+"""Figures and numbers of experiments/results/llc.md from runs that `mi-jax analyze` and `mi-jax llc` have
+analysed: the LLC next to the grokking progress measures, and next to the induction scores.
+
+    python experiments/llc_figures.py grokking checkpoints/grokking_small experiments/results/llc_grokking_small.png
+    python experiments/llc_figures.py induction checkpoints/induction_2l experiments/results/llc_induction_2l.png
+
+Prints one JSON line of the numbers the note quotes. "Critical points" of the LLC curve (Hoogland et
+al. 2024: stage boundaries) are the checkpoints where the slope of the LLC, smoothed over
+`window` checkpoints, changes sign.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mi_jax.io.results import load_results
+from mi_jax.plots import plt, save
+
+
+def smoothed(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average [time] (edges averaged over what exists)."""
+    kernel = np.ones(window)
+    return np.convolve(values, kernel, "same") / np.convolve(np.ones_like(values), kernel, "same")
+
+
+def critical_points(steps, values, window: int = 3) -> list[dict]:
+    """Steps where the smoothed curve's slope changes sign, each named a peak or a trough."""
+    s = smoothed(np.asarray(values, float), window)
+    slope = np.sign(np.diff(s))
+    out = []
+    for i in np.flatnonzero(slope[1:] * slope[:-1] < 0):
+        out.append({"step": int(steps[i + 1]), "kind": "peak" if slope[i] > 0 else "trough", "llc": round(float(s[i + 1]), 2)})
+    return out
+
+
+def llc_panel(ax, steps, land, crit):
+    mean, std, ok = land["llc_mean"][:, 0], land["llc_std"][:, 0], land["usable"][:, 0]
+    ax.plot(steps, mean, color="k", label="LLC (mean over chains)")
+    ax.fill_between(steps, mean - std, mean + std, color="k", alpha=0.2, label="± std over chains")
+    if (~ok).any():
+        ax.scatter(steps[~ok], np.where(np.isfinite(mean), mean, 0)[~ok], marker="x", color="red", label="flagged")
+    for c in crit:
+        ax.axvline(c["step"], color="tab:purple", lw=0.8, ls=":")
+    ax.set(ylabel="LLC")
+
+
+def grokking(run_dir: Path, out: Path) -> dict:
+    steps, land = load_results(run_dir / "analysis" / "landscape.npz")
+    g_steps, g = load_results(run_dir / "analysis" / "grokking.npz")
+    phases = json.loads((run_dir / "analysis" / "grokking_summary.json").read_text())["members"][0]["phases"]
+    crit = critical_points(steps, land["llc_mean"][:, 0])
+    fig, axes = plt.subplots(4, 1, figsize=(8, 10), sharex=True)
+    llc_panel(axes[0], steps, land, crit)
+    for name in ("train_loss", "test_loss", "restricted_loss", "excluded_loss"):
+        if name in g:
+            axes[1].plot(g_steps, g[name][:, 0], label=name)
+    axes[1].set(yscale="log", ylabel="loss")
+    axes[2].plot(g_steps, g["embed_gini"][:, 0], label="W_E Fourier Gini")
+    axes[2].plot(g_steps, g["weight_norm"][:, 0] / g["weight_norm"][0, 0], label="weight norm / initial")
+    axes[3].plot(steps, land["hessian_top"][:, 0, 0], label="top Hessian eigenvalue")
+    axes[3].plot(steps, land["hessian_trace"][:, 0], label="Hessian trace (Hutchinson)")
+    axes[3].set(xlabel="step")
+    axes[3].set_yscale("symlog", linthresh=1e-3)
+    for ax in axes:
+        for name, color in (("memorised", "tab:blue"), ("cleanup", "tab:orange"), ("generalised", "tab:green")):
+            if phases.get(name) is not None:
+                ax.axvline(phases[name], color=color, lw=1, alpha=0.6)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_title("grokking_small: LLC (dotted: its critical points) and progress measures; "
+                      "phase lines: memorised, cleanup, generalised", fontsize=8)
+    save(fig, out)
+    at = lambda s: round(float(land["llc_mean"][int(np.flatnonzero(steps == s)[0]), 0]), 2) if s is not None else None  # noqa: E731
+    return {"phases": phases, "llc_at_phases": {k: at(v) for k, v in phases.items()},
+            "llc_first": round(float(land["llc_mean"][0, 0]), 2), "llc_max": round(float(np.nanmax(land["llc_mean"][:, 0])), 2),
+            "llc_max_step": int(steps[np.nanargmax(land["llc_mean"][:, 0])]), "llc_last": round(float(land["llc_mean"][-1, 0]), 2),
+            "llc_std_median": round(float(np.nanmedian(land["llc_std"][:, 0])), 2), "critical_points": crit,
+            "hessian_top_max": round(float(land["hessian_top"][:, 0, 0].max()), 1),
+            "hessian_top_max_step": int(steps[np.argmax(land["hessian_top"][:, 0, 0])]),
+            "hessian_top_last": round(float(land["hessian_top"][-1, 0, 0]), 2), "flagged": int((~land["usable"]).sum())}
+
+
+def induction(run_dir: Path, out: Path) -> dict:
+    steps, land = load_results(run_dir / "analysis" / "landscape.npz")
+    i_steps, ind = load_results(run_dir / "analysis" / "induction.npz")
+    summary = json.loads((run_dir / "analysis" / "induction_summary.json").read_text())["members"][0]
+    head = summary["induction_head"]
+    layer, h = int(head[1]), int(head.split("H")[1])
+    pc = summary["phase_change"]
+    crit = critical_points(steps, land["llc_mean"][:, 0])
+    fig, axes = plt.subplots(4, 1, figsize=(8, 10), sharex=True)
+    llc_panel(axes[0], steps, land, crit)
+    axes[1].plot(i_steps, ind["induction"][:, 0, layer, h], label=f"induction score {head}")
+    axes[1].plot(i_steps, -ind["icl_score"][:, 0] / np.abs(ind["icl_score"][:, 0]).max(), label="-ICL score (scaled)")
+    axes[2].plot(steps, land["init_loss"][:, 0], label="training loss L_n(w*) (the LLC's training set)")
+    axes[2].set(ylabel="loss")
+    axes[3].plot(steps, land["hessian_top"][:, 0, 0], label="top Hessian eigenvalue")
+    axes[3].plot(steps, land["hessian_trace"][:, 0], label="Hessian trace")
+    axes[3].set(xlabel="step")
+    axes[3].set_yscale("symlog", linthresh=1e-3)
+    for ax in axes:
+        ax.axvspan(*pc["induction_window"], color="tab:orange", alpha=0.15)
+        ax.axvline(pc["induction_step"], color="tab:orange", lw=1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_title("induction_2l: LLC (dotted: its critical points); shaded: the induction score's 10-90% window",
+                      fontsize=8)
+    save(fig, out)
+    return {"phase_change": {k: pc[k] for k in ("induction_step", "induction_window", "icl_step", "loss_step")},
+            "critical_points": crit, "llc_first": round(float(land["llc_mean"][0, 0]), 2),
+            "llc_max": round(float(np.nanmax(land["llc_mean"][:, 0])), 2),
+            "llc_max_step": int(steps[np.nanargmax(land["llc_mean"][:, 0])]),
+            "llc_last": round(float(land["llc_mean"][-1, 0]), 2),
+            "llc_std_median": round(float(np.nanmedian(land["llc_std"][:, 0])), 2),
+            "hessian_top_max": round(float(land["hessian_top"][:, 0, 0].max()), 1),
+            "hessian_top_max_step": int(steps[np.argmax(land["hessian_top"][:, 0, 0])]),
+            "flagged": int((~land["usable"]).sum())}
+
+
+if __name__ == "__main__":
+    kind, run_dir, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    print(json.dumps({"grokking": grokking, "induction": induction}[kind](run_dir, out)))

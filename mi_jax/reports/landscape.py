@@ -1,0 +1,202 @@
+"""`mi-jax llc RUN_DIR`: the loss landscape over a run's checkpoints (LLC with chain diagnostics, top
+Hessian eigenvalues, Hessian trace) for every checkpoint and member in one compiled call, saved to
+RUN_DIR/analysis/landscape.npz ([time, member, ...]) and landscape_summary.json, drawn in
+landscape_llc.png; with `--calibrate`, first a grid of sampler settings on a few checkpoints
+(landscape_calibration.json and .png).
+
+A separate command, not part of `mi-jax analyze`: sampling costs minutes and has settings of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from mi_jax import config as config_lib
+from mi_jax.analysis import llc, run_landscape
+from mi_jax.analysis import llc_diagnostics as diag
+from mi_jax.analysis.core import analyze
+from mi_jax.analysis.run_landscape import LandscapeConfig
+from mi_jax.io.results import save_results, save_summary
+from mi_jax.plots import landscape as plots
+
+RESULTS_NAME = "landscape"
+
+# per kind, settings calibrated on the shipped presets (experiments/results/llc.md): stable chains at the
+# first, middle and last checkpoint, and a localisation weak enough that the chains move (γ = 1000 gave
+# "stable" chains whose LLC was ~0: the localisation, not the loss, held them)
+DEFAULTS = {
+    "grokking": LandscapeConfig(llc=llc.LLCConfig(epsilon=3e-3, gamma=100.0, n_beta=2.0, n_chains=4, n_draws=200,
+                                                  batch_size=64)),
+    "induction": LandscapeConfig(llc=llc.LLCConfig(epsilon=1e-3, gamma=100.0, n_chains=4, n_draws=100, batch_size=16),
+                                 n_examples=256, lanczos_steps=12, trace_probes=4),
+    "boolean_and": LandscapeConfig(llc=llc.LLCConfig(epsilon=1e-4, gamma=100.0, n_chains=4, n_draws=200, batch_size=32)),
+}
+
+
+def settings_for(kind: str, sets: dict[str, str] | None = None) -> LandscapeConfig:
+    """The kind's default settings with `--set` assignments (`{"llc.epsilon": "3e-4"}`) applied."""
+    return config_lib.override(DEFAULTS.get(kind, LandscapeConfig()), sets or {})
+
+
+def precision(cfg):
+    """float64 for the loss when the run trained with a float64 log-softmax (as its measures do)."""
+    f64 = getattr(getattr(cfg, "train", None), "logsoftmax_f64", False)
+    return jax.enable_x64(True) if f64 else contextlib.nullcontext()
+
+
+def _json_number(x) -> float | None:
+    """A float for JSON; None (null) for NaN or inf, which JSON has no word for."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def landscape(traj, settings: LandscapeConfig, task=None) -> tuple[dict, diag.LLCDiagnostics, int]:
+    """(results {name: [time, member, ...]}, the chains' diagnostics, d) over the checkpoints of `traj`
+    (every `settings.every`-th and the last). task: whose loss (default: the run's own)."""
+    from mi_jax.kinds import make_task
+
+    task = make_task(traj.config) if task is None else task
+    run_landscape.check_series_fits(traj.config, traj.at(0), task)
+    data = run_landscape.training_set(task, settings)
+    n_params = run_landscape.n_trained(task, traj.at(0))
+    with precision(traj.config):
+        results = analyze(traj, run_landscape.measures(task, settings, data))
+    results = {k: np.asarray(v) for k, v in results.items()}
+    checks = diag.diagnose(results, settings.llc.resolved_n_beta, n_params, steps=traj.steps, warn=False)  # the report prints them
+    return results, checks, n_params
+
+
+def thinned(traj, every: int):
+    """Every `every`-th checkpoint of `traj` and its last."""
+    idx = np.unique(np.r_[np.arange(0, len(traj), every), len(traj) - 1])
+    return traj.select(idx)
+
+
+def summary(traj, settings, results, checks, n_params) -> dict:
+    """The JSON summary: settings, d, and per member the LLC curve (null where no chain was ok), the
+    Hessian curves, and each flagged checkpoint with its flagged chains named."""
+    members = []
+    for m in range(traj.n_members):
+        flagged = []
+        for t in np.flatnonzero(~checks.usable[:, m]):
+            bad = {str(c): diag.STATUS[s] for c, s in enumerate(checks.status[t, m]) if s != diag.OK}
+            flagged.append({"step": int(traj.steps[t]), "checkpoint": int(t), "chains": bad})
+        members.append({
+            **traj.members[m],
+            "llc_mean": [_json_number(x) for x in checks.llc_mean[:, m]],
+            "llc_std": [_json_number(x) for x in checks.llc_std[:, m]],
+            "r_hat": [_json_number(x) for x in checks.r_hat[:, m]],
+            "hessian_top": [_json_number(x) for x in results["hessian_top"][:, m, 0]],
+            "hessian_trace": [_json_number(x) for x in results["hessian_trace"][:, m]],
+            "flagged": flagged,
+        })
+    return {"steps": [int(s) for s in traj.steps], "n_params": n_params,
+            "n_beta": settings.llc.resolved_n_beta, "settings": config_lib.to_dict(settings),
+            "n_flagged_checkpoints": int((~checks.usable).sum()), "warnings": list(checks.messages),
+            "members": members}
+
+
+def report(traj, out_dir: Path, settings: LandscapeConfig) -> list[str]:
+    """Compute, save and draw the landscape of every member of a run -> lines to print."""
+    out_dir = Path(out_dir)
+    traj = thinned(traj, settings.every)
+    results, checks, n_params = landscape(traj, settings)
+    saved = {**results, "chain_status": checks.status, "llc_mean": checks.llc_mean, "llc_std": checks.llc_std,
+             "llc_mean_finite_chains": results["llc_mean"], "r_hat": checks.r_hat, "ess": checks.ess,
+             "usable": checks.usable}
+    path = save_results(out_dir.parent, RESULTS_NAME, traj.steps, saved)
+    lines = [f"wrote {path} (LLC, Hessian top-{settings.hessian_k}, trace x {len(traj)} checkpoints x "
+             f"{traj.n_members} members; d = {n_params} trained params, n_beta = {settings.llc.resolved_n_beta:.4g})"]
+    lines += [f"warning: {line}" for line in checks.messages]
+    lines.append(f"wrote {save_summary(out_dir.parent, RESULTS_NAME, summary(traj, settings, results, checks, n_params))}")
+    metrics = {k: np.asarray(v, float) for k, v in traj.metrics.items() if k in ("train_loss", "test_loss")}
+    labels = [traj.member_label(m) for m in range(traj.n_members)]
+    figure = plots.llc_over_training(
+        traj.steps, checks.llc_mean.T, checks.llc_std.T, results["llc_mean"].T, checks.usable.T,
+        np.asarray(traj.metrics["step"]), {k: v.T for k, v in metrics.items()},
+        results["hessian_top"][..., 0].T, results["hessian_trace"].T, labels, out_dir / "landscape_llc.png")
+    return lines + [f"wrote {figure}"]
+
+
+def calibration(traj, settings: LandscapeConfig, epsilons, gammas=None, n_betas=None, checkpoints=None,
+                task=None) -> dict:
+    """`llc.calibrate` on a few checkpoints of member 0 (default: first, middle, last), one compiled call.
+    -> {"checkpoints": [steps], "grid": {epsilon, gamma, n_beta: [eps, gamma, n_beta]}, "rows": one list of
+    `calibration_report` rows per checkpoint, "stable": [eps, gamma, n_beta] stable at every checkpoint}."""
+    from mi_jax.kinds import make_task
+
+    task = make_task(traj.config) if task is None else task
+    run_landscape.check_series_fits(traj.config, traj.at(0), task)
+    data = llc.checked_train_data(run_landscape.training_set(task, settings), settings.llc)
+    chosen = np.unique([0, len(traj) // 2, len(traj) - 1] if checkpoints is None else checkpoints)
+    loss, _ = run_landscape.calibration_loss(task, traj.at(0))  # frozen leaves stay as initialised: checkpoint 0's
+    trained = [run_landscape.split_frozen(task, traj.at(int(t)))[0] for t in chosen]
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *trained)
+    n_params = run_landscape.n_trained(task, traj.at(0))
+    with precision(traj.config):
+        grid = llc.calibrate(loss, data, stacked, settings.llc, epsilons, gammas, n_betas, stacked=True)
+    axes = ("epsilon", "gamma", "n_beta")
+    rows = [diag.calibration_report({k: (v if k in axes else v[i]) for k, v in grid.items()}, n_params)
+            for i in range(len(chosen))]
+    stable = np.array([[r["stable"] for r in per] for per in rows]).all(0).reshape(grid["epsilon"].shape)
+    return {"checkpoints": [int(traj.steps[t]) for t in chosen], "n_params": n_params,
+            "grid": {k: grid[k] for k in axes}, "rows": rows, "stable": stable}
+
+
+def calibration_report(traj, out_dir: Path, settings: LandscapeConfig, epsilons, gammas=None, n_betas=None) -> list[str]:
+    """Run `calibration`, save its rows (JSON) and draw the stable/unstable heatmap -> lines to print."""
+    out = calibration(traj, settings, epsilons, gammas, n_betas)
+    grid, stable = out["grid"], out["stable"]
+    doc = {"checkpoints": out["checkpoints"], "n_params": out["n_params"], "settings": config_lib.to_dict(settings),
+           "stable_settings": [{k: float(grid[k][idx]) for k in grid} for idx in zip(*np.nonzero(stable))],
+           "rows": [{"step": s, "rows": [{k: _json_number(v) if isinstance(v, float) else v for k, v in r.items()}
+                                         for r in rows]} for s, rows in zip(out["checkpoints"], out["rows"])]}
+    path = out_dir / f"{RESULTS_NAME}_calibration.json"
+    path.write_text(json.dumps(doc, indent=1))
+    llc_last = np.array([r["llc_mean"] for r in out["rows"][-1]]).reshape(stable.shape)
+    figure = plots.calibration_heatmap(grid, stable, llc_last, out["checkpoints"], out_dir / "landscape_calibration.png")
+    n_stable = len(doc["stable_settings"])
+    return [f"calibration at steps {out['checkpoints']}: {n_stable} of {stable.size} settings stable at all of them",
+            *[f"  stable: {s}" for s in doc["stable_settings"]], f"wrote {path}", f"wrote {figure}"]
+
+
+def parse_grid(text: str | None, name: str) -> list[float] | None:
+    """`1e-4,3e-4,1e-3` -> [1e-4, 3e-4, 1e-3]; one line for anything else."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise config_lib.ConfigError(f"--{name} expects comma-separated numbers, got {text!r}") from None
+    config_lib.check(bool(values), f"--{name} expects comma-separated numbers, got {text!r}")
+    return values
+
+
+def llc_run(run_dir, sets: dict[str, str] | None = None, calibrate: bool = False, epsilons=None, gammas=None,
+            n_betas=None) -> list[str]:
+    """The whole `mi-jax llc` command: load, (calibrate,) compute, save, draw -> lines to print."""
+    from mi_jax.io import store
+    from mi_jax.io.lock import run_dir_lock
+    from mi_jax.io.trajectory import Trajectory
+
+    run_dir = Path(run_dir)
+    if not (run_dir / store.CONFIG).exists():
+        raise store.CheckpointError(f"{run_dir} is not a mi_jax run dir (no {store.CONFIG})")
+    with run_dir_lock(run_dir, "analysing"):
+        traj = Trajectory.load(run_dir, on_corrupt="warn")
+        settings = settings_for(type(traj.config).kind, sets)
+        out_dir = run_dir / "analysis"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lines = [f"loaded {len(traj)} checkpoints (steps {traj.steps[0]}..{traj.steps[-1]}) of {traj.n_members} "
+                 f"member(s) from {run_dir}"]
+        if calibrate:
+            eps = epsilons or [settings.llc.epsilon * f for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
+            gam = gammas or [settings.llc.gamma * f for f in (0.1, 1.0, 10.0)]
+            lines += calibration_report(traj, out_dir, settings, eps, gam, n_betas)
+        return lines + report(traj, out_dir, settings)
