@@ -84,6 +84,7 @@ def main():
     ap.add_argument("--base", default="checkpoints/induction_interventions/base")
     ap.add_argument("--ablated", default="checkpoints/induction_interventions/ablated_prev")
     ap.add_argument("--steps", type=int, default=3000, help="steps of the plain run and the single ablation")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cascade", type=int, default=1, help="ablation runs in the cascade (1: only the previous-token head)")
     ap.add_argument("--cascade-steps", type=int, default=1500)
     ap.add_argument("--cascade-dir", default="checkpoints/induction_interventions/cascade")
@@ -94,7 +95,7 @@ def main():
     t0 = time.perf_counter()
 
     preset = mj.load_preset("induction_2l")
-    plain_cfg = dataclasses.replace(preset, train=dataclasses.replace(preset.train, steps=args.steps))
+    plain_cfg = dataclasses.replace(preset, train=dataclasses.replace(preset.train, steps=args.steps, seed=args.seed))
     base = train_if_missing(plain_cfg, Path(args.base))
     cfg = base.config
     res_b = measure_run(base, args.probe_steps)
