@@ -39,6 +39,7 @@ import numpy as np
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
 from mi_jax.tasks import induction as task_lib
+from mi_jax.tasks import training_hooks
 
 HEAD_SCORES = ("previous_token", "duplicate_token", "induction", "prefix_matching")
 
@@ -46,12 +47,12 @@ HEAD_SCORES = ("previous_token", "duplicate_token", "induction", "prefix_matchin
 # ----------------------------------------------------------------------------- attention scores
 
 
-def attention_cache(params: dict, tokens: jax.Array, model: tfm.TransformerConfig) -> tuple[list, list]:
-    """One run on tokens [batch, pos] -> (each layer's pattern [batch, head, pos, key_pos],
-    each layer's `hook_z` [batch, pos, head, d_head])."""
+def attention_cache(params: dict, tokens: jax.Array, model: tfm.TransformerConfig, hooks=None) -> tuple[list, list]:
+    """One run on tokens [batch, pos] (with `hooks`, e.g. a run's training interventions) -> (each
+    layer's pattern [batch, head, pos, key_pos], each layer's `hook_z` [batch, pos, head, d_head])."""
     layers = range(model.n_layers)
     names = [f"blocks.{l}.attn.hook_pattern" for l in layers] + [f"blocks.{l}.attn.hook_z" for l in layers]
-    _, cache = tfm.apply(params, tokens, model, cache=names)
+    _, cache = tfm.apply(params, tokens, model, cache=names, hooks=hooks)
     return [cache[f"blocks.{l}.attn.hook_pattern"] for l in layers], [cache[f"blocks.{l}.attn.hook_z"] for l in layers]
 
 
@@ -223,18 +224,21 @@ def make_measures(cfg: task_lib.InductionConfig) -> dict:
     scores and direct logit attribution from one cached run on the probe, the per-position loss
     and ICL score from one run on task data, and the weight-based composition scores (>= 2 layers)
     and OV circuits ("ov_circuit" -> "ov_copying" by `finish`, after the compiled call).
+    A run trained with `train.interventions` is measured with them in place, as it trained and was
+    evaluated (the weight-based scores read the weights as they are).
     """
     model, span = cfg.transformer, cfg.repeat_len
+    hooks = training_hooks(cfg)
 
     def attention(params, data):
-        layer_patterns, z = attention_cache(params, data["probe"], model)
+        layer_patterns, z = attention_cache(params, data["probe"], model, hooks)
         # scored layer by layer ([batch, 1, head, pos, key_pos] each): no stacked copy of the patterns
         per_layer = [head_scores(pattern[:, None], data["probe"], span) for pattern in layer_patterns]
         return {**{k: jnp.concatenate([scores[k] for scores in per_layer]) for k in HEAD_SCORES},
                 "direct_logit": direct_logit_attribution(params, data["probe"], span, z)}
 
     def losses(params, data):
-        position_loss = task_lib.per_position_loss(params, data["task"], model)
+        position_loss = task_lib.per_position_loss(params, data["task"], model, hooks)
         return {"position_loss": position_loss, "icl_score": task_lib.icl_score(position_loss, cfg.early, cfg.late)}
 
     measures = {"attention": attention, "losses": losses, "ov": lambda p, d: {"ov_circuit": ov_circuit(p)}}

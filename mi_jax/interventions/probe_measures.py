@@ -26,8 +26,10 @@ from mi_jax.models import transformer as tfm
 def linear_probe_measure(
     cfg: tfm.TransformerConfig, tokens, targets: dict, *, hook: str, positions=-1, kind: str = "ridge",
     n_classes: int | None = None, ridge: float = 1e-3, l2: float = 1e-3, steps: int = 50, test_frac: float = 0.5, seed: int = 0,
+    hooks: dict | None = None,
 ):
     """Probes of hook point `hook` at `positions` of tokens [batch, pos], one per entry of `targets`.
+    hooks: interventions in place during the forward pass (a run's `train.interventions`, say).
 
     targets {name: [sample] or [sample, t]} (ridge) or {name: labels [sample] in 0..n_classes-1} (logistic).
     -> fn(params, data) -> {"{name}_r2": [t] (or []) } or {"{name}_accuracy": []}.
@@ -45,7 +47,7 @@ def linear_probe_measure(
     targets = {k: jnp.asarray(v, jnp.int32 if kind == "logistic" else jnp.float32) for k, v in targets.items()}
 
     def measure(params, data=None):
-        act = tfm.apply(params, tokens, cfg, cache=[hook])[1][hook][:, pos]  # [batch, n_pos, d]
+        act = tfm.apply(params, tokens, cfg, cache=[hook], hooks=hooks)[1][hook][:, pos]  # [batch, n_pos, d]
         X = act.reshape(n_samples, -1).astype(jnp.float32)
         if kind == "ridge":  # every target's columns in one solve: the fit is column by column anyway
             Y = jnp.concatenate([y.reshape(n_samples, -1) for y in targets.values()], 1)
@@ -95,13 +97,13 @@ def grokking_probe_measure(
 
 def induction_probe_measure(
     cfg: tfm.TransformerConfig, tokens, *, hook: str = "blocks.0.hook_attn_out", l2: float = 1e-3, steps: int = 50,
-    test_frac: float = 0.5, seed: int = 0,
+    test_frac: float = 0.5, seed: int = 0, hooks: dict | None = None,
 ):
-    """Logistic probe of `hook` at positions q >= 1 for the previous token t[q - 1]; tokens [batch, pos].
-    -> fn(params, data) -> {"probe_prev_token_accuracy": []}."""
+    """Logistic probe of `hook` at positions q >= 1 for the previous token t[q - 1]; tokens [batch, pos];
+    `hooks` in place during the forward pass. -> fn(params, data) -> {"probe_prev_token_accuracy": []}."""
     tokens = np.asarray(tokens)
     previous = tokens[:, :-1].reshape(-1)
     return linear_probe_measure(
         cfg, tokens, {"probe_prev_token": previous}, hook=hook, positions=np.arange(1, tokens.shape[1]),
-        kind="logistic", n_classes=cfg.d_vocab, l2=l2, steps=steps, test_frac=test_frac, seed=seed,
+        kind="logistic", n_classes=cfg.d_vocab, l2=l2, steps=steps, test_frac=test_frac, seed=seed, hooks=hooks,
     )
