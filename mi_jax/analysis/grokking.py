@@ -162,8 +162,8 @@ def key_wave_component(x: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
 
 
 def centre(x: jax.Array) -> jax.Array:
-    """x [row, n] minus its mean over rows. (The mean as a product with ones: as a reduction XLA:CPU
-    fuses it into the subtraction, ~5x slower.)"""
+    """x [row, n] minus its mean over rows (the mean as a product with ones: in the measures' program
+    on CPU that ran faster than the reduction)."""
     return x - jnp.ones(x.shape[0], x.dtype) @ x / x.shape[0]
 
 
@@ -177,9 +177,7 @@ def neuron_freq_fractions(acts: jax.Array, data: dict, p: int) -> jax.Array:
     X[0, k] over a, X[k, k] over a+b ≡ s, X[k, -k] over a-b ≡ d (X[0, 0] = 0 after centring, and the
     entries at -u, -v are the conjugates). O(p² n) adds and O(p² n) multiplies, no transform of A.
     """
-    # centred first (sums of raw activations would lose a near-constant neuron's variation), and
-    # materialised once for its five readers
-    g = jax.lax.optimization_barrier(centre(acts))
+    g = centre(acts)  # first: sums of raw activations would lose a near-constant neuron's variation
     sums = jnp.stack([jax.ops.segment_sum(g, data[k], num_segments=p) for k in ("pair_a", "pair_b", "residue", "diff_residue")])
     re = jnp.einsum("xrn,rk->xkn", sums, data["cos_c"])  # [sum, freq, d_mlp]: Σ_r S[r] cos(w_k r)
     im = jnp.einsum("xrn,rk->xkn", sums, data["sin_c"])
@@ -321,8 +319,7 @@ def family(cfg: GrokkingConfig, names=None):
             W_L = fourier.neuron_logit_map(params, p)  # [c, d_mlp]
             out["logit_map_freq_norms"] = fourier.freq_norms(W_L, data["F"], data["freq_indicator"])
             out["logit_map_gini"] = gini(out["logit_map_freq_norms"])
-        # materialised once: XLA:CPU otherwise re-derives these [pair, n] arrays inside each consumer's fusion
-        logits, acts = jax.lax.optimization_barrier(forward(params, data))
+        logits, acts = forward(params, data)
         labels = jnp.asarray(data["labels"])
         nll, right = label_losses(logits, labels), correct(logits, labels)  # [pair]
         for split in ("train", "test"):
@@ -344,6 +341,8 @@ def family(cfg: GrokkingConfig, names=None):
             if tcfg.d_mlp:
                 # the paper's: (mean A + Π_K A) W_L, shifted to the mean logits; the mean A term cancels,
                 # and Π_K A depends on the pair only through s, so all of it is a [s, c] table
+                # Π_K of the centred activations (the waves sum to 0 over pairs): the residue sums
+                # the neuron fractions take too
                 kept = key_wave_residues(None, data, mask, residue_sums(centre(acts), data)) @ W_L.T  # [s, c]
                 kept_mean = (counts * kept).sum(0) / logits.shape[0]
                 out["restricted_loss"] = residue_table_loss(kept - kept_mean + mean_logits, data)
