@@ -264,8 +264,8 @@ def measure_names(cfg: GrokkingConfig) -> list[str]:
 def family(cfg: GrokkingConfig, names=None):
     """fn(params, data) -> {name: value} of the `names`d measures (all by default) from ONE forward pass.
 
-    Written as one family because XLA does not merge the repeated forward passes of separate
-    measures inside `analyze`'s map over checkpoints. Unknown names -> ConfigError.
+    One family so that the measures share that forward pass and the sums over pairs built from it
+    (each separate measure traces its own). Unknown names -> ConfigError.
     """
     known = measure_names(cfg)
     names = known if names is None else list(names)
