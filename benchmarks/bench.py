@@ -1,8 +1,8 @@
 """Speed and memory figures: `python benchmarks/bench.py [--only NAME] [--json]`.
 
 Prints one JSON object a line, `{"name": NAME, ...figures}`. Each `benchmarks/bench_*.py`
-defines `BENCHMARKS = {name: fn}`, fn() -> dict of figures; comparisons carry
-`vmapped_s`, `loop_s` and `speedup`, measured side by side in the same run.
+defines `BENCHMARKS = {name: fn}`, fn() -> dict of figures; comparisons are measured side by side
+in the same run, those against a peer (`tl_s`, `speedup_vs_transformer_lens`) in alternating rounds.
 """
 
 from __future__ import annotations

@@ -1,20 +1,16 @@
 """Induction benchmarks: training ms/step of the induction_2l preset, and all induction measures
-over 200 checkpoints, vmapped (`analyze_params`, one compiled call) vs a per-checkpoint loop."""
+over 200 checkpoints in one compiled call (`analyze_params`) against the TransformerLens loop."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
-import time
 
 import jax
 import numpy as np
-from jax.experimental.compilation_cache import compilation_cache as compile_cache
-from checkpoint_loops import agree, loop_seconds
+from checkpoint_loops import agree, first_and_cached, loop_seconds
 from chunk_timing import time_chunks
-from peer_runs import OWN_PEERS, ServedPeer
+from peer_runs import OWN_PEERS, SHARED_PEERS, ServedPeer, paired_figures, paired_rounds
 
 from mi_jax.analysis import induction as ind
 from mi_jax.analysis.core import analyze_params, evaluate_measures
@@ -61,54 +57,35 @@ def induction_2l_step(rounds: int = 8) -> dict:
             "speedup_range": [round(float(ratios["split"].min()), 2), round(float(ratios["split"].max()), 2)]}
 
 
-@contextlib.contextmanager
-def fresh_compile_cache():
-    """JAX's on-disk compile cache in an empty temporary folder (every program kept), then the
-    cache settings as they were."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    before = {name: getattr(jax.config, name) for name in names}
-    with tempfile.TemporaryDirectory() as folder:
-        compile_cache.reset_cache()
-        jax.config.update(names[0], folder)
-        jax.config.update(names[1], 0.0)
-        try:
-            yield
-        finally:
-            compile_cache.reset_cache()
-            for name, value in before.items():
-                jax.config.update(name, value)
-
-
-def induction_analysis(n_checkpoints: int = 200, loop_measured: int = 10) -> dict:
-    """Every induction measure on 200 checkpoints (random inits of induction_2l's model), the same
-    protocol as `analysis_p113`: `vmapped_s` one `analyze_params` call (compilation included),
-    `vmapped_cached_s` a second call, which finds the compiled program in the on-disk compile cache
-    (`mi-jax` keeps one, see `cli.use_compile_cache`) as a second `mi-jax analyze` of such a run does,
-    `loop_s` a per-checkpoint loop evaluating the same measures op by op, `loop_jit_s` the loop
-    calling one jitted function of all measures. All include the host-side OV eigenvalues
-    (`induction.finish`), as `mi-jax analyze` does."""
+def induction_analysis(n_checkpoints: int = 200, loop_measured: int = 10, rounds: int = 5) -> dict:
+    """Every induction measure on 200 checkpoints (random inits of induction_2l's model), the
+    protocol of `analysis_p113`: paired rounds of `vmapped_s` (one `analyze_params` call, compilation
+    included), `vmapped_cached_s` (a second call, whose program comes from the on-disk compile cache
+    as a second `mi-jax analyze` finds it) and the TransformerLens peer (`../shared/peers/
+    tl_induction_analysis.py`) on as many checkpoints, `tl_s`; speedups are medians of the per-round
+    ratios. `loop_jit_s`: a loop calling one jitted function of all measures. All include the
+    host-side OV eigenvalues (`induction.finish`), as `mi-jax analyze` does."""
     cfg = load("induction_2l")
     measures, data = ind.make_measures(cfg), ind.probe_data(cfg)
     keys = jax.random.split(jax.random.key(0), n_checkpoints)
     task = make_task(cfg)
     stacked = jax.tree.map(np.asarray, jax.jit(jax.vmap(task.init_params))(keys))
-    with fresh_compile_cache():  # as `mi-jax analyze` keeps compiled programs: a first and a second analysis
-        timed = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            vmapped = ind.finish(analyze_params(stacked, measures, data, member_axis=False))  # traced and lowered anew each call
-            timed.append(time.perf_counter() - t0)
-    vmapped_s, vmapped_cached_s = timed
-    evaluate = lambda p: evaluate_measures(measures, p, data)  # noqa: E731
-    loop_s, eager = loop_seconds(lambda p: ind.finish(evaluate(p)), stacked, n_checkpoints, loop_measured)
-    jitted = jax.jit(evaluate)
-    loop_jit_s, _ = loop_seconds(lambda p: ind.finish(jitted(p)), stacked, n_checkpoints, loop_measured)
-    return {"n_checkpoints": n_checkpoints, "n_measures": len(vmapped), "vmapped_s": round(vmapped_s, 2),
-            "vmapped_cached_s": round(vmapped_cached_s, 2),
-            "loop_s": round(loop_s, 2), "loop_jit_s": round(loop_jit_s, 2), "loop_measured": loop_measured,
-            "speedup": round(loop_s / vmapped_s, 2), "speedup_cached": round(loop_s / vmapped_cached_s, 2),
-            "speedup_vs_jit_loop": round(loop_jit_s / vmapped_s, 2),
-            "results_agree": agree(vmapped, eager, rtol=2e-3, atol=2e-4)}
+    results = {}
+
+    def ours() -> dict:
+        first, cached, results["vmapped"] = first_and_cached(
+            lambda: ind.finish(analyze_params(stacked, measures, data, member_axis=False)))
+        return {"first": first, "cached": cached}
+
+    paired = paired_rounds(ours, SHARED_PEERS / "tl_induction_analysis.py",
+                           ["--checkpoints", n_checkpoints, "--threads", os.cpu_count()], rounds)
+    jitted = jax.jit(lambda p: evaluate_measures(measures, p, data))
+    loop_jit_s, looped = loop_seconds(lambda p: ind.finish(jitted(p)), stacked, n_checkpoints, loop_measured)
+    row = paired_figures(paired, {"first": "vmapped_s", "cached": "vmapped_cached_s"})
+    return {"n_checkpoints": n_checkpoints, "n_measures": len(results["vmapped"]), **row,
+            "loop_jit_s": round(loop_jit_s, 2), "loop_measured": loop_measured,
+            "speedup_vs_jit_loop": round(loop_jit_s / row["vmapped_s"], 2),
+            "results_agree": agree(results["vmapped"], looped, rtol=2e-3, atol=2e-4)}
 
 
 BENCHMARKS = {"induction_2l_step": induction_2l_step, "induction_analysis": induction_analysis}

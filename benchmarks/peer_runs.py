@@ -3,7 +3,8 @@
 The venv is `/tmp/peer-tl`, built by `shared/peers/setup-peer-venvs.sh` when missing. A peer
 script prints one JSON line last; `run_peer` returns it as a dict, or {"peer_error": why}.
 `ServedPeer` keeps a peer script that has a `--serve` mode running, so its timings can alternate
-with ours (paired, so the machine's drift cancels in the ratio). `setup_devinterp` builds devinterp 2.0.1's venv.
+with ours (paired, so the machine's drift cancels in the ratio); `paired_rounds` alternates one of
+our timings with one whole run of a peer script. `setup_devinterp` builds devinterp 2.0.1's venv.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 PEER_PY = Path("/tmp/peer-tl/bin/python")
 SHARED_PEERS = Path(__file__).resolve().parent.parent.parent / "shared" / "peers"
@@ -113,3 +117,43 @@ class ServedPeer:
         if self.proc is not None:
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
+
+
+def paired_rounds(ours: Callable[[], dict], script: Path, args: list, rounds: int, peer_key: str = "s_total") -> dict:
+    """Alternate `ours()` ({name: seconds}) with one run of the peer script, `rounds` times.
+
+    -> {"ours": {name: [seconds per round]}, "peer": [seconds per round], "ratios": {name: [peer / ours
+    per round]}}, or with "peer_error" (ours still timed every round) when the peer cannot run.
+    Per-round ratios, since this machine's speed drifts between rounds and each pair shares one state.
+    """
+    mine, peer, error = {}, [], None
+    for _ in range(rounds):
+        for name, seconds in ours().items():
+            mine.setdefault(name, []).append(seconds)
+        if error is None:
+            row = run_peer(script, args)
+            error = row.get("peer_error")
+            if error is None:
+                peer.append(float(row[peer_key]))
+    out = {"ours": mine, "peer": peer}
+    if error is not None:
+        return {**out, "peer_error": error}
+    return {**out, "ratios": {name: list(np.array(peer) / np.array(ts)) for name, ts in mine.items()}}
+
+
+def paired_figures(paired: dict, names: dict[str, str]) -> dict:
+    """Row figures from `paired_rounds`: each of ours as its median seconds under names[name], the peer's
+    median `tl_s`, and for each name its median per-round ratio (`speedup_vs_transformer_lens` for the
+    first name, `speedup_vs_transformer_lens_<name>` for the rest) and the first one's range."""
+    med = lambda xs: round(float(np.median(xs)), 3)  # noqa: E731
+    row = {label: med(paired["ours"][name]) for name, label in names.items()}
+    row["rounds"] = len(next(iter(paired["ours"].values())))
+    if "peer_error" in paired:
+        return {**row, "peer_error": paired["peer_error"]}
+    row["tl_s"] = med(paired["peer"])
+    for i, name in enumerate(names):
+        ratios = paired["ratios"][name]
+        row["speedup_vs_transformer_lens" + ("" if i == 0 else f"_{name}")] = round(float(np.median(ratios)), 2)
+        if i == 0:
+            row["speedup_range"] = [round(float(min(ratios)), 2), round(float(max(ratios)), 2)]
+    return row

@@ -67,7 +67,6 @@ def make_data(cfg: GrokkingConfig, key_freqs=()) -> dict:
     # |D_k|² = Σ_pairs Σ_c cos²(w_k(s - c)) (and sin²); c - s runs over all of Z_p for every pair, so
     # it is n_pairs Σ_c cos²(w_k c); 0 for the sine of an even p's Nyquist frequency
     norm_cos, norm_sin = len(s) * (cos_c**2).sum(0), len(s) * (sin_c**2).sum(0)
-    dft_phase = 2 * np.pi / p * _block_indices(p)[:, :, None] * np.arange(p)[None, None, :]  # [freq, 3, a]
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
     # the unit pair waves ĉ_k, ŝ_k take one value per residue s = a+b: store them as [residue, freq]
     per_pair_norm = lambda wave_r: np.sqrt((wave_r[s] ** 2).sum(0))  # noqa: E731  |c_k| over the pairs
@@ -80,9 +79,9 @@ def make_data(cfg: GrokkingConfig, key_freqs=()) -> dict:
         "cos_c": f32(cos_c), "sin_c": f32(sin_c),
         "norm_cos": f32(norm_cos), "norm_sin": f32(norm_sin),
         "inv_norm_cos": f32(1 / norm_cos), "inv_norm_sin": f32(np.where(norm_sin > 1e-9, 1 / np.maximum(norm_sin, 1e-9), 0)),
-        "dft_rows_re": f32(np.cos(dft_phase)), "dft_rows_im": f32(-np.sin(dft_phase)),
-        "block_weight": _block_weights(p), "v_mirror": f32(np.where(2 * np.arange(1, nf + 1) == p, 1, 2)),
+        "v_mirror": f32(np.where(2 * np.arange(1, nf + 1) == p, 1, 2)),
         "key_mask": key_mask(p, key_freqs),
+        "pair_a": a.astype(np.int32), "pair_b": b.astype(np.int32), "diff_residue": ((a - b) % p).astype(np.int32),
     }
 
 
@@ -93,18 +92,6 @@ def key_mask(p: int, key_freqs) -> np.ndarray:
         check(1 <= int(k) <= fourier.n_freqs(p), f"key frequency {k} is not in 1..{fourier.n_freqs(p)}")
         mask[int(k) - 1] = 1
     return mask
-
-
-def _block_indices(p: int) -> np.ndarray:
-    """[freq, 3] DFT indices {0, k, p-k} spanning {const, cos k, sin k}."""
-    k = np.arange(1, fourier.n_freqs(p) + 1)
-    return np.stack([np.zeros_like(k), k, (p - k) % p], axis=1).astype(np.int32)
-
-
-def _block_weights(p: int) -> np.ndarray:
-    """[freq, 3] 1, or 0 for the repeated index of an even p's Nyquist frequency (k = p - k)."""
-    idx = _block_indices(p)
-    return np.where((idx[:, 2] == idx[:, 1])[:, None], [1, 1, 0], [1, 1, 1]).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- pure numerics
@@ -127,14 +114,15 @@ def residue_sums(x: jax.Array, data: dict) -> jax.Array:
     return jax.ops.segment_sum(x, data["residue"], num_segments=data["cos_c"].shape[0])
 
 
-def logit_projection(logits: jax.Array, data: dict) -> tuple[jax.Array, jax.Array]:
+def logit_projection(logits: jax.Array, data: dict, Y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Coefficients of logits [pair, c] on the a+b-c directions: (α, β) [freq], L ≈ Σ α_k D_k^cos + β_k D_k^sin.
 
     D_k depends on the pair only through s = a+b, so <L, D_k> = Σ_{s,c} Y[s, c] cos(w_k(s - c))
-    with Y the residue sums of L; cos_c and sin_c [residue, freq] serve as the tables over s and c.
+    with Y the residue sums of L (pass them as Y [s, c] when already formed; logits may then be None);
+    cos_c and sin_c [residue, freq] serve as the tables over s and c.
     """
     cos_t, sin_t = data["cos_c"], data["sin_c"]  # cos(w_k r), sin(w_k r) [residue, freq]
-    Y = residue_sums(logits, data)  # [s, c]
+    Y = residue_sums(logits, data) if Y is None else Y  # [s, c]
     Yc, Ys = Y @ cos_t, Y @ sin_t  # [s, freq]
     alpha = (cos_t * Yc + sin_t * Ys).sum(0) * data["inv_norm_cos"]
     beta = (sin_t * Yc - cos_t * Ys).sum(0) * data["inv_norm_sin"]
@@ -143,23 +131,28 @@ def logit_projection(logits: jax.Array, data: dict) -> tuple[jax.Array, jax.Arra
 
 def key_component(logits: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
     """Σ_{k: mask_k=1} P_k L [pair, c]: the logits' part in the masked frequencies' a+b-c directions."""
-    alpha, beta = logit_projection(logits, data)
+    return key_component_residues(*logit_projection(logits, data), data, mask)[data["residue"]]
+
+
+def key_component_residues(alpha: jax.Array, beta: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
+    """`key_component` as a function of the residue: [s, c], from the coefficients (α, β) [freq]."""
     alpha, beta = alpha * mask, beta * mask
     cos_t, sin_t = data["cos_c"], data["sin_c"]
     # cos(w(s-c)) = cos ws cos wc + sin ws sin wc ;  sin(w(s-c)) = sin ws cos wc - cos ws sin wc
     on_cos_c = alpha * cos_t + beta * sin_t  # [s, freq]
     on_sin_c = alpha * sin_t - beta * cos_t
-    return (on_cos_c @ cos_t.T + on_sin_c @ sin_t.T)[data["residue"]]  # [s, c] -> [pair, c]
+    return on_cos_c @ cos_t.T + on_sin_c @ sin_t.T
 
 
-def key_wave_residues(x: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
+def key_wave_residues(x: jax.Array, data: dict, mask: jax.Array, Y: jax.Array | None = None) -> jax.Array:
     """Π_K x as a function of the residue: Z [residue, n] with (Π_K x)[pair] = Z[a + b mod p].
 
     Π_K x = Σ_k m_k ĉ_k (ĉ_kᵀ x) + ŝ_k (ŝ_kᵀ x); the waves depend on the pair only through s, so
-    ĉ_kᵀ x = Σ_s ĉ_k[s] Y[s] with Y the residue sums: O(p² n) work, not O(p² · freqs · n).
+    ĉ_kᵀ x = Σ_s ĉ_k[s] Y[s] with Y the residue sums (pass them as Y [residue, n] when already
+    formed; x may then be None): O(p² n) work, not O(p² · freqs · n).
     """
     cos_w, sin_w = data["wave_cos"], data["wave_sin"]  # [residue, freq]
-    Y = residue_sums(x, data)
+    Y = residue_sums(x, data) if Y is None else Y
     return cos_w @ (mask[:, None] * (cos_w.T @ Y)) + sin_w @ (mask[:, None] * (sin_w.T @ Y))
 
 
@@ -168,23 +161,32 @@ def key_wave_component(x: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
     return key_wave_residues(x, data, mask)[data["residue"]]
 
 
-def neuron_freq_fractions(acts: jax.Array, data: dict, p: int) -> jax.Array:
-    """Fraction of each neuron's variance in each frequency's 2D block: acts [p*p, d_mlp] -> [freq, d_mlp].
+def centre(x: jax.Array) -> jax.Array:
+    """x [row, n] minus its mean over rows (the mean as a product with ones: in the measures' program
+    on CPU that ran faster than the reduction)."""
+    return x - jnp.ones(x.shape[0], x.dtype) @ x / x.shape[0]
 
-    Block k = span{const, cos k, sin k}_a ⊗ {const, cos k, sin k}_b = span{e^{i(ua+vb)}: u, v ∈ {0, ±k}},
-    so its energy is Σ |X[u, v]|² / p² over those (u, v), X the 2D DFT of the centred activations
-    (Parseval on the subspace). Only the 9 entries per k are formed: an rFFT over b, then the
-    three DFT rows u ∈ {0, ±k} over a of the columns v = 0 and v = k (v = -k mirrors v = k).
+
+def neuron_freq_fractions(acts: jax.Array, data: dict, p: int) -> jax.Array:
+    """Fraction of each neuron's variance in each frequency's 2D block: acts [pair, d_mlp] -> [freq, d_mlp].
+
+    acts holds every (a, b) once, in the order of data's pairs. Block k = span{const, cos k, sin k}_a ⊗
+    {const, cos k, sin k}_b = span{e^{i(ua+vb)}: u, v ∈ {0, ±k}}, so its energy is Σ |X[u, v]|² / p²
+    over those (u, v), X the 2D DFT of the centred activations A (Parseval on the subspace). Each of
+    the 9 entries is a 1D DFT at k of one p-sized sum of A: X[k, 0] of the sums over b (rows a),
+    X[0, k] over a, X[k, k] over a+b ≡ s, X[k, -k] over a-b ≡ d (X[0, 0] = 0 after centring, and the
+    entries at -u, -v are the conjugates). O(p² n) adds and O(p² n) multiplies, no transform of A.
     """
-    grid = acts.reshape(p, p, -1)
-    grid = grid - grid.mean((0, 1))
-    Y = jnp.fft.rfft(grid, axis=1)  # [a, v = 0..p//2, d_mlp]
-    rows = jax.lax.complex(jnp.asarray(data["dft_rows_re"]), jnp.asarray(data["dft_rows_im"]))  # [freq, 3, a]: e^{-i u a}, u ∈ {0, k, -k}
-    X0 = jnp.einsum("kja,an->kjn", rows, Y[:, 0])  # v = 0
-    Xk = jnp.einsum("kja,akn->kjn", rows, Y[:, 1 : fourier.n_freqs(p) + 1])  # v = k
-    w = data["block_weight"][:, :, None]  # [freq, 3, 1]: drops the repeated u of an even p's Nyquist k
-    energy = (w * jnp.abs(X0) ** 2).sum(1) + data["v_mirror"][:, None] * (w * jnp.abs(Xk) ** 2).sum(1)
-    total = p * p * (grid**2).sum((0, 1))
+    g = centre(acts)  # first: sums of raw activations would lose a near-constant neuron's variation
+    sums = jnp.stack([jax.ops.segment_sum(g, data[k], num_segments=p) for k in ("pair_a", "pair_b", "residue", "diff_residue")])
+    re = jnp.einsum("xrn,rk->xkn", sums, data["cos_c"])  # [sum, freq, d_mlp]: Σ_r S[r] cos(w_k r)
+    im = jnp.einsum("xrn,rk->xkn", sums, data["sin_c"])
+    power = re**2 + im**2  # |X|² of (k, 0), (0, k), (k, k), (k, -k)
+    # each entry and its conjugate count (weight 2), except at an even p's Nyquist k (k = -k: once,
+    # and (k, -k) is (k, k) again); v_mirror is 2, or 1 at that k
+    mirror = data["v_mirror"][:, None]
+    energy = mirror * power[:3].sum(0) + 2 * (mirror - 1) * power[3]
+    total = p * p * (g**2).sum(0)
     return energy / jnp.where(total > 0, total, 1.0)
 
 
@@ -220,19 +222,19 @@ def grid_forward(params: dict, tcfg: tfm.TransformerConfig, p: int) -> tuple[jax
     scale = 1 / float(np.sqrt(tcfg.d_head))
     s_a, s_b = (jnp.einsum("he,the->th", q, keys[i]) * scale for i in (0, 1))  # [token, head]
     s_eq = (q * key_eq).sum(-1) * scale  # [head]
-    scores = jnp.stack(jnp.broadcast_arrays(s_a[:, None], s_b[None, :], s_eq[None, None]), -1)
-    pattern = jax.nn.softmax(scores, axis=-1)  # [a, b, head, 3]
+    scores = jnp.stack(jnp.broadcast_arrays(s_a.T[:, :, None], s_b.T[:, None, :], s_eq[:, None, None]))
+    pattern = jax.nn.softmax(scores, axis=0)  # [3, head, a, b]: each (position, head) a contiguous [a, b] plane
     out_num = jnp.einsum("ithe,hed->ithd", jnp.einsum("itd,hde->ithe", x_num, att["W_V"]) + att["b_V"], att["W_O"])
     out_eq = jnp.einsum("he,hed->hd", jnp.einsum("d,hde->he", x_eq, att["W_V"]) + att["b_V"], att["W_O"])
     resid_base = x_eq + att["b_O"]  # [d_model]: the residual at `=` before the weighted values
 
     def read(W):  # the residual at `=` after attention, read through W [d_model, n] -> [a, b, n]
-        return (
-            (resid_base @ W)
-            + jnp.einsum("abh,ahn->abn", pattern[..., 0], out_num[0] @ W)
-            + jnp.einsum("abh,bhn->abn", pattern[..., 1], out_num[1] @ W)
-            + jnp.einsum("abh,hn->abn", pattern[..., 2], out_eq @ W)
-        )
+        on_a, on_b, on_eq = out_num[0] @ W, out_num[1] @ W, out_eq @ W  # [token, head, n], [head, n]
+        # a sum of broadcast products, one fused loop (as einsums over the heads, the one batched over
+        # b ran ~10x slower on CPU: a transposed output)
+        return (resid_base @ W) + sum(
+            pattern[0, h, :, :, None] * on_a[:, None, h] + pattern[1, h, :, :, None] * on_b[None, :, h]
+            + pattern[2, h, :, :, None] * on_eq[h] for h in range(tcfg.n_heads))
 
     acts = tfm.ACTIVATIONS[tcfg.act_fn](read(mlp["W_in"]) + mlp["b_in"])  # [a, b, d_mlp]
     logits = read(params["W_U"]) + acts @ (mlp["W_out"] @ params["W_U"]) + mlp["b_out"] @ params["W_U"] + params["b_U"]
@@ -242,90 +244,123 @@ def grid_forward(params: dict, tcfg: tfm.TransformerConfig, p: int) -> tuple[jax
 # ----------------------------------------------------------------------------- measures
 
 
-def measures(cfg: GrokkingConfig, names=None) -> dict:
-    """{name: fn(params, data)} for the config's model; `names` picks some (unknown -> ConfigError)."""
+def measure_names(cfg: GrokkingConfig) -> list[str]:
+    """The measures this config's model supports, in a fixed order."""
     check(type(cfg).kind == "grokking", f"grokking measures need a grokking (modular arithmetic) run, got kind {type(cfg).kind!r}")
+    tcfg = cfg.transformer
+    out = ["train_loss", "train_acc", "weight_norm", "embed_freq_norms", "embed_gini"]
+    if cfg.op == "+":
+        out += ["restricted_loss"] if tcfg.d_mlp else []
+        out += ["restricted_loss_abc", "excluded_loss", "logit_freq_energy"]
+    if len(GrokkingData.from_config(cfg).test_idx):
+        out += ["test_loss", "test_acc"]
+    if tcfg.d_mlp:
+        out += ["logit_map_freq_norms", "logit_map_gini"]
+        if cfg.op != "/":  # the 2D transform needs every (a, b) pair
+            out += ["neuron_best_frac", "neuron_best_freq"]
+    return out
+
+
+def family(cfg: GrokkingConfig, names=None):
+    """fn(params, data) -> {name: value} of the `names`d measures (all by default) from ONE forward pass.
+
+    One family so that the measures share that forward pass and the sums over pairs built from it
+    (each separate measure traces its own). Unknown names -> ConfigError.
+    """
+    known = measure_names(cfg)
+    names = known if names is None else list(names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown measure {unknown[0]!r} for this run (known: {', '.join(sorted(known))})")
     p, tcfg, f64 = cfg.p, cfg.transformer, cfg.train.logsoftmax_f64
-    last = tcfg.n_layers - 1
-    hook = f"blocks.{last}.mlp.hook_post"
+    hook = f"blocks.{tcfg.n_layers - 1}.mlp.hook_post"
+    tokens = GrokkingData.from_config(cfg).tokens
+    rows = tokens[:, 0].astype(np.int64) * p + tokens[:, 1]  # each input's row of grid_forward's [a*p + b] grid
+    in_grid_order = len(rows) == p * p and bool((rows == np.arange(p * p)).all())
 
     def forward(params, data):
-        """-> logits [pair, p], neuron activations at `=` [pair, d_mlp] (or None)."""
+        """-> logits [pair, p], neuron activations at `=` [pair, d_mlp] (or None), pairs in data's order."""
         if grid_forward_applies(tcfg):
             logits, acts = grid_forward(params, tcfg, p)
-            rows = jnp.asarray(data["tokens"][:, 0] * p + data["tokens"][:, 1])
-            return logits[rows, :p], acts[rows]
+            if in_grid_order:  # data's pairs are the grid's rows: no copy
+                return logits[:, :p], acts
+            at = jnp.asarray(data["tokens"][:, 0] * p + data["tokens"][:, 1])
+            return logits[at, :p], acts[at]
         cache = [hook] if tcfg.d_mlp else []
         logits, acts = tfm.apply(params, jnp.asarray(data["tokens"]), tcfg, cache=cache)
         return logits[:, -1, :p], (acts[hook][:, -1] if tcfg.d_mlp else None)
 
-    def loss_on(logits, data, split):
-        idx = data[f"{split}_idx"]
-        return cross_entropy(logits[idx], jnp.asarray(data["labels"])[idx], f64).astype(jnp.float32)
+    def label_losses(logits, labels):
+        """-log p(label) of each row: logits [row, c], labels [row] -> [row] (float64 when the run's log-softmax was)."""
+        x = logits.astype(jnp.float64) if f64 else logits
+        return jax.nn.logsumexp(x, -1) - jnp.take_along_axis(x, labels[:, None], 1)[:, 0]
 
-    def acc_on(logits, data, split):
-        idx = data[f"{split}_idx"]
-        return (logits[idx].argmax(-1) == jnp.asarray(data["labels"])[idx]).mean(dtype=jnp.float32)
+    def residue_table_loss(table, data):
+        """Train loss of logits that depend on the pair only through s = a+b: table [s, c] -> scalar."""
+        idx = data["train_idx"]
+        x = table.astype(jnp.float64) if f64 else table
+        lse = jax.nn.logsumexp(x, -1)  # [s]: once per residue, not per pair
+        s, labels = jnp.asarray(data["residue"])[idx], jnp.asarray(data["labels"])[idx]
+        return (lse[s] - x[s, labels]).mean().astype(jnp.float32)
 
-    def restricted_logits(params, data):  # the paper's: through the neurons' key-frequency waves
-        logits, acts = forward(params, data)
-        # (mean A + Π_K A) W_L, then shifted to the mean logits: the mean A term cancels, and Π_K
-        # acts on pairs, W_L on neurons, so (Π_K A) W_L = (Z_A W_L)[s] with Z_A [residue, d_mlp]
-        kept = (key_wave_residues(acts, data, data["key_mask"]) @ fourier.neuron_logit_map(params, p).T)[data["residue"]]
-        return kept - kept.mean(0) + logits.mean(0)
+    def correct(logits, labels):
+        """argmax(logits) == label per row, ties to the first maximum as argmax: [row] bool
+        (as compares and maxima: a CPU argmax reduction is ~10x slower)."""
+        top = logits.max(-1)
+        at_label = jnp.take_along_axis(logits, labels[:, None], 1)[:, 0]
+        before = jnp.where(jnp.arange(logits.shape[-1]) < labels[:, None], logits, -jnp.inf).max(-1)
+        return (at_label >= top) & (before < top)
 
-    def restricted_logits_abc(params, data):
-        logits = forward(params, data)[0]
-        return logits.mean(0, keepdims=True) + key_component(logits, data, data["key_mask"])
-
-    def excluded_logits(params, data):
-        logits = forward(params, data)[0]
-        return logits - key_wave_component(logits, data, data["key_mask"])
-
-    def logit_freq_energy(params, data):
-        logits = forward(params, data)[0]
-        alpha, beta = logit_projection(logits, data)
-        centred = logits - logits.mean(1, keepdims=True)
-        explained = alpha**2 * data["norm_cos"] + beta**2 * data["norm_sin"]
-        return explained / jnp.sum(centred**2)
-
-    def embed_norms(params, data):
-        return fourier.freq_norms(fourier.embedding_matrix(params, p), data["F"], data["freq_indicator"])
-
-    def logit_map_norms(params, data):
-        return fourier.freq_norms(fourier.neuron_logit_map(params, p), data["F"], data["freq_indicator"])
-
-    def neuron_fracs(params, data):
-        return neuron_freq_fractions(forward(params, data)[1], data, p)
-
-    out = {
-        "train_loss": lambda P, D: loss_on(forward(P, D)[0], D, "train"),
-        "train_acc": lambda P, D: acc_on(forward(P, D)[0], D, "train"),
-        "weight_norm": weight_norm,
-        "embed_freq_norms": embed_norms,
-        "embed_gini": lambda P, D: gini(embed_norms(P, D)),
-    }
-    if cfg.op == "+":
+    def values(params, data):
+        out = {"weight_norm": weight_norm(params)}
+        out["embed_freq_norms"] = fourier.freq_norms(fourier.embedding_matrix(params, p), data["F"], data["freq_indicator"])
+        out["embed_gini"] = gini(out["embed_freq_norms"])
         if tcfg.d_mlp:
-            out["restricted_loss"] = lambda P, D: loss_on(restricted_logits(P, D), D, "train")
-        out["restricted_loss_abc"] = lambda P, D: loss_on(restricted_logits_abc(P, D), D, "train")
-        out["excluded_loss"] = lambda P, D: loss_on(excluded_logits(P, D), D, "train")
-        out["logit_freq_energy"] = logit_freq_energy
-    if len(GrokkingData.from_config(cfg).test_idx):
-        out["test_loss"] = lambda P, D: loss_on(forward(P, D)[0], D, "test")
-        out["test_acc"] = lambda P, D: acc_on(forward(P, D)[0], D, "test")
-    if tcfg.d_mlp:
-        out["logit_map_freq_norms"] = logit_map_norms
-        out["logit_map_gini"] = lambda P, D: gini(logit_map_norms(P, D))
-        if cfg.op != "/":  # the 2D transform needs every (a, b) pair
-            out["neuron_best_frac"] = lambda P, D: neuron_fracs(P, D).max(0)
-            out["neuron_best_freq"] = lambda P, D: neuron_fracs(P, D).argmax(0).astype(jnp.int32) + 1
-    if names is None:
-        return out
-    unknown = [n for n in names if n not in out]
-    if unknown:
-        raise ConfigError(f"unknown measure {unknown[0]!r} for this run (known: {', '.join(sorted(out))})")
-    return {n: out[n] for n in names}
+            W_L = fourier.neuron_logit_map(params, p)  # [c, d_mlp]
+            out["logit_map_freq_norms"] = fourier.freq_norms(W_L, data["F"], data["freq_indicator"])
+            out["logit_map_gini"] = gini(out["logit_map_freq_norms"])
+        logits, acts = forward(params, data)
+        labels = jnp.asarray(data["labels"])
+        nll, right = label_losses(logits, labels), correct(logits, labels)  # [pair]
+        for split in ("train", "test"):
+            idx = data[f"{split}_idx"]
+            out[f"{split}_loss"] = nll[idx].mean().astype(jnp.float32)
+            out[f"{split}_acc"] = right[idx].mean(dtype=jnp.float32)
+        if cfg.op == "+":
+            mask = data["key_mask"]
+            Y = residue_sums(logits, data)  # [s, c]
+            counts = residue_sums(jnp.ones((logits.shape[0], 1), logits.dtype), data)  # [s, 1] pairs per residue
+            mean_logits = Y.sum(0) / logits.shape[0]  # [c]: the mean over pairs
+            alpha, beta = logit_projection(None, data, Y)
+            centred = logits - logits.mean(1, keepdims=True)
+            out["logit_freq_energy"] = (alpha**2 * data["norm_cos"] + beta**2 * data["norm_sin"]) / jnp.sum(centred**2)
+            out["restricted_loss_abc"] = residue_table_loss(mean_logits + key_component_residues(alpha, beta, data, mask), data)
+            tr = data["train_idx"]
+            excluded = logits[tr] - key_wave_residues(None, data, mask, Y)[jnp.asarray(data["residue"])[tr]]
+            out["excluded_loss"] = label_losses(excluded, labels[tr]).mean().astype(jnp.float32)
+            if tcfg.d_mlp:
+                # the paper's: (mean A + Π_K A) W_L, shifted to the mean logits; the mean A term cancels,
+                # and Π_K A depends on the pair only through s, so all of it is a [s, c] table
+                # Π_K of the centred activations (the waves sum to 0 over pairs): the residue sums
+                # the neuron fractions take too
+                kept = key_wave_residues(None, data, mask, residue_sums(centre(acts), data)) @ W_L.T  # [s, c]
+                kept_mean = (counts * kept).sum(0) / logits.shape[0]
+                out["restricted_loss"] = residue_table_loss(kept - kept_mean + mean_logits, data)
+        if tcfg.d_mlp and cfg.op != "/":
+            fracs = neuron_freq_fractions(acts, data, p)
+            out["neuron_best_frac"] = fracs.max(0)
+            out["neuron_best_freq"] = fracs.argmax(0).astype(jnp.int32) + 1
+        return {n: out[n] for n in names}  # what is not asked for is never computed (XLA drops it)
+
+    return values
+
+
+def measures(cfg: GrokkingConfig, names=None) -> dict:
+    """{name: fn(params, data)} for the config's model, each on its own; `names` picks some (unknown ->
+    ConfigError). To evaluate several, `family` shares one forward pass between them."""
+    chosen = measure_names(cfg) if names is None else list(names)
+    one = family(cfg, chosen)  # checks the names
+    return {n: (lambda P, D, n=n: one(P, D)[n]) for n in chosen}
 
 
 # ----------------------------------------------------------------------------- key frequencies, phases
@@ -392,7 +427,7 @@ def find_key_frequencies(traj, data: dict) -> list[np.ndarray]:
     cfg = traj.config
     name = "logit_freq_energy" if cfg.op == "+" else "embed_freq_norms"
     with _x64(cfg):
-        final = analyze_params(jax.tree.map(lambda x: x[-1:], traj.params), measures(cfg, [name]), data)[name][0]
+        final = analyze_params(jax.tree.map(lambda x: x[-1:], traj.params), {name: family(cfg, [name])}, data)[name][0]
     if name == "embed_freq_norms":  # [member, freq] norms -> shares of the energy
         final = final**2 / np.maximum((final**2).sum(-1, keepdims=True), 1e-30)
     return [key_frequencies(e) for e in final]
@@ -407,7 +442,7 @@ def progress_measures(traj, names=None, key_freqs=None, chunk_size: int | None =
     """
     cfg = traj.config
     check(type(cfg).kind == "grokking", f"{traj.run_dir} is a {type(cfg).kind!r} run, not a grokking one")
-    chosen = measures(cfg, names)
+    chosen = {"progress": family(cfg, names)}
     data = make_data(cfg)
     if key_freqs is None:
         key_freqs = find_key_frequencies(traj, data)
