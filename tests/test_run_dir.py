@@ -24,7 +24,8 @@ mj.train(tiny_grokking(steps=2000, ckpt_every=20, eval_every=20), sys.argv[1], w
 
 
 def _env():
-    return {**os.environ, "MI_JAX_COMPILE_CACHE": "off", "JAX_PLATFORMS": "cpu"}
+    # the tests' compile cache (conftest), so the CLI processes load the training program the first compiled
+    return {**os.environ, "MI_JAX_COMPILE_CACHE": str(HERE.parent / ".pytest_cache" / "xla"), "JAX_PLATFORMS": "cpu"}
 
 
 def _cli(*argv) -> subprocess.Popen:
