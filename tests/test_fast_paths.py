@@ -47,7 +47,7 @@ def test_fast_forward_and_gradients_equal_the_reference(name):
     assert fast_logits.shape == (40, 1, cfg.d_vocab_out)
 
 
-@pytest.mark.parametrize("name", [name for name in CONFIGS if "1 layer" not in name])  # hooks skip the table path
+@pytest.mark.parametrize("name", [name for name in CONFIGS if "1 layer" not in name])  # one orientation path for all: two suffice
 def test_hooked_attention_in_the_fast_orientation_equals_the_reference(name):
     cfg, params = model(**CONFIGS[name])
     tokens = jax.random.randint(jax.random.key(5), (4, 6), 0, cfg.d_vocab)
