@@ -50,6 +50,7 @@ def test_llc_command_writes_every_checkpoint_and_member_and_names_a_diverging_ch
     assert (tiny_run / "analysis" / "landscape_llc.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # the calibration command end to end (its one-program grid is tested in test_llc.py)
 def test_llc_command_with_stable_settings_gives_finite_estimates_below_the_regular_bound(tiny_run, capsys):
     code, out, _ = run_cli(capsys, "llc", str(tiny_run), *SMALL, "--set", "llc.epsilon=1e-4",
                            "--set", "llc.gamma=1000", "--calibrate", "--epsilons", "1e-4,3", "--gammas", "1000")
