@@ -17,7 +17,7 @@ GRID = {"train.lr": ["1e-3", "3e-3"], "train.weight_decay": ["0.1", "1.0"], "tra
 def lr_wd_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "lr_wd"
     return mj.sweep(tiny_grokking(steps=50, ckpt_every=25, eval_every=25), GRID, out, seeds=(0, 1), wandb="off",
-                    progress=False)
+                    progress=False)  # 2 x 2 x 2 grid points x 2 seeds = 16 members
 
 
 def test_members_that_differ_in_hyperparameters_and_seed_share_one_program(lr_wd_sweep):
