@@ -18,7 +18,6 @@ import dataclasses
 import time
 
 import jax
-import numpy as np
 from bench_training import matmul_peak_gflops, step_flops
 from chunk_timing import time_chunks
 

@@ -3,7 +3,7 @@
 tms_train          8 instances, 5 -> 2, batch 1024, 10,000 steps, Adam lr 1e-3 (weight decay 0),
                    feature probability 20**-linspace(0, 1, 8), importance 0.9**i. `s_total`: wall
                    seconds of the 10,000 steps after compilation (the Trainer's compiled chunks,
-                   no checkpoint I/O); `torch_s`: /work/shared/peers/torch_tms.py (ARENA-style eager
+                   no checkpoint I/O); `torch_s`: the shared peer torch_tms.py (ARENA-style eager
                    PyTorch, same model and data law) run in /tmp/peer-tl right after, same steps;
                    `speedup` = torch_s / s_total. Peer threads: $TMS_PEER_THREADS (default 1: on a
                    shared, oversubscribed CPU torch's 2-thread pool spins and runs 10-20x slower).

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import mi_jax as mj
 from mi_jax import ConfigError, TransformerConfig, apply, hook_names, init_params
 
 CFG = TransformerConfig(n_layers=2, d_model=24, n_heads=3, d_head=8, d_mlp=40, layer_norm=True, n_ctx=7, d_vocab=11, d_vocab_out=9)

@@ -50,7 +50,7 @@ from mi_jax.analysis import fourier
 from mi_jax.analysis.core import analyze, analyze_params
 from mi_jax.config import ConfigError, check
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks.grokking import GrokkingConfig, GrokkingData, cross_entropy
+from mi_jax.tasks.grokking import GrokkingConfig, GrokkingData
 
 # ----------------------------------------------------------------------------- fixed data
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax.numpy as jnp
-import numpy as np
 
 from mi_jax.analysis import boolean_and
 from mi_jax.analysis.core import analyze

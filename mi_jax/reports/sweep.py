@@ -9,7 +9,6 @@ cells are marked in the figures, not left blank).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
