@@ -23,41 +23,21 @@ import numpy as np
 
 from mi_jax.analysis.core import analyze_params
 from mi_jax.interventions import head_patching_measure
+from mi_jax.io.store import flatten, unflatten
+from mi_jax.io.transformer_lens import tl_key
 from mi_jax.models import transformer as tfm
 from mi_jax.presets import load as load_preset
 
 
-def tl_key_map(cfg: tfm.TransformerConfig) -> dict[str, tuple]:
-    """TransformerLens state-dict key -> path in mi_jax's params."""
-    keys = {"embed.W_E": ("W_E",), "pos_embed.W_pos": ("W_pos",), "unembed.W_U": ("W_U",), "unembed.b_U": ("b_U",)}
-    if cfg.layer_norm:
-        keys.update({"ln_final.w": ("ln_final", "w"), "ln_final.b": ("ln_final", "b")})
-    for layer in range(cfg.n_layers):
-        for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
-            keys[f"blocks.{layer}.attn.{name}"] = ("blocks", layer, "attn", name)
-        if cfg.layer_norm:
-            keys.update({f"blocks.{layer}.ln1.{x}": ("blocks", layer, "ln1", x) for x in ("w", "b")})
-    return keys
-
-
 def to_state_dicts(params: dict, cfg) -> dict[str, np.ndarray]:
-    out = {}
-    for key, path in tl_key_map(cfg).items():
-        leaf = params
-        for part in path:
-            leaf = leaf[part]
-        out[f"sd/{key}"] = np.asarray(leaf)
-    return out
+    """Stacked params (leaves [time, ...]) -> {"sd/<TransformerLens key>": [time, ...]}, weights only."""
+    return {f"sd/{tl_key(name)}": np.asarray(value) for name, value in flatten(params).items()}
 
 
 def from_state_dicts(files, cfg) -> dict:
-    params = jax.tree.map(lambda x: None, tfm.init_params(cfg, jax.random.key(0)))
-    for key, path in tl_key_map(cfg).items():
-        node = params
-        for part in path[:-1]:
-            node = node[part]
-        node[path[-1]] = jnp.asarray(files[f"sd/{key}"], jnp.float32)
-    return params
+    """The inverse of `to_state_dicts`: stacked params as `init_params` lays them out."""
+    names = flatten(jax.eval_shape(lambda: tfm.init_params(cfg, jax.random.key(0))))
+    return unflatten({name: jnp.asarray(files[f"sd/{tl_key(name)}"], jnp.float32) for name in names})
 
 
 def patching_pairs(cfg, n: int = 16, seed: int = 11) -> dict[str, np.ndarray]:
