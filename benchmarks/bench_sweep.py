@@ -37,7 +37,7 @@ def _steps_per_s(trainer, n_chunks: int) -> tuple[float, float]:
     """(seconds of the first chunk, compile included; steps/s after it)."""
     t0 = time.perf_counter()
     state = trainer.init_state()
-    state, metrics = trainer.run_chunk(state)
+    state, metrics, _ = trainer.run_chunk(state)
     jax.device_get(metrics)
     first = time.perf_counter() - t0
     seconds, _ = time_chunks(trainer, state, n_chunks, warm=False)

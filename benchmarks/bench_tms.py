@@ -30,12 +30,12 @@ from mi_jax.training.loop import Trainer
 def _timed_steps(cfg: SuperpositionConfig, chunks: int) -> float:
     """Seconds for `chunks` compiled chunks after a compile-and-warm-up chunk on a throwaway state."""
     trainer = Trainer(SuperpositionTask(cfg), cfg.train)
-    state, _ = trainer.run_chunk(trainer.init_state())
+    state, _, _ = trainer.run_chunk(trainer.init_state())
     jax.block_until_ready(state)
     state = jax.block_until_ready(trainer.init_state())
     t0 = time.perf_counter()
     for _ in range(chunks):
-        state, metrics = trainer.run_chunk(state)
+        state, metrics, _ = trainer.run_chunk(state)
     jax.block_until_ready((state, metrics))
     return time.perf_counter() - t0
 

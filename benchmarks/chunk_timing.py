@@ -11,11 +11,11 @@ def time_chunks(trainer, state, n_chunks: int, warm: bool = True) -> tuple[float
     """(seconds for `n_chunks` chunks, after one compile-and-warm-up chunk unless `warm=False`,
     the final state). Each chunk's metrics are fetched to the host, as a training run does."""
     if warm:
-        state, _ = trainer.run_chunk(state)
+        state, _, _ = trainer.run_chunk(state)
         jax.block_until_ready(state)
     t0 = time.perf_counter()
     for _ in range(n_chunks):
-        state, metrics = trainer.run_chunk(state)
+        state, metrics, _ = trainer.run_chunk(state)
         jax.device_get(metrics)
     jax.block_until_ready(state)
     return time.perf_counter() - t0, state

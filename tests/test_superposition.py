@@ -118,8 +118,8 @@ def test_instance_of_vmapped_batch_equals_training_it_alone():
     task = SuperpositionTask(cfg)
     trainer = loop.Trainer(task, cfg.train)
     state = trainer.init_state()
-    state, _ = trainer.run_chunk(state)
-    state, _ = trainer.run_chunk(state)
+    state, _, _ = trainer.run_chunk(state)
+    state, _, _ = trainer.run_chunk(state)
     init_key, data_key = loop.train_keys(cfg.train.seed)
     words = jax.random.key_data(data_key)
     k = 2
@@ -146,7 +146,7 @@ def test_5_2_dense_dedicates_two_dims_and_sparse_forms_a_pentagon():
     trainer = loop.Trainer(SuperpositionTask(cfg), cfg.train)
     state = trainer.init_state()
     for _ in range(3):
-        state, _ = trainer.run_chunk(state)
+        state, _, _ = trainer.run_chunk(state)
     W = state["params"]["W"]
     norms, dims = jax.vmap(sp.feature_norms)(W), jax.vmap(sp.dimensionality)(W)
     assert np.all(norms[0, :2] > 0.9) and np.all(norms[0, 2:] < 0.3)  # the two most important, dedicated
@@ -229,7 +229,7 @@ def test_and_training_beats_chance_with_fewer_neurons_than_pairs():
     state = trainer.init_state()
     first = trainer.evaluate(state["params"])
     for _ in range(2):
-        state, metrics = trainer.run_chunk(state)
+        state, metrics, _ = trainer.run_chunk(state)
     assert float(metrics["acc"][-1]) > 0.9 > float(first["acc"])
     assert float(metrics["fpr"][-1]) < 0.01
 
@@ -250,7 +250,7 @@ def test_abs_model_learns_absolute_value_through_its_relu_layer():
     state = trainer.init_state()
     before = float(trainer.evaluate(state["params"])["test_loss"])
     for _ in range(2):
-        state, _ = trainer.run_chunk(state)
+        state, _, _ = trainer.run_chunk(state)
     after = float(trainer.evaluate(state["params"])["test_loss"])
     assert after < 1e-3 * before
     x = jnp.asarray([[-0.7, 0.0, 0.4]])

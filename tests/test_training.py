@@ -91,7 +91,7 @@ def test_data_parallel_runs_match_plain_runs_and_resume_exactly(tmp_path):
         for parallel_on in (False, True):
             cfg = tiny_grokking(steps=50, ckpt_every=25, data_parallel=parallel_on, **extra)  # the chunk the resume below runs
             trainer = loop.Trainer(GrokkingTask(cfg), cfg.train)
-            chunks.append(trainer.run_chunk(trainer.init_state()))
+            chunks.append(trainer.run_chunk(trainer.init_state())[:2])
         (plain, plain_metrics), (split, split_metrics) = chunks
         assert split["params"]["W_E"].sharding.num_devices == 2
         for name in ("W_E", "W_U"):  # (b_K has no gradient but float noise, which Adam scales up to lr)
@@ -131,7 +131,7 @@ def test_data_parallel_induction_chunk_splits_its_evaluation_and_matches_the_pla
                                                   data_parallel=True))
     task = InductionTask(cfg)
     trainer = loop.Trainer(task, cfg.train)
-    state, metrics = trainer.run_chunk(trainer.init_state())
+    state, metrics, _ = trainer.run_chunk(trainer.init_state())
     assert state["params"]["W_E"].sharding.num_devices == 2
     assert split_over and all(sharding is not None and sharding.num_devices == 2 for sharding in split_over)
     plain = jax.jit(task.evaluate)(jax.device_get(state["params"]))
@@ -165,7 +165,7 @@ def test_data_parallel_uses_as_many_devices_as_divide_the_batch():
     # an ensemble of 4: its seeds split 2 and 2 (state and metrics), each seed's batch whole on its device
     four = tiny_grokking(seeds=(0, 1, 2, 3), data_parallel=True, steps=50)
     trainer = loop.Trainer(GrokkingTask(four), four.train)
-    state, metrics = trainer.run_chunk(trainer.init_state())
+    state, metrics, _ = trainer.run_chunk(trainer.init_state())
     assert trainer.state_sharding.spec == PartitionSpec("data")
     assert loop.data_sharding(GrokkingTask(four), four.train)[1] is None
     w_e = state["params"]["W_E"]
@@ -280,7 +280,7 @@ def test_a_bfloat16_forward_pass_trains_float32_parameters_close_to_the_float32_
     for dtype in ("float32", "bfloat16"):
         cfg = tiny_grokking(steps=50, ckpt_every=50, compute_dtype=dtype)
         trainer = loop.Trainer(GrokkingTask(cfg), cfg.train)
-        state, metrics = trainer.run_chunk(trainer.init_state())
+        state, metrics, _ = trainer.run_chunk(trainer.init_state())
         runs[dtype] = (state, metrics)
     (f32, f32_metrics), (bf16, bf16_metrics) = runs["float32"], runs["bfloat16"]
     assert bf16["params"]["W_E"].dtype == jnp.float32 and bf16["opt_state"][0].mu["W_E"].dtype == jnp.float32

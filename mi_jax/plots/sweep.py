@@ -74,3 +74,32 @@ def measure_against_grid(rows: list[dict], keys: list[str], name: str, path: Pat
     ax.set(xlabel=kx, ylabel=ky, title=name.replace("_", " ") + extra)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return save(fig, path)
+
+
+PHASE_COLORS = {"comprehension": "tab:green", "grokking": "tab:orange", "memorisation": "tab:blue",
+                "confusion": "tab:gray"}
+
+
+def phase_diagram(rows: list[dict], keys: list[str], phases: tuple[str, ...], path: Path) -> Path:
+    """Each cell of a two-key grid coloured by its members' most common `phase` (ties: the first in
+    `phases`), labelled with the phase of each seed and the mean steps to generalise."""
+    kx, ky = keys
+    xs, ys = _axis_values(rows, kx), _axis_values(rows, ky)
+    fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 2.6, 0.85 * len(ys) + 1.8))
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            cell = [r for r in rows if r[kx] == x and r[ky] == y]
+            counts = [sum(r["phase"] == p for r in cell) for p in phases]
+            common = phases[int(np.argmax(counts))]
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color=PHASE_COLORS.get(common, "white"), alpha=0.55))
+            steps = [r["steps_to_generalise"] for r in cell if r.get("steps_to_generalise") is not None]
+            label = "/".join(r["phase"][:4] for r in cell) + (f"\n{np.mean(steps):.0f}" if steps else "")
+            ax.text(j, i, label, ha="center", va="center", fontsize=6.5)
+    ax.set_xlim(-0.5, len(xs) - 0.5)
+    ax.set_ylim(-0.5, len(ys) - 0.5)
+    ax.set_xticks(range(len(xs)), [f"{x:g}" if isinstance(x, float) else str(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [f"{y:g}" if isinstance(y, float) else str(y) for y in ys])
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PHASE_COLORS[p], alpha=0.55) for p in phases]
+    ax.legend(handles, phases, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set(xlabel=kx, ylabel=ky, title="phase of each seed (cell: the most common); mean steps to generalise")
+    return save(fig, path)

@@ -1,9 +1,10 @@
 """`mi-jax analyze SWEEP_DIR`: every program's own report (its kind's measures for every member in one
 call), then each member's summary measures drawn against the swept values.
 
-Summary measures, from each member's metrics: the final value of every scalar metric, and
-`steps_to_generalise`, the first evaluation step with test accuracy >= 0.99 (None when never: such
-cells are marked in the figures, not left blank).
+Summary measures, from each member's metrics: the final value of every scalar metric,
+`steps_to_generalise` and `steps_to_memorise`, the first evaluation step with test (train) accuracy
+>= 0.99 (None when never: such cells are marked in the figures, not left blank), and the member's
+`phase` in the sense of Liu et al. 2022 (`phase`). A sweep over two keys also gets a phase diagram.
 """
 
 from __future__ import annotations
@@ -15,6 +16,24 @@ import numpy as np
 from mi_jax.io.results import ANALYSIS
 
 GENERALISED = 0.99
+PHASES = ("comprehension", "grokking", "memorisation", "confusion")
+
+
+def phase(steps_to_memorise: int | None, steps_to_generalise: int | None) -> str:
+    """Liu et al. 2022's four phases, within the run's steps: *confusion*, the train set is never fit
+    (train accuracy < 0.99); *memorisation*, it is fit but the test set never is; *grokking*, both
+    are, and generalising took more than twice as long as memorising (the test accuracy lags by at
+    least the time to fit the train set); *comprehension*, both are, with a shorter lag."""
+    if steps_to_memorise is None:
+        return "comprehension" if steps_to_generalise is not None else "confusion"
+    if steps_to_generalise is None:
+        return "memorisation"
+    return "grokking" if steps_to_generalise > 2 * steps_to_memorise else "comprehension"
+
+
+def _first_at_least(values: np.ndarray, steps: np.ndarray) -> int | None:
+    hit = np.flatnonzero(values >= GENERALISED)
+    return int(steps[hit[0]]) if len(hit) else None
 
 
 def summary_rows(sweep) -> list[dict]:
@@ -30,8 +49,10 @@ def summary_rows(sweep) -> list[dict]:
                 if name != "step" and values.ndim == 2:  # [n_evals, member]: a scalar metric
                     row[f"final_{name}"] = float(values[-1, m])
             if "test_acc" in traj.metrics:
-                hit = np.flatnonzero(np.asarray(traj.metrics["test_acc"])[:, m] >= GENERALISED)
-                row["steps_to_generalise"] = int(steps[hit[0]]) if len(hit) else None
+                row["steps_to_generalise"] = _first_at_least(np.asarray(traj.metrics["test_acc"])[:, m], steps)
+            if "train_acc" in traj.metrics and "test_acc" in traj.metrics:
+                row["steps_to_memorise"] = _first_at_least(np.asarray(traj.metrics["train_acc"])[:, m], steps)
+                row["phase"] = phase(row["steps_to_memorise"], row["steps_to_generalise"])
             rows.append(row)
     return rows
 
@@ -51,7 +72,9 @@ def report(sweep, wandb: str = "offline") -> list[str]:
     path.write_text(json.dumps({"grid": sweep.grid, "members": rows}, indent=1))
     lines.append(f"wrote {path} ({len(rows)} members)")
     keys = list(sweep.grid)
-    measures = [name for name in rows[0] if name.startswith("final_") or name == "steps_to_generalise"]
+    measures = [name for name in rows[0] if name.startswith("final_") or name.startswith("steps_to_")]
     for name in measures:
         lines.append(f"wrote {plots.measure_against_grid(rows, keys, name, out / f'sweep_{name}.png')}")
+    if "phase" in rows[0] and len(keys) >= 2:
+        lines.append(f"wrote {plots.phase_diagram(rows, keys[:2], PHASES, out / 'sweep_phase_diagram.png')}")
     return lines

@@ -18,6 +18,13 @@ class TrainConfig:
     batch_size     None = full batch (the whole training set every step)
     eval_every     metrics (train/test loss and accuracy) every this many steps, inside the compiled chunk
     ckpt_every     parameter snapshot (and resumable train state) every this many steps
+    ckpt_schedule  "linear": snapshots at 0, ckpt_every, 2 ckpt_every, ...; "log": dense early, at
+                   0, 1, 2, 4, ... (the powers of two below ckpt_every), then every ckpt_every
+    ckpt_watch     adaptive snapshots: an evaluation metric ("test_loss", "test_acc", ...); any
+                   evaluation between two scheduled snapshots where it has moved more than
+                   ckpt_delta since the last snapshot (losses in log10, other metrics as they are;
+                   the largest move over the members) gets an extra snapshot, at most ckpt_extra
+                   in the run. None: off. Extra snapshots need eval_every < ckpt_every
     seed           model seed of a solo run; `seeds` (e.g. (0, 1, 2)) trains an ensemble as one program
     freeze_biases  keep biases at their initial value (zero), as the TransformerLens grokking demo does
     logsoftmax_f64 take the final log-softmax in float64 (needs jax x64 for the run; avoids the
@@ -49,6 +56,10 @@ class TrainConfig:
     batch_size: int | None = None
     eval_every: int = 100
     ckpt_every: int = 100
+    ckpt_schedule: Literal["linear", "log"] = "linear"
+    ckpt_watch: str | None = None
+    ckpt_delta: float = 0.1
+    ckpt_extra: int = 100
     seed: int = 0
     seeds: tuple[int, ...] | None = None
     freeze_biases: bool = False
@@ -74,6 +85,8 @@ class TrainConfig:
             self.steps % self.ckpt_every == 0,
             f"train.steps={self.steps} must be a multiple of train.ckpt_every={self.ckpt_every}",
         )
+        check(self.ckpt_delta > 0, f"train.ckpt_delta must be > 0, got {self.ckpt_delta}")
+        check(self.ckpt_extra >= 0, f"train.ckpt_extra must be >= 0, got {self.ckpt_extra}")
         if self.seeds is not None:
             check(len(self.seeds) >= 1, "train.seeds must name at least one seed")
             check(len(set(self.seeds)) == len(self.seeds), f"train.seeds has duplicates: {self.seeds}")

@@ -8,9 +8,10 @@ A *task* supplies pure functions (see `mi_jax.tasks`):
                                            may pass `parallel.split_batch`, to be split in data-parallel chunks)
     frozen(path) -> bool                  (parameters the optimiser leaves alone)
 
-One compiled *chunk* runs `ckpt_every` steps with an evaluation every `eval_every` steps.
-Between chunks (Python, outside jit): a parameter snapshot, the resumable state, metrics
-rows, logging. A run with `seeds=(0, 1, ...)` vmaps the chunk over a leading [seed] axis;
+One compiled *chunk* runs the steps between two scheduled snapshots (`schedule`: every
+`ckpt_every` steps, or log-spaced), with an evaluation every `eval_every` steps and at its end.
+Between chunks (Python, outside jit): parameter snapshots, the resumable state, metrics rows,
+logging. A run with `seeds=(0, 1, ...)` vmaps the chunk over a leading [seed] axis;
 member k equals the solo run with seed k up to float reassociation. With `data_parallel` the
 chunk is one SPMD program over all local devices (see `data_sharding`).
 """
@@ -32,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mi_jax.config import check
 from mi_jax.io import store
 from mi_jax.io.members import member_config
+from mi_jax.training import schedule
 from mi_jax.training.config import TrainConfig
 from mi_jax.training.parallel import mean_value_and_grad, split_batch, splitting_batches
 
@@ -126,7 +128,8 @@ class Trainer:
                 varying["task"] = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *each)
         warm_up = any(m.get("train.warmup_steps", tc.warmup_steps) > 0 for m in self.members)
         template = jax.eval_shape(task.init_params, jax.random.key(0))
-        steps_per_eval, evals_per_chunk = tc.eval_every, tc.ckpt_every // tc.eval_every
+        # adaptive snapshots need the params at every evaluation of a chunk, not only at its end
+        keep_slot_params = tc.ckpt_watch is not None and tc.ckpt_extra > 0
 
         def task_fn(name):  # the task's function, given this member's task arrays where it has them
             fn = getattr(task, name)
@@ -152,39 +155,63 @@ class Trainer:
         value_and_grad = (jax.value_and_grad(loss) if batch_sharding is None
                           else mean_value_and_grad(loss, batch_sharding))
 
-        def chunk_one(state, seed_key, v):
+        def chunk_one(state, seed_key, v, lengths):
+            """lengths: None, a chunk of `slots` evaluations eval_every steps apart (one scan of
+            static length, the linear schedule's chunk); or [slots] steps before each evaluation."""
             _, data_key = jax.random.split(seed_key)
             tx = optimizer(v)
 
-            def one_step(state, _):
+            def one_step(state):
                 batch = split_batch(batch_of(data_key, state["step"], v=v))
                 loss, grads = value_and_grad(state["params"], batch)
                 updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
                 params = optax.apply_updates(state["params"], updates)
-                return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
+                return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss.astype(jnp.float32)
 
-            def one_eval(state, _):
-                state, losses = jax.lax.scan(one_step, state, length=steps_per_eval)
+            def evaluated(state, step_loss, finite):
                 metrics = dict(evaluate(state["params"], v=v))
-                metrics["step_loss"] = losses.astype(jnp.float32).mean()
-                metrics["step_loss_finite"] = jnp.isfinite(losses).all()
-                return state, metrics
+                metrics["step_loss"], metrics["step_loss_finite"] = step_loss, finite
+                return state, (metrics, state["params"] if keep_slot_params else None)
+
+            def fixed_eval(state, _):
+                state, losses = jax.lax.scan(lambda state, _: one_step(state), state, length=tc.eval_every)
+                return evaluated(state, losses.mean(), jnp.isfinite(losses).all())
+
+            def steps_then_eval(state, n):
+                def step(_, carry):
+                    state, total, finite = carry
+                    state, loss = one_step(state)
+                    return state, total + loss, finite & jnp.isfinite(loss)
+
+                start = (state, jnp.zeros((), jnp.float32), jnp.ones((), bool))
+                state, total, finite = jax.lax.fori_loop(0, n, step, start)
+                return evaluated(state, total / n, finite)
+
+            def variable_eval(state, n):  # n steps, then an evaluation; n = 0: an unused slot, skipped
+                _, outputs = jax.eval_shape(steps_then_eval, state, n)
+                skip = lambda state, n: (state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), outputs))  # noqa: E731
+                return jax.lax.cond(n > 0, steps_then_eval, skip, state, n)
 
             with splitting_batches(batch_sharding):  # the batch, and the evaluation if the task splits it
-                return jax.lax.scan(one_eval, state, length=evals_per_chunk)
+                if lengths is None:
+                    return jax.lax.scan(fixed_eval, state, length=schedule.eval_slots(tc))
+                return jax.lax.scan(variable_eval, state, lengths)
 
         keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in self.seeds])
         self._seed_keys = keys if self.vmapped else keys[0]
         self._varying = varying
-        wrap = jax.vmap if self.vmapped else (lambda f: f)
+        wrap = jax.vmap if self.vmapped else (lambda f, in_axes=None: f)
         placed = {}
         if self.state_sharding is not None:  # every output (state, metrics) on the state's sharding
             self._seed_keys = jax.device_put(self._seed_keys, self.state_sharding)
             self._varying = jax.device_put(self._varying, self.state_sharding)
             placed = {"out_shardings": self.state_sharding}
         self._init = jax.jit(wrap(lambda k, v: init_one(jax.random.wrap_key_data(k), v)), **placed)
-        self._chunk = jax.jit(wrap(lambda s, k, v: chunk_one(s, jax.random.wrap_key_data(k), v)), donate_argnums=0,
-                              **placed)
+        self._chunk = jax.jit(wrap(lambda s, k, v: chunk_one(s, jax.random.wrap_key_data(k), v, None)),
+                              donate_argnums=0, **placed)
+        # a chunk of other evaluation lengths (log-spaced snapshots): [slots] steps, one array for every member
+        self._variable_chunk = jax.jit(wrap(lambda s, k, v, n: chunk_one(s, jax.random.wrap_key_data(k), v, n),
+                                            in_axes=(0, 0, 0, None)), donate_argnums=0, **placed)
         self._evaluate = jax.jit(wrap(lambda p, v: evaluate(p, v=v)))
 
     def init_state(self):
@@ -194,12 +221,19 @@ class Trainer:
         """Put a host state (a restored checkpoint) where `run_chunk` expects it."""
         return jax.device_put(state, self.state_sharding)
 
-    def run_chunk(self, state):
-        """-> (state after ckpt_every more steps, metrics {name: [evals_per_chunk, (member)]})."""
-        state, metrics = self._chunk(state, self._seed_keys, self._varying)
-        if self.vmapped:  # vmap puts [member] first; metrics rows want [eval, member]
-            metrics = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), metrics)
-        return state, metrics
+    def run_chunk(self, state, lengths=None):
+        """Run one chunk: `lengths` [slots] steps before each of its evaluations (0: an unused slot;
+        None: eval_every each, a chunk of ckpt_every steps).
+        -> (state after sum(lengths) more steps, metrics {name: [slots, (member)]}, the params after
+        each evaluation {leaf: [slots, (member), ...]} where `ckpt_watch` asks for them, else None)."""
+        if lengths is None or np.all(np.asarray(lengths) == self.tc.eval_every):
+            state, (metrics, slot_params) = self._chunk(state, self._seed_keys, self._varying)
+        else:
+            state, (metrics, slot_params) = self._variable_chunk(state, self._seed_keys, self._varying,
+                                                                 jnp.asarray(lengths, jnp.int32))
+        if self.vmapped:  # vmap puts [member] first; rows and snapshots want [eval, member]
+            metrics, slot_params = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), (metrics, slot_params))
+        return state, metrics, slot_params
 
     def evaluate(self, params):
         return self._evaluate(params, self._varying)
@@ -247,48 +281,65 @@ def train(
 
 def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, members):
     trainer = Trainer(task, tc, members)
-    n_chunks = tc.steps // tc.ckpt_every
+    base = schedule.base_steps(tc)
+    slots = schedule.eval_slots(tc)
+    watch = tc.ckpt_watch if tc.ckpt_extra > 0 else None
     states = store.StateStore(run_dir)
     state = trainer.init_state()
+    if watch is not None:
+        names = jax.eval_shape(trainer.evaluate, state["params"])
+        check(watch in names, f"train.ckpt_watch={watch!r} is not a metric of this task: {', '.join(sorted(names))}")
+    capacity = len(base) + (tc.ckpt_extra if watch else 0)
     if resume:
         state, meta = states.restore_latest(jax.device_get(state))
         state = trainer.place(state)
-        start_chunk, n_rows = int(meta["step"]) // tc.ckpt_every, int(meta["snapshots"])
-        store.truncate_metrics(run_dir, int(meta["step"]))
-        snapshots = store.SnapshotWriter(run_dir, trainer.member_params(state["params"]), n_chunks + 1,
-                                         resume_rows=n_rows)
+        step, n_rows = int(meta["step"]), int(meta["snapshots"])
+        if step not in base:
+            raise store.CheckpointError(f"the train state in {run_dir} is at step {step}, not on the run's schedule")
+        start_chunk, watched = base.index(step), meta.get("watched")
+        store.truncate_metrics(run_dir, step)
+        snapshots = store.SnapshotWriter(run_dir, trainer.member_params(state["params"]), capacity, resume_rows=n_rows)
     else:
         start_chunk = 0
-        snapshots = store.SnapshotWriter(run_dir, trainer.member_params(state["params"]), n_chunks + 1)
-        first = trainer.evaluate(state["params"])
+        snapshots = store.SnapshotWriter(run_dir, trainer.member_params(state["params"]), capacity)
+        first = jax.device_get(trainer.evaluate(state["params"]))
         store.append_metrics(run_dir, _rows([0], jax.tree.map(lambda m: np.asarray(m)[None], first)))
         snapshots.write(0, trainer.member_params(state["params"]))
-        states.save(0, state, {"snapshots": snapshots.rows})
-    bar = _progress_bar(tc.steps, start_chunk * tc.ckpt_every, progress)
+        watched = schedule.watched_value(watch, first[watch]).ravel().tolist() if watch else None
+        states.save(0, state, {"snapshots": snapshots.rows, "watched": watched})
+    bar = _progress_bar(tc.steps, base[start_chunk], progress)
     last: dict = {}
     try:
-        for chunk in range(start_chunk, n_chunks):
+        for chunk in range(start_chunk, len(base) - 1):
             if stop_after_chunks is not None and chunk - start_chunk >= stop_after_chunks:
                 break
             t0 = time.perf_counter()
-            state, metrics = trainer.run_chunk(state)
-            metrics = jax.device_get(metrics)
-            step = (chunk + 1) * tc.ckpt_every
-            steps = [chunk * tc.ckpt_every + (i + 1) * tc.eval_every for i in range(tc.ckpt_every // tc.eval_every)]
+            begin, end = base[chunk], base[chunk + 1]
+            lengths = schedule.eval_lengths(begin, end, tc.eval_every, slots)
+            state, metrics, slot_params = trainer.run_chunk(state, lengths)
+            used = int(np.count_nonzero(lengths))
+            metrics = {name: np.asarray(m)[:used] for name, m in jax.device_get(metrics).items()}
+            steps = (begin + np.cumsum(lengths[:used])).tolist()
             if not np.all(metrics["step_loss_finite"]):
                 raise TrainingDiverged(
-                    f"loss became NaN/inf between steps {chunk * tc.ckpt_every} and {step}; "
+                    f"loss became NaN/inf between steps {begin} and {end}; "
                     f"the last good checkpoint (step {snapshots.steps[-1]}) is kept in {run_dir}"
                 )
             rows = _rows(steps, metrics)
-            snapshots.write(step, trainer.member_params(state["params"]))
+            if watch:  # extra snapshots where the watched metric moved fast, then the chunk's end
+                values = schedule.watched_value(watch, metrics[watch]).reshape(used, -1)
+                budget = tc.ckpt_extra - (snapshots.rows - chunk - 1)  # rows so far: chunk + 1 base ones
+                for i in schedule.extra_snapshots(values, np.asarray(watched), tc.ckpt_delta, budget):
+                    snapshots.write(steps[i], trainer.member_params(jax.tree.map(lambda x: x[i], slot_params)))
+                watched = values[-1].tolist()
+            snapshots.write(end, trainer.member_params(state["params"]))
             store.append_metrics(run_dir, rows)
-            states.save(step, state, {"snapshots": snapshots.rows})
+            states.save(end, state, {"snapshots": snapshots.rows, "watched": watched})
             dt = time.perf_counter() - t0
             last = rows[-1]
             if logger is not None:
-                logger.log(rows, steps_per_s=tc.ckpt_every / dt)
-            bar.update(tc.ckpt_every, last, tc.ckpt_every / dt)
+                logger.log(rows, steps_per_s=(end - begin) / dt)
+            bar.update(end - begin, last, (end - begin) / dt)
     finally:
         bar.close()
         states.close()

@@ -1,0 +1,95 @@
+"""Checkpoint schedules: log-spaced and adaptive snapshots give the series they promise."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+import mi_jax as mj
+from conftest import tiny_grokking
+from mi_jax.io import store
+from mi_jax import config as config_lib
+from mi_jax.kinds import make_task
+from mi_jax.training import loop, schedule
+
+
+def test_base_steps_and_evaluation_lengths():
+    log = mj.TrainConfig(steps=300, eval_every=25, ckpt_every=100, ckpt_schedule="log")
+    assert schedule.base_steps(log) == [0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 300]
+    assert schedule.base_steps(dataclasses.replace(log, ckpt_schedule="linear")) == [0, 100, 200, 300]
+    # (64, 100]: evaluations at 75 and 100, two slots of four unused
+    assert schedule.eval_lengths(64, 100, 25, 4).tolist() == [11, 25, 0, 0]
+    assert schedule.eval_lengths(4, 8, 25, 4).tolist() == [4, 0, 0, 0]
+    assert schedule.eval_lengths(100, 200, 25, 4).tolist() == [25, 25, 25, 25]
+    # a loss moves in decades; the budget caps the picks; the chunk's last evaluation is never an extra
+    moves = schedule.watched_value("test_loss", np.array([[1.0], [0.5], [0.05], [0.04], [0.001]]))
+    assert schedule.extra_snapshots(moves, moves[0], 0.5, budget=9) == [2]
+    assert schedule.extra_snapshots(moves, np.log10([10.0]), 0.5, budget=1) == [0]
+    with pytest.raises(mj.ConfigError, match="ckpt_schedule"):
+        mj.override(tiny_grokking(), {"train.ckpt_schedule": "cubic"})
+
+
+def test_a_log_spaced_run_snapshots_early_steps_and_resumes_exactly(tmp_path):
+    cfg = tiny_grokking(steps=48, eval_every=4, ckpt_every=16, ckpt_schedule="log", seeds=(0, 1))
+    mj.train(cfg, tmp_path / "whole", wandb="off", progress=False)
+    traj = mj.Trajectory.load(tmp_path / "whole")
+    assert traj.steps.tolist() == [0, 1, 2, 4, 8, 16, 32, 48]
+    assert traj.params["W_E"].shape[:2] == (8, 2)
+    # an evaluation at each snapshot and every eval_every steps, on the real steps
+    assert traj.metrics["step"].tolist() == [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48]
+    assert not np.array_equal(traj.params["W_E"][1], traj.params["W_E"][2])  # one AdamW step apart
+
+    cut = tmp_path / "cut"  # stopped after the chunks to 1, 2 and 4 (3 of 7), then resumed
+    cut.mkdir()
+    (cut / store.CONFIG).write_text(config_lib.dumps(cfg))
+    with jax.enable_x64(cfg.train.logsoftmax_f64):
+        loop.train(make_task(cfg), cut, progress=False, stop_after_chunks=3)
+    assert mj.Trajectory.load(cut).steps.tolist() == [0, 1, 2, 4]
+    mj.resume(cut, wandb="off", progress=False)
+    resumed = mj.Trajectory.load(cut)
+    assert resumed.steps.tolist() == traj.steps.tolist()
+    assert resumed.metrics["step"].tolist() == traj.metrics["step"].tolist()
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(traj.params), jax.tree.leaves(resumed.params)):
+        assert np.array_equal(x, y), f"{store.leaf_name(path)} differs after resume"
+
+
+def test_adaptive_snapshots_fall_where_the_watched_metric_moves_and_are_the_run_s_params(tmp_path):
+    """Extra snapshots land at evaluations where the train loss moved more than ckpt_delta (log10)
+    since the previous snapshot, within the budget, and each is the model at that step: the same
+    params as a run that snapshots at every evaluation."""
+    every = tiny_grokking(steps=120, eval_every=5, ckpt_every=5, seeds=(0, 1))
+    mj.train(every, tmp_path / "every", wandb="off", progress=False)
+    reference = mj.Trajectory.load(tmp_path / "every")
+
+    budget, delta = 4, 0.1
+    adaptive = mj.override(every, {"train.ckpt_every": "40", "train.ckpt_watch": "train_loss",
+                                   "train.ckpt_delta": str(delta), "train.ckpt_extra": str(budget)})
+    mj.train(adaptive, tmp_path / "adaptive", wandb="off", progress=False)
+    traj = mj.Trajectory.load(tmp_path / "adaptive")
+    steps = traj.steps.tolist()
+    extras = [s for s in steps if s % 40]
+    assert len(extras) == budget, f"the loss falls fast early, so the budget is spent: {steps}"
+    assert steps == sorted(steps) and {0, 40, 80, 120} <= set(steps)
+
+    # each extra: the watched loss (log10, largest move over members) moved > delta since the snapshot before
+    loss = dict(zip(traj.metrics["step"].tolist(), np.log10(traj.metrics["train_loss"])))
+    for before, step in zip(steps, steps[1:]):
+        if step in extras:
+            assert np.max(np.abs(loss[step] - loss[before])) > delta, (before, step)
+    # and until the budget ran out, no evaluation that moved that far was passed over
+    last = steps[0]
+    for step in traj.metrics["step"][1:]:
+        if step > extras[-1]:
+            break
+        if step in steps:
+            last = step
+        else:
+            assert np.max(np.abs(loss[step] - loss[last])) <= delta, f"step {step} moved but has no snapshot"
+
+    at = {s: i for i, s in enumerate(reference.steps.tolist())}
+    for i, step in enumerate(steps):
+        np.testing.assert_allclose(traj.params["W_E"][i], reference.params["W_E"][at[step]], rtol=1e-5, atol=1e-7)
+
+    with pytest.raises(mj.ConfigError, match="not a metric of this task"):
+        mj.train(mj.override(adaptive, {"train.ckpt_watch": "val_loss"}), tmp_path / "bad", wandb="off", progress=False)
