@@ -189,6 +189,25 @@ def test_data_parallel_uses_as_many_devices_as_divide_the_batch():
         loop.data_sharding(GrokkingTask(three), dataclasses.replace(three.train, devices=3))
 
 
+def test_a_padded_ensemble_saves_only_its_members_and_resumes_exactly(tmp_path, capsys):
+    # 3 seeds on 2 devices compute a 4th (a copy of seed 7); the run dir and its train state hold 3,
+    # and a resume pads again: bit-identical to the uninterrupted run
+    cfg = tiny_grokking(seeds=(3, 5, 7), steps=50, ckpt_every=25, data_parallel=True)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / store.CONFIG).write_text(config_lib.dumps(cfg))
+    loop.train(GrokkingTask(cfg), cut, progress=False, stop_after_chunks=1)
+    assert "2 devices, 3 members: padded to 4 (1 dummy member not saved)" in capsys.readouterr().err
+    saved, _ = store.StateStore(cut, read_only=True).restore_latest(None)
+    assert saved["params"]["W_E"].shape == (3, 14, 32)
+    mj.resume(cut, wandb="off", progress=False)
+    mj.train(cfg, tmp_path / "whole", wandb="off", progress=False)
+    a, b = mj.Trajectory.load(cut, on_corrupt="raise"), mj.Trajectory.load(tmp_path / "whole")
+    assert a.params["W_E"].shape == (3, 3, 14, 32) and a.metrics["test_loss"].shape == (3, 3)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        assert np.array_equal(x, y)
+
+
 RESUME_SCRIPT = """
 import sys
 import mi_jax as mj

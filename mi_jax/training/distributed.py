@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -69,16 +69,16 @@ def gather(tree):
         return tree
     leaves, treedef = jax.tree.flatten(tree)
     split = [x for x in leaves if not x.is_fully_replicated]
-    if split:
-        rows = {dtype: np.asarray(x.addressable_data(0)) for dtype, x in _rows_by_dtype(split[0].sharding.mesh)(split).items()}
-        taken = dict.fromkeys(rows, 0)
-        whole = {}
-        for i, x in enumerate(split):
+    whole = {id(x): np.asarray(x.addressable_data(0)) for x in leaves if x.is_fully_replicated}
+    if split:  # one all-gathered [member, n] block per dtype, cut back into the arrays in order
+        blocks = _rows_by_dtype(split[0].sharding.mesh)(split)
+        blocks = {dtype: np.asarray(block.addressable_data(0)) for dtype, block in blocks.items()}
+        start = dict.fromkeys(blocks, 0)
+        for x in split:
             dtype, width = str(x.dtype), math.prod(x.shape[1:])
-            whole[id(x)] = rows[dtype][:, taken[dtype]: taken[dtype] + width].reshape(x.shape)
-            taken[dtype] += width
-    return treedef.unflatten([whole[id(x)] if not x.is_fully_replicated else np.asarray(x.addressable_data(0))
-                              for x in leaves])
+            whole[id(x)] = blocks[dtype][:, start[dtype]: start[dtype] + width].reshape(x.shape)
+            start[dtype] += width
+    return treedef.unflatten([whole[id(x)] for x in leaves])
 
 
 @functools.cache

@@ -89,6 +89,8 @@ def split_devices(task, tc: TrainConfig, n_members: int | None = None) -> int:
     check_devices(tc)
     count = jax.device_count()
     several_processes = jax.process_count() > 1
+    check(not several_processes or tc.devices in (None, count),
+          f"train.devices={tc.devices}: a run of {jax.process_count()} processes splits over all {count} devices")
     if not (tc.data_parallel or tc.devices or several_processes):
         return 1
     if n_members:
