@@ -3,8 +3,8 @@
 `multiprocess_overhead`: the same small grokking sweep (4 members: 2 learning rates x 2 seeds, p=11,
 d_model=d_mlp=32, 200 steps, a snapshot every 20) trained by `mi-jax sweep` as 1 process of 2 CPU
 devices and as 2 processes of 2 CPU devices each (gloo collectives over localhost), wall time from
-launch to exit, compilation included (the compile cache off: process 1 never reads process 0's
-entries, so both layouts compile). The ratio is the price of running across hosts on one
+launch to exit, compilation included (the compile cache off: jax writes it from process 0 only and
+process 1's programs miss it, so both layouts compile). The ratio is the price of running across hosts on one
 machine's cores: the processes share the cores, compile twice and meet at every snapshot.
 """
 

@@ -11,8 +11,9 @@ A *task* supplies pure functions (see `mi_jax.tasks`):
 One compiled *chunk* runs `ckpt_every` steps with an evaluation every `eval_every` steps.
 Between chunks (Python, outside jit): a parameter snapshot, the resumable state, metrics
 rows, logging. A run with `seeds=(0, 1, ...)` vmaps the chunk over a leading [seed] axis;
-member k equals the solo run with seed k up to float reassociation. With `data_parallel` the
-chunk is one SPMD program over all local devices (see `data_sharding`).
+member k equals the solo run with seed k up to float reassociation. With `data_parallel` (or
+`devices`, or several processes: `training.distributed`) the chunk is one SPMD program over the
+devices of every process (see `data_sharding`), the members padded to a multiple of the devices.
 """
 
 from __future__ import annotations
@@ -130,6 +131,10 @@ class Trainer:
     array of ONE vmapped program and its task arrays (`task.member_data`) passed to the task's
     `init_params`, `batch` and `evaluate`; None: tc's own seed (a solo run) or seeds (an ensemble,
     vmapped over its seeds).
+
+    Split over devices, the program computes `n_dummies` more members, copies of the last, so that
+    the devices divide them; `run_chunk`, `evaluate`, `member_params` and `saved_state` return the
+    real members only, as whole host arrays when the run spans several processes.
     """
 
     def __init__(self, task, tc: TrainConfig, members: list[dict] | None = None):
