@@ -5,6 +5,7 @@
     mi-jax train --resume RUN_DIR
     mi-jax sweep PRESET --grid key=v1,v2 [--grid ...] [--seeds 0,1] [--set key=value ...] [--out DIR] [--one-program]
     mi-jax sweep --resume SWEEP_DIR
+    mi-jax train|sweep ... --distributed | --coordinator HOST:PORT --num-processes N --process-id I
     mi-jax analyze RUN_DIR
     mi-jax llc RUN_DIR [--set llc.epsilon=... ...] [--calibrate [--epsilons ...] [--gammas ...] [--n-betas ...]]
     mi-jax import SRC --out RUN_DIR [--preset NAME] [--set key=value ...] [--op +]
@@ -113,15 +114,23 @@ def cmd_train(args) -> int:
         if args.sets or args.seeds:
             raise ConfigError("--resume continues a run with its saved config; drop --set/--seeds")
         run.resume(Path(args.resume), wandb=args.wandb, progress=not args.quiet)
-        print(f"run dir: {args.resume}")
+        _say(f"run dir: {args.resume}")
         return 0
     if not args.preset:
         raise ConfigError("train needs a PRESET (see `mi-jax list`) or --resume RUN_DIR")
     cfg = build_config(args.preset, args.sets, args.seeds)
     run_dir = Path(args.out) if args.out else run.default_run_dir(args.preset)
     final = run.start(cfg, run_dir, overwrite=args.overwrite, wandb=args.wandb, progress=not args.quiet)
-    print(f"run dir: {run_dir}\nfinal (step {final.get('step')}): {_summary(final)}")
+    _say(f"run dir: {run_dir}\nfinal (step {final.get('step')}): {_summary(final)}")
     return 0
+
+
+def _say(text: str) -> None:
+    """Print, on process 0 only when several processes run one command."""
+    from mi_jax.training.distributed import is_writer
+
+    if is_writer():
+        print(text)
 
 
 def _summary(row: dict) -> str:
@@ -168,7 +177,7 @@ def cmd_sweep(args) -> int:
         out = Path(args.out) if args.out else run.default_run_dir(f"{args.preset}_sweep")
         result = sweep(cfg, parse_grid(args.grid), out, seeds=_parse_seeds(args.seeds), one_program=args.one_program,
                        overwrite=args.overwrite, wandb=args.wandb, progress=not args.quiet)
-    print(f"sweep dir: {result.sweep_dir}: {len(result.members)} members in {len(result.trajectories)} program(s)\n"
+    _say(f"sweep dir: {result.sweep_dir}: {len(result.members)} members in {len(result.trajectories)} program(s)\n"
           f"(analyse it with `mi-jax analyze {result.sweep_dir}`)")
     return 0
 
@@ -304,7 +313,21 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--wandb", default="offline", choices=["offline", "online", "off"])
     for p in (train, swp, demo):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+    for p in (train, swp):
+        _distributed_flags(p)
     return parser
+
+
+def _distributed_flags(p: argparse.ArgumentParser) -> None:
+    """One run over several processes (`mi_jax.training.distributed`); each flag defaults to $MI_JAX_<FLAG>."""
+    env = os.environ.get
+    group = p.add_argument_group("several processes (multi-host)")
+    group.add_argument("--distributed", action="store_true", default=env("MI_JAX_DISTRIBUTED") == "1",
+                       help="join a multi-process run found in the environment (SLURM, TPU VM, Open MPI)")
+    group.add_argument("--coordinator", default=env("MI_JAX_COORDINATOR"), metavar="HOST:PORT",
+                       help="process 0's address (with --num-processes and --process-id)")
+    group.add_argument("--num-processes", type=int, default=env("MI_JAX_NUM_PROCESSES"), metavar="N")
+    group.add_argument("--process-id", type=int, default=env("MI_JAX_PROCESS_ID"), metavar="I")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
 
     presets.USER_DIRS[:] = [Path(d) for d in args.presets]
     try:
+        if hasattr(args, "distributed"):
+            from mi_jax.training import distributed
+
+            distributed.initialize(auto=args.distributed, coordinator=args.coordinator,
+                                   num_processes=args.num_processes, process_id=args.process_id)
         return args.func(args)
     except (ConfigError, CheckpointError, TrainingDiverged) as e:
         print(f"mi-jax: error: {e}", file=sys.stderr)

@@ -81,6 +81,11 @@ BAD_INPUTS = [
     (["train", "grokking_small", "--set", "train.ckpt_every=30"], "multiple of"),
     (["train", "grokking_small", "--seeds", "1,x"], "--seeds"),
     (["train", "grokking_small", "--set", "noequals"], "key=value"),
+    (["train", "grokking_small", "--set", "train.devices=64"], "train.devices=64 but only 2 devices exist"),
+    (["sweep", "grokking_small", "--grid", "train.lr=1e-3,2e-3", "--set", "train.devices=64"], "train.devices=64"),
+    (["train", "grokking_small", "--coordinator", "localhost:1234"], "--coordinator, --num-processes and --process-id go"),
+    (["sweep", "grokking_small", "--grid", "train.lr=1e-3", "--coordinator", "localhost:1234", "--num-processes", "2",
+      "--process-id", "2"], "--process-id must be in 0..1"),
 ]
 
 

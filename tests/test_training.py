@@ -1,5 +1,6 @@
 """Training: the run dir as a checkpoint series, ensembles, exact resume after kill -9, bad states."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -83,19 +84,22 @@ def test_ensemble_member_equals_the_solo_run_with_its_seed(tmp_path):
 
 
 def test_data_parallel_runs_match_plain_runs_and_resume_exactly(tmp_path):
-    # Solo: each minibatch split over the 2 test CPU devices; ensemble: its seeds split. One chunk
-    # of 25 steps equals the one-device chunk up to float reassociation (see above).
+    # Solo: each minibatch split over the 2 test CPU devices; ensemble: its 3 seeds padded to 4 with
+    # a copy of the last and split 2 and 2. One chunk of 25 steps equals the one-device chunk up to
+    # float reassociation (see above); the dummy member is neither in the params nor the metrics.
     assert jax.local_device_count() == 2, "conftest sets two CPU devices"
-    for extra in ({"batch_size": 32}, {"seeds": (3, 5)}):
+    for extra in ({"batch_size": 32}, {"seeds": (3, 5, 7)}):
         chunks = []
         for parallel_on in (False, True):
             cfg = tiny_grokking(steps=50, ckpt_every=25, data_parallel=parallel_on, **extra)  # the chunk the resume below runs
             trainer = loop.Trainer(GrokkingTask(cfg), cfg.train)
-            chunks.append(trainer.run_chunk(trainer.init_state())[:2])
-        (plain, plain_metrics), (split, split_metrics) = chunks
-        assert split["params"]["W_E"].sharding.num_devices == 2
+            state, metrics, _ = trainer.run_chunk(trainer.init_state())
+            chunks.append((state, trainer.member_params(state["params"]), metrics))
+        (_, plain, plain_metrics), (split_state, split, split_metrics) = chunks
+        assert split_state["params"]["W_E"].sharding.num_devices == 2
+        assert split["W_E"].shape == plain["W_E"].shape == (1 if "batch_size" in extra else 3, 14, 32)
         for name in ("W_E", "W_U"):  # (b_K has no gradient but float noise, which Adam scales up to lr)
-            np.testing.assert_allclose(split["params"][name], plain["params"][name], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(split[name], plain[name], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(split_metrics["test_loss"], plain_metrics["test_loss"], rtol=1e-4)
 
     # interrupted after 1 of 2 chunks, resumed: bit-identical to the uninterrupted data-parallel run
@@ -173,8 +177,35 @@ def test_data_parallel_uses_as_many_devices_as_divide_the_batch():
     # sizes the devices do not divide fall back to one device
     odd = tiny_grokking(batch_size=25, data_parallel=True)
     assert loop.Trainer(GrokkingTask(odd), odd.train).state_sharding is None  # 25 rows: one device
+    # members the devices do not divide are padded: 3 seeds on 2 devices compute 4, of which 3 are saved
     three = tiny_grokking(seeds=(0, 1, 2), data_parallel=True)
-    assert loop.Trainer(GrokkingTask(three), three.train).state_sharding is None
+    padded = loop.Trainer(GrokkingTask(three), three.train)
+    assert padded.state_sharding.mesh.size == 2 and padded.n_dummies == 1
+    assert padded.padding == "2 devices, 3 members: padded to 4 (1 dummy member not saved)"
+    # train.devices splits over that many even without data_parallel; more than exist is one line
+    assert loop.Trainer(GrokkingTask(three), dataclasses.replace(three.train, data_parallel=False, devices=1)) \
+        .state_sharding is None
+    with pytest.raises(mj.ConfigError, match="train.devices=3 but only 2 devices exist"):
+        loop.data_sharding(GrokkingTask(three), dataclasses.replace(three.train, devices=3))
+
+
+def test_a_padded_ensemble_saves_only_its_members_and_resumes_exactly(tmp_path, capsys):
+    # 3 seeds on 2 devices compute a 4th (a copy of seed 7); the run dir and its train state hold 3,
+    # and a resume pads again: bit-identical to the uninterrupted run
+    cfg = tiny_grokking(seeds=(3, 5, 7), steps=50, ckpt_every=25, data_parallel=True)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / store.CONFIG).write_text(config_lib.dumps(cfg))
+    loop.train(GrokkingTask(cfg), cut, progress=False, stop_after_chunks=1)
+    assert "2 devices, 3 members: padded to 4 (1 dummy member not saved)" in capsys.readouterr().err
+    saved, _ = store.StateStore(cut, read_only=True).restore_latest(None)
+    assert saved["params"]["W_E"].shape == (3, 14, 32)
+    mj.resume(cut, wandb="off", progress=False)
+    mj.train(cfg, tmp_path / "whole", wandb="off", progress=False)
+    a, b = mj.Trajectory.load(cut, on_corrupt="raise"), mj.Trajectory.load(tmp_path / "whole")
+    assert a.params["W_E"].shape == (3, 3, 14, 32) and a.metrics["test_loss"].shape == (3, 3)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        assert np.array_equal(x, y)
 
 
 RESUME_SCRIPT = """

@@ -41,10 +41,15 @@ class TrainConfig:
                    evaluation (params and optimiser state replicated; each device's gradients of its
                    share's mean loss are averaged in one all-reduce, so the task's loss must be a
                    mean over the batch's leading axis, as every task's is), an ensemble
-                   shards its seeds; as many devices as divide the batch size (number of seeds).
+                   shards its members; a solo run as many devices as divide the batch size.
                    On CPU the devices are JAX_NUM_CPU_DEVICES (`mi-jax` sets it to the core
                    count, at most 4); with one device this is a plain run. Results equal a plain
-                   run's up to float reassociation
+                   run's up to float reassociation. Several members are split over
+                   min(devices, members) devices, padded with copies of the last member to a
+                   multiple of the device count (the copies are computed, never saved or reported)
+    devices        how many devices the [member] axis (a solo run: the batch) is split over; None:
+                   as data_parallel chooses (and with several processes, every device of every
+                   process). Setting it splits even without data_parallel
     """
 
     steps: int = 10_000
@@ -65,6 +70,7 @@ class TrainConfig:
     freeze_biases: bool = False
     logsoftmax_f64: bool = False
     data_parallel: bool = False
+    devices: int | None = None
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     interventions: tuple[str, ...] = ()
 
@@ -87,6 +93,7 @@ class TrainConfig:
         )
         check(self.ckpt_delta > 0, f"train.ckpt_delta must be > 0, got {self.ckpt_delta}")
         check(self.ckpt_extra >= 0, f"train.ckpt_extra must be >= 0, got {self.ckpt_extra}")
+        check(self.devices is None or self.devices >= 1, f"train.devices must be >= 1, got {self.devices}")
         if self.seeds is not None:
             check(len(self.seeds) >= 1, "train.seeds must name at least one seed")
             check(len(set(self.seeds)) == len(self.seeds), f"train.seeds has duplicates: {self.seeds}")

@@ -12,14 +12,16 @@ One compiled *chunk* runs the steps between two scheduled snapshots (`schedule`:
 `ckpt_every` steps, or log-spaced), with an evaluation every `eval_every` steps and at its end.
 Between chunks (Python, outside jit): parameter snapshots, the resumable state, metrics rows,
 logging. A run with `seeds=(0, 1, ...)` vmaps the chunk over a leading [seed] axis;
-member k equals the solo run with seed k up to float reassociation. With `data_parallel` the
-chunk is one SPMD program over all local devices (see `data_sharding`).
+member k equals the solo run with seed k up to float reassociation. With `data_parallel` (or
+`devices`, or several processes: `training.distributed`) the chunk is one SPMD program over the
+devices of every process (see `data_sharding`), the members padded to a multiple of the devices.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mi_jax.config import check
 from mi_jax.io import store
 from mi_jax.io.members import member_config
-from mi_jax.training import schedule
+from mi_jax.training import distributed, schedule
 from mi_jax.training.config import TrainConfig
 from mi_jax.training.parallel import mean_value_and_grad, split_batch, splitting_batches
 
@@ -70,28 +72,54 @@ def train_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_key, data_key
 
 
+def check_devices(tc: TrainConfig) -> None:
+    """A ConfigError (one line) when tc asks for more devices than this run has (those of every process)."""
+    count = jax.device_count()
+    check(tc.devices is None or tc.devices <= count,
+          f"train.devices={tc.devices} but only {count} device{'s' * (count > 1)} exist{'s' * (count == 1)} "
+          f"({jax.devices()[0].platform}; on CPU set JAX_NUM_CPU_DEVICES)")
+
+
+def split_devices(task, tc: TrainConfig, n_members: int | None = None) -> int:
+    """How many devices a run's leading axis is split over (1: a plain one-device run).
+
+    Several members (`n_members`): `tc.devices`, or min(devices, members) with data_parallel (with
+    several processes: every device of every process); the Trainer pads the members to a multiple
+    of it. A solo run splits its batch over `tc.devices`, which must divide it, or with data_parallel
+    over the most devices that divide it. Asking for more devices than exist is a ConfigError.
+    """
+    check_devices(tc)
+    count = jax.device_count()
+    several_processes = jax.process_count() > 1
+    check(not several_processes or tc.devices in (None, count),
+          f"train.devices={tc.devices}: a run of {jax.process_count()} processes splits over all {count} devices")
+    if not (tc.data_parallel or tc.devices or several_processes):
+        return 1
+    if n_members:
+        return tc.devices or (count if several_processes else min(count, n_members))
+    batch = jax.eval_shape(task.batch, jax.random.key(0), jnp.zeros((), jnp.int32))
+    size = math.gcd(*(leaf.shape[0] for leaf in jax.tree.leaves(batch)))
+    if tc.devices or several_processes:  # every process must hold a share: no smaller split
+        n = tc.devices or count
+        check(size % n == 0, f"a batch of {size} rows does not split over {n} devices: set train.batch_size "
+                             f"to a multiple of {n}")
+        return n
+    return max(k for k in range(1, count + 1) if size % k == 0)
+
+
 def data_sharding(task, tc: TrainConfig, n_members: int | None = None) -> tuple[NamedSharding, NamedSharding | None] | None:
-    """(sharding of the train state, of each step's batch) for `tc.data_parallel`, or None for a
-    plain one-device run.
+    """(sharding of the train state, of each step's batch) over `split_devices` devices, or None for
+    a plain one-device run.
 
     A solo run replicates its state and splits the batch's leading axis; a run of several members
     (`n_members`, by default tc's seeds) splits its leading [member] axis (state, keys and metrics)
     and keeps each member's batch whole (batch sharding None: the vmapped batch follows its member).
-    It uses the largest number of local devices that divides the batch size (the number of
-    members); None when that is 1 or data_parallel is off.
     """
-    if not tc.data_parallel:
-        return None
     n_members = n_members or (len(tc.seeds) if tc.ensemble else None)
-    if n_members:
-        size = n_members
-    else:
-        batch = jax.eval_shape(task.batch, jax.random.key(0), jnp.zeros((), jnp.int32))
-        size = math.gcd(*(leaf.shape[0] for leaf in jax.tree.leaves(batch)))
-    n = max(k for k in range(1, jax.local_device_count() + 1) if size % k == 0)
-    if n == 1:
+    n = split_devices(task, tc, n_members)
+    if n == 1 and jax.process_count() == 1:
         return None
-    mesh = Mesh(np.array(jax.local_devices()[:n]), ("data",))
+    mesh = Mesh(np.array(jax.devices()[:n]), ("data",))
     split = NamedSharding(mesh, PartitionSpec("data"))
     return (split, None) if n_members else (NamedSharding(mesh, PartitionSpec()), split)
 
@@ -104,6 +132,10 @@ class Trainer:
     array of ONE vmapped program and its task arrays (`task.member_data`) passed to the task's
     `init_params`, `batch` and `evaluate`; None: tc's own seed (a solo run) or seeds (an ensemble,
     vmapped over its seeds).
+
+    Split over devices, the program computes `n_dummies` more members, copies of the last, so that
+    the devices divide them; `run_chunk`, `evaluate`, `member_params` and `saved_state` return the
+    real members only, as whole host arrays when the run spans several processes.
     """
 
     def __init__(self, task, tc: TrainConfig, members: list[dict] | None = None):
@@ -112,19 +144,28 @@ class Trainer:
         self.members = list(members) if per_member else [{"seed": s} for s in tc.seed_list]
         self.vmapped = per_member or tc.ensemble
         self.seeds = tuple(m["seed"] for m in self.members)
+        # the state (and the members' keys and metrics) live on `state_sharding`; None: one device
+        self.state_sharding, batch_sharding = data_sharding(task, tc, len(self.members) if self.vmapped else None) \
+            or (None, None)
+        # members padded to a multiple of the devices with copies of the last: computed like it, never saved
+        n_split = self.state_sharding.mesh.size if self.vmapped and self.state_sharding is not None else 1
+        self.n_dummies = -len(self.members) % n_split
+        computed = self.members + [self.members[-1]] * self.n_dummies
+        self.padding = (f"{n_split} devices, {len(self.members)} members: padded to {len(computed)} "
+                        f"({self.n_dummies} dummy member{'s' * (self.n_dummies > 1)} not saved)") if self.n_dummies else None
         # what varies by member, vmapped with its key: {"h": hyperparameters [member], "task": task arrays
         # [member, ...]}; what does not is a constant of the program (tc's hyperparameters, the task's data)
         varying = {}
         if per_member:
-            varying["h"] = {name: jnp.asarray([float(m.get(f"train.{name}", getattr(tc, name))) for m in self.members],
+            varying["h"] = {name: jnp.asarray([float(m.get(f"train.{name}", getattr(tc, name))) for m in computed],
                                               jnp.float32) for name in HYPERPARAMETERS}
-            task_keys = sorted({k for m in self.members for k in m if k != "seed" and k not in TRAIN_KEYS})
+            task_keys = sorted({k for m in computed for k in m if k != "seed" and k not in TRAIN_KEYS})
             own = getattr(task, "MEMBER_KEYS", ())
             for key in task_keys:
                 check(key in own, f"members of one program cannot differ in {key!r}: only in the seed, "
                                   f"{', '.join(TRAIN_KEYS)} and {', '.join(own) or 'no task setting'}")
             if task_keys:
-                each = [task.member_data(member_config(task.cfg, m)) for m in self.members]
+                each = [task.member_data(member_config(task.cfg, m)) for m in computed]
                 varying["task"] = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *each)
         warm_up = any(m.get("train.warmup_steps", tc.warmup_steps) > 0 for m in self.members)
         template = jax.eval_shape(task.init_params, jax.random.key(0))
@@ -144,10 +185,6 @@ class Trainer:
             init_key, _ = jax.random.split(seed_key)
             params = jax.tree.map(lambda x: x.astype(jnp.float32), init_params(init_key, v=v))
             return {"params": params, "opt_state": optimizer(v).init(params), "step": jnp.zeros((), jnp.int32)}
-
-        # the state (and the members' keys and metrics) live on `state_sharding`; None: one device
-        self.state_sharding, batch_sharding = data_sharding(task, tc, len(self.members) if self.vmapped else None) \
-            or (None, None)
 
         loss = task.loss
         if tc.compute_dtype == "bfloat16":  # the float32 parameters cast for the step; their gradients float32
@@ -197,14 +234,14 @@ class Trainer:
                     return jax.lax.scan(fixed_eval, state, length=schedule.eval_slots(tc))
                 return jax.lax.scan(variable_eval, state, lengths)
 
-        keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in self.seeds])
+        keys = jnp.stack([jax.random.key_data(jax.random.key(m["seed"])) for m in computed])
         self._seed_keys = keys if self.vmapped else keys[0]
         self._varying = varying
         wrap = jax.vmap if self.vmapped else (lambda f, in_axes=None: f)
         placed = {}
         if self.state_sharding is not None:  # every output (state, metrics) on the state's sharding
-            self._seed_keys = jax.device_put(self._seed_keys, self.state_sharding)
-            self._varying = jax.device_put(self._varying, self.state_sharding)
+            self._seed_keys = distributed.put(self._seed_keys, self.state_sharding)
+            self._varying = distributed.put(self._varying, self.state_sharding)
             placed = {"out_shardings": self.state_sharding}
         self._init = jax.jit(wrap(lambda k, v: init_one(jax.random.wrap_key_data(k), v)), **placed)
         self._chunk = jax.jit(wrap(lambda s, k, v: chunk_one(s, jax.random.wrap_key_data(k), v, None)),
@@ -217,30 +254,44 @@ class Trainer:
     def init_state(self):
         return self._init(self._seed_keys, self._varying)
 
+    def _real(self, tree):
+        """`tree` whole on this host ([member, ...] leaves of the real members only, dummies dropped)."""
+        tree = distributed.gather(tree)
+        return jax.tree.map(lambda x: x[: len(self.members)], tree) if self.n_dummies else tree
+
     def place(self, state):
-        """Put a host state (a restored checkpoint) where `run_chunk` expects it."""
-        return jax.device_put(state, self.state_sharding)
+        """Put a host state (a restored checkpoint, real members only) where `run_chunk` expects it."""
+        if self.n_dummies:
+            state = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], self.n_dummies, axis=0)]), state)
+        if self.state_sharding is None:
+            return jax.device_put(state)
+        return distributed.put(state, self.state_sharding)
+
+    def saved_state(self, state):
+        """The train state as host arrays, as the run dir keeps it (dummy members dropped; `place` undoes it)."""
+        return jax.device_get(self._real(state))
 
     def run_chunk(self, state, lengths=None):
         """Run one chunk: `lengths` [slots] steps before each of its evaluations (0: an unused slot;
         None: eval_every each, a chunk of ckpt_every steps).
-        -> (state after sum(lengths) more steps, metrics {name: [slots, (member)]}, the params after
+        -> (state after sum(lengths) more steps, metrics {name: [slots, (member)]} of the real members, the params after
         each evaluation {leaf: [slots, (member), ...]} where `ckpt_watch` asks for them, else None)."""
         if lengths is None or np.all(np.asarray(lengths) == self.tc.eval_every):
             state, (metrics, slot_params) = self._chunk(state, self._seed_keys, self._varying)
         else:
             state, (metrics, slot_params) = self._variable_chunk(state, self._seed_keys, self._varying,
                                                                  jnp.asarray(lengths, jnp.int32))
+        metrics, slot_params = self._real((metrics, slot_params))
         if self.vmapped:  # vmap puts [member] first; rows and snapshots want [eval, member]
             metrics, slot_params = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), (metrics, slot_params))
         return state, metrics, slot_params
 
     def evaluate(self, params):
-        return self._evaluate(params, self._varying)
+        return self._real(self._evaluate(params, self._varying))
 
     def member_params(self, params):
-        """Params with leaves [member, ...], as the run dir keeps them (a solo run is one member)."""
-        return params if self.vmapped else jax.tree.map(lambda x: x[None], params)
+        """Params with leaves [member, ...] of the real members, as the run dir keeps them (a solo run is one member)."""
+        return self._real(params) if self.vmapped else jax.tree.map(lambda x: x[None], distributed.gather(params))
 
 
 def _rows(steps: list[int], metrics: dict[str, np.ndarray]) -> list[dict]:
@@ -284,6 +335,10 @@ def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, membe
     base = schedule.base_steps(tc)
     slots = schedule.eval_slots(tc)
     watch = tc.ckpt_watch if tc.ckpt_extra > 0 else None
+    writer = distributed.is_writer()  # process 0 writes the run dir; every process saves the state (orbax)
+    snapshot_series = store.SnapshotWriter if writer else _SnapshotSteps
+    if trainer.padding and writer:
+        print(f"mi-jax: {trainer.padding}", file=sys.stderr)
     states = store.StateStore(run_dir)
     state = trainer.init_state()
     if watch is not None:
@@ -291,23 +346,25 @@ def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, membe
         check(watch in names, f"train.ckpt_watch={watch!r} is not a metric of this task: {', '.join(sorted(names))}")
     capacity = len(base) + (tc.ckpt_extra if watch else 0)
     if resume:
-        state, meta = states.restore_latest(jax.device_get(state))
+        state, meta = states.restore_latest(trainer.saved_state(state))
         state = trainer.place(state)
         step, n_rows = int(meta["step"]), int(meta["snapshots"])
         if step not in base:
             raise store.CheckpointError(f"the train state in {run_dir} is at step {step}, not on the run's schedule")
         start_chunk, watched = base.index(step), meta.get("watched")
-        store.truncate_metrics(run_dir, step)
-        snapshots = store.SnapshotWriter(run_dir, trainer.member_params(state["params"]), capacity, resume_rows=n_rows)
+        if writer:
+            store.truncate_metrics(run_dir, step)
+        snapshots = snapshot_series(run_dir, trainer.member_params(state["params"]), capacity, resume_rows=n_rows)
     else:
         start_chunk = 0
-        snapshots = store.SnapshotWriter(run_dir, trainer.member_params(state["params"]), capacity)
+        snapshots = snapshot_series(run_dir, trainer.member_params(state["params"]), capacity)
         first = jax.device_get(trainer.evaluate(state["params"]))
-        store.append_metrics(run_dir, _rows([0], jax.tree.map(lambda m: np.asarray(m)[None], first)))
+        if writer:
+            store.append_metrics(run_dir, _rows([0], jax.tree.map(lambda m: np.asarray(m)[None], first)))
         snapshots.write(0, trainer.member_params(state["params"]))
         watched = schedule.watched_value(watch, first[watch]).ravel().tolist() if watch else None
-        states.save(0, state, {"snapshots": snapshots.rows, "watched": watched})
-    bar = _progress_bar(tc.steps, base[start_chunk], progress)
+        states.save(0, trainer.saved_state(state), {"snapshots": snapshots.rows, "watched": watched})
+    bar = _progress_bar(tc.steps, base[start_chunk], progress and writer)
     last: dict = {}
     try:
         for chunk in range(start_chunk, len(base) - 1):
@@ -333,8 +390,9 @@ def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, membe
                     snapshots.write(steps[i], trainer.member_params(jax.tree.map(lambda x: x[i], slot_params)))
                 watched = values[-1].tolist()
             snapshots.write(end, trainer.member_params(state["params"]))
-            store.append_metrics(run_dir, rows)
-            states.save(end, state, {"snapshots": snapshots.rows, "watched": watched})
+            if writer:
+                store.append_metrics(run_dir, rows)
+            states.save(end, trainer.saved_state(state), {"snapshots": snapshots.rows, "watched": watched})
             dt = time.perf_counter() - t0
             last = rows[-1]
             if logger is not None:
@@ -344,6 +402,21 @@ def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, membe
         bar.close()
         states.close()
     return last
+
+
+class _SnapshotSteps:
+    """A process other than the writer keeps only the steps of the snapshot series (`store.SnapshotWriter`'s
+    `steps` and `rows`); process 0 writes the rows."""
+
+    def __init__(self, run_dir: Path, template, capacity: int, resume_rows: int | None = None):
+        self.steps = store.read_index(Path(run_dir) / store.SNAPSHOTS)["steps"][:resume_rows] if resume_rows else []
+
+    @property
+    def rows(self) -> int:
+        return len(self.steps)
+
+    def write(self, step: int, params) -> None:
+        self.steps.append(int(step))
 
 
 class _progress_bar:

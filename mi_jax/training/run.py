@@ -4,7 +4,8 @@
     mj.resume("checkpoints/my_run")         # continue a killed run where its last state left off
 
 Both hold the run dir's lock (`mi_jax.io.lock`) from before the first write to the end, so a
-second writer stops with one line before any compute and writes nothing.
+second writer stops with one line before any compute and writes nothing. In a run of several
+processes (`training.distributed`) process 0 holds the lock and writes; the others wait for it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from pathlib import Path
 from mi_jax import config as config_lib
 from mi_jax.config import ConfigError, check
 from mi_jax.io import store
-from mi_jax.io.lock import LOCK, OWNER, run_dir_lock
+from mi_jax.io.lock import LOCK, OWNER
 from mi_jax.io.trajectory import load_config
 from mi_jax.io.wandb_logger import MODES, WandbLogger
 from mi_jax.kinds import make_task
-from mi_jax.training import loop
+from mi_jax.training import distributed, loop
 
 
 def _writable_dir(run_dir: Path) -> Path:
@@ -67,13 +68,16 @@ def start(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", prog
     """
     task = make_task(cfg)  # validates task-level settings before touching the disk
     check(wandb in MODES, f"--wandb must be one of {', '.join(MODES)}, got {wandb!r}")
+    loop.check_devices(cfg.train)
     run_dir = Path(run_dir)
     _check_replaceable(run_dir, overwrite)
-    with run_dir_lock(_writable_dir(run_dir), "training"):
-        empty(run_dir)
-        (run_dir / store.CONFIG).write_text(config_lib.dumps(cfg))
-        if members is not None:
-            store.write_members(run_dir, members)
+    with distributed.writer_lock(run_dir, "training", before=lambda: _writable_dir(run_dir)) as writer:
+        if writer:
+            empty(run_dir)
+            (run_dir / store.CONFIG).write_text(config_lib.dumps(cfg))
+            if members is not None:
+                store.write_members(run_dir, members)
+        distributed.sync(f"mi_jax: made {run_dir}")
         return _go(task, run_dir, resume=False, wandb=wandb, progress=progress, members=members, group=group)
 
 
@@ -83,17 +87,20 @@ def resume(run_dir, *, wandb: str = "offline", progress: bool = True) -> dict:
     run_dir = Path(run_dir)
     check((run_dir / store.CONFIG).exists(), f"cannot resume {run_dir}: not a mi_jax run dir (no config.json)")
     check(wandb in MODES, f"--wandb must be one of {', '.join(MODES)}, got {wandb!r}")
-    with run_dir_lock(run_dir, "training"):
+    with distributed.writer_lock(run_dir, "training"):
         task = make_task(load_config(run_dir / store.CONFIG))
+        loop.check_devices(task.cfg.train)
         return _go(task, run_dir, resume=True, wandb=wandb, progress=progress, members=store.read_members(run_dir))
 
 
 def _go(task, run_dir: Path, *, resume: bool, wandb: str, progress: bool, members=None, group=None) -> dict:
-    logger = WandbLogger(run_dir, task.cfg, wandb, members=members, group=group)
+    logger = WandbLogger(run_dir, task.cfg, wandb if distributed.is_writer() else "off", members=members, group=group)
     try:
-        return loop.train(task, run_dir, resume=resume, logger=logger, progress=progress, members=members)
+        final = loop.train(task, run_dir, resume=resume, logger=logger, progress=progress, members=members)
     finally:
         logger.finish()
+    distributed.sync(f"mi_jax: wrote {run_dir}")  # no process reads the run dir before process 0 has written it
+    return final
 
 
 def default_run_dir(name: str) -> Path:

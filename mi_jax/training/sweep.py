@@ -27,10 +27,9 @@ from pathlib import Path
 from mi_jax import config as config_lib
 from mi_jax.config import check
 from mi_jax.io import store
-from mi_jax.io.lock import run_dir_lock
 from mi_jax.io.trajectory import Trajectory
 from mi_jax.kinds import kind_of, make_task
-from mi_jax.training import run
+from mi_jax.training import distributed, loop, run
 from mi_jax.training.loop import TRAIN_KEYS
 
 SWEEP = "sweep.json"
@@ -158,13 +157,14 @@ def sweep(cfg, grid: dict[str, list], out, *, seeds=None, one_program: bool = Fa
         check(is_sweep_dir(out), f"refusing to overwrite {out}: it is not a mi_jax sweep dir")
     for program_cfg, _ in plan:  # every program's config is valid before any trains
         make_task(program_cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    with run_dir_lock(out, "sweeping"):
-        if not resume:
+        loop.check_devices(program_cfg.train)
+    with distributed.writer_lock(out, "sweeping", before=lambda: out.mkdir(parents=True, exist_ok=True)) as writer:
+        if writer and not resume:
             run.empty(out)
             (out / SWEEP).write_text(json.dumps(spec, indent=1))
             # JSON is YAML: `wandb sweep wandb_sweep.yaml` reads it
             (out / "wandb_sweep.yaml").write_text(json.dumps(wandb_sweep_config(grid, spec["seeds"], out.name), indent=1))
+        distributed.sync(f"mi_jax: made {out}")
         for (program_cfg, program_members), name in zip(plan, names):
             program_dir = out / name
             if resume and (program_dir / store.CONFIG).exists():
