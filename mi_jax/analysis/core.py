@@ -1,4 +1,4 @@
-"""The trajectory analysis layer: every measure, every checkpoint and member, one compiled call.
+"""The trajectory analysis layer: every measure, every checkpoint and member, one compiled program.
 
 A *measure* is a pure function `(params, data) -> value` (scalar or array) of ONE model's
 params (a dict like `init_params` gives) and whatever fixed data it needs. A measure may also
@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -150,7 +149,7 @@ def _split_over_devices(over_time: Callable, n_dev: int) -> Callable:
 
 def analyze(traj, measures: dict[str, Measure], data: Any = None, *, per_member: dict | None = None,
             chunk_size: int | None = None, block_bytes: int = STREAM_BYTES) -> dict[str, np.ndarray]:
-    """Measures for every checkpoint and member of `traj` in one compiled call: {name: [time, member, ...]}.
+    """Measures for every checkpoint and member of `traj` with one compiled program: {name: [time, member, ...]}.
 
     measures: {name: fn(params, data)} (a family returns {name: value}); data: fixed arrays the
     measures share; per_member: {name: [member, ...]}, data that differs between members (see

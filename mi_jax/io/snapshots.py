@@ -18,6 +18,7 @@ a 15 GB sweep costs nothing until a slice of it is read. I/O only: nothing here 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import jax
@@ -68,6 +69,14 @@ def open_array(path: Path) -> ts.TensorStore:
         raise SnapshotReadError(f"cannot open snapshot array {path}: {e}") from None
 
 
+def await_array(path: Path, timeout_s: float = 300.0) -> ts.TensorStore:
+    """The array process 0 creates, opened by another process of a multi-process run once it exists."""
+    deadline = time.monotonic() + timeout_s
+    while not (Path(path) / "zarr.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return open_array(path)
+
+
 def grow(array: ts.TensorStore, rows: int) -> ts.TensorStore:
     """`array` with at least `rows` rows (adds metadata only: no chunk is rewritten)."""
     if array.shape[0] >= rows:
@@ -75,26 +84,30 @@ def grow(array: ts.TensorStore, rows: int) -> ts.TensorStore:
     return array.resize(exclusive_max=[rows, *([None] * (array.rank - 1))], expand_only=True).result()
 
 
+def _member_sharded(leaf) -> bool:
+    """Whether `leaf` [member, ...] is a jax Array split over its member axis only."""
+    return (isinstance(leaf, jax.Array) and leaf.ndim > 0 and not leaf.is_fully_replicated
+            and all(s.data.shape[1:] == leaf.shape[1:] for s in leaf.addressable_shards))
+
+
 def local_blocks(leaf) -> list[tuple[slice, np.ndarray]]:
-    """(member slice, values [members, ...]) of each block of `leaf` [member, ...] this process holds:
-    the addressable shards of a jax Array (one replica each), or the whole of a host array."""
-    if isinstance(leaf, jax.Array) and not leaf.is_fully_replicated and len(leaf.addressable_shards) > 0:
+    """(member slice, values [members, ...]) of each block of `leaf` [member, ...] this process writes:
+    the addressable shards of a member-sharded jax Array (one replica each), else the whole array
+    (process 0 only, for a jax Array of a multi-process run)."""
+    if _member_sharded(leaf):
         blocks = {}
         for shard in leaf.addressable_shards:
             if shard.replica_id == 0:
-                members = shard.index[0] if shard.index else slice(None)
-                blocks[members.indices(leaf.shape[0])] = np.asarray(shard.data)
+                blocks[shard.index[0].indices(leaf.shape[0])[:2]] = np.asarray(shard.data)
         return [(slice(*key), block) for key, block in sorted(blocks.items())]
-    if isinstance(leaf, jax.Array) and jax.process_count() > 1 and jax.process_index() != 0:
-        return []  # replicated: process 0 writes it
+    if isinstance(leaf, jax.Array) and jax.process_index() != 0:
+        return []
     return [(slice(0, np.shape(leaf)[0]), np.asarray(leaf))]
 
 
 def chunk_members(leaf) -> int:
-    """Members per chunk: the size of one device's block of a member-sharded leaf, else all of them."""
-    if isinstance(leaf, jax.Array) and not leaf.is_fully_replicated:
-        return int(leaf.addressable_shards[0].data.shape[0]) if leaf.ndim else 1
-    return int(np.shape(leaf)[0])
+    """Members per chunk: one device's block of a member-sharded leaf, else all of them."""
+    return int(leaf.addressable_shards[0].data.shape[0]) if _member_sharded(leaf) else int(np.shape(leaf)[0])
 
 
 def write_row(arrays: dict[str, ts.TensorStore], row: int, flat: dict) -> None:

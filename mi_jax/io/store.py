@@ -99,6 +99,7 @@ class SnapshotWriter:
             self.arrays = {
                 name: snapshots.create_array(self.dir / name, (max(capacity, 1), *np.shape(leaf)),
                                              snapshots.chunk_members(leaf), store_dtype, compression)
+                if self.writes_index else snapshots.await_array(self.dir / name)
                 for name, leaf in flat.items()
             }
             return

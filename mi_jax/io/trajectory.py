@@ -78,7 +78,7 @@ class Trajectory:
         return dataclasses.replace(self, params=jax.tree.map(lambda x: x[:, idx], self.params), metrics=metrics,
                                    members=tuple(self.members[i] for i in idx))
 
-    def materialize(self) -> "Trajectory":
+    def materialize(self) -> Trajectory:
         """The same series with every parameter read into memory (numpy arrays)."""
         return dataclasses.replace(self, params=snapshots.read_tree(self.params))
 
