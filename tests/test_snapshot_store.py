@@ -112,6 +112,7 @@ def test_a_loaded_series_is_lazy_until_read(tmp_path):
     traj = mj.Trajectory.load(run, verify=False)
     w_q = traj.params["blocks"][0]["attn"]["W_Q"]
     assert isinstance(w_q, snapshots.LazyArray) and w_q.shape == (4, 2, 2, 32, 16) and w_q.dtype == np.float32
+    assert type(traj.at(-1, 1)["W_E"]) is np.ndarray  # one model, read
     np.testing.assert_array_equal(traj.at(-1, 1)["W_E"], flat["W_E"][-1, 1])
     every_other = traj.select(slice(None, None, 2)).select_members([1])
     assert isinstance(every_other.params["W_E"], snapshots.LazyArray)

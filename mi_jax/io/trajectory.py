@@ -56,8 +56,8 @@ class Trajectory:
         return len(self.members)
 
     def at(self, index: int, member: int = 0) -> dict:
-        """The params of one model: checkpoint `index` of member `member`."""
-        return jax.tree.map(lambda x: x[index, member], self.params)
+        """The params of one model, read into memory: checkpoint `index` of member `member`."""
+        return snapshots.read_tree(jax.tree.map(lambda x: x[index, member], self.params))
 
     def member_config(self, member: int):
         """The config member `member` would have trained alone."""
