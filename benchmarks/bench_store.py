@@ -21,6 +21,7 @@ from chunk_timing import time_chunks
 
 from mi_jax import config as config_lib
 from mi_jax import presets
+from mi_jax.analysis.core import STREAM_BYTES
 from mi_jax.io import store
 from mi_jax.tasks.grokking import GrokkingTask
 from mi_jax.training import loop
@@ -113,32 +114,42 @@ def _measures() -> dict:
             "embed_freq": lambda p, _: jnp.abs(jnp.fft.rfft(p["W_E"][:-1], axis=0)).sum(-1)}
 
 
+MODES = {  # name: (read it all first, block_bytes, checkpoints analysed)
+    "one_checkpoint": (False, STREAM_BYTES, 1),  # the same program on one checkpoint: jax's own memory
+    "streamed": (False, STREAM_BYTES, SWEEP_CHECKPOINTS),
+    "streamed_64mb": (False, 64 << 20, SWEEP_CHECKPOINTS),
+    "whole": (True, 1 << 62, SWEEP_CHECKPOINTS),
+}
+
+
 def measure_in_this_process(run_dir: str, mode: str) -> dict:
-    """One mode's (time, peak RSS): "streamed" loads lazily (checking every chunk) and analyses in
-    blocks; "whole" reads the whole series into memory first and analyses it in one block."""
+    """One mode's (time, peak RSS): load lazily (checking every chunk), then analyse in blocks, or
+    read the whole series into memory first and analyse it in one block ("whole")."""
     import mi_jax as mj
     from mi_jax.analysis.core import analyze
 
+    whole, block_bytes, n_checkpoints = MODES[mode]
     t0 = time.perf_counter()
-    traj = mj.Trajectory.load(run_dir, on_corrupt="raise")
+    traj = mj.Trajectory.load(run_dir, on_corrupt="raise").select(slice(0, n_checkpoints))
     load_s = time.perf_counter() - t0
-    if mode == "whole":
+    if whole:
         traj = traj.materialize()
-    results = analyze(traj, _measures(), **({"block_bytes": 1 << 62} if mode == "whole" else {}))
-    assert results["weight_norm"].shape == (SWEEP_CHECKPOINTS, SWEEP_MEMBERS)
+    results = analyze(traj, _measures(), block_bytes=block_bytes)
+    assert results["weight_norm"].shape == (n_checkpoints, SWEEP_MEMBERS)
     return {"load_s": round(load_s, 1), "total_s": round(time.perf_counter() - t0, 1),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
 
 
 def analysis_memory() -> dict:
-    """Peak host RSS and time of analysing a 64-member grokking_p113 sweep, streamed against whole,
-    each in its own process."""
+    """Peak host RSS and time of analysing a 64-member grokking_p113 sweep streamed from disk (blocks
+    of 256 MB, the default, and of 64 MB), against reading it whole first, each in its own process;
+    `one_checkpoint` is the floor: the same program on one checkpoint."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "sweep"
         n_params = _sweep_series(run_dir)
         row = {"members": SWEEP_MEMBERS, "checkpoints": SWEEP_CHECKPOINTS, "params_per_member": n_params,
                "series_mb": round(4 * n_params * SWEEP_MEMBERS * SWEEP_CHECKPOINTS / 2**20)}
-        for mode in ("streamed", "whole"):
+        for mode in MODES:
             code = f"import bench_store, json; print(json.dumps(bench_store.measure_in_this_process({str(run_dir)!r}, {mode!r})))"
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
             out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -230,7 +230,8 @@ def cmd_convert(args) -> int:
     from mi_jax.io.trajectory import convert
 
     n = convert(Path(args.run_dir), dtype=args.dtype, compression=args.compression)
-    print(f"converted {n} snapshots of {args.run_dir} to the zarr layout ({args.dtype}, compression {args.compression})")
+    print(f"converted {n} snapshots of {args.run_dir} to the zarr layout "
+          f"({args.dtype or 'dtype as trained'}, compression {args.compression})")
     return 0
 
 
@@ -309,8 +310,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert", help="rewrite an older run dir's .npy snapshots in the zarr layout")
     conv.add_argument("run_dir")
-    conv.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                      help="storage precision (reads come back float32)")
+    conv.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                      help="storage precision (default: as trained; reads come back float32)")
     conv.add_argument("--compression", default="none", choices=["none", "zstd"])
     conv.set_defaults(func=cmd_convert)
 

@@ -47,6 +47,14 @@ def _codecs(compression: str) -> list[dict]:
     return [{"name": "bytes", "configuration": {"endian": "little"}}, *squeeze, {"name": "crc32c"}]
 
 
+def storage_dtype(leaf_dtype, dtype: str | None) -> np.dtype:
+    """The dtype a float leaf is stored in: its own (`dtype` None) or "float32", "float16", "bfloat16"."""
+    if dtype is not None and dtype not in STORAGE_DTYPES:
+        raise ValueError(f"snapshot dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
+    floating = np.issubdtype(leaf_dtype, np.floating)
+    return np.dtype(STORAGE_DTYPES[dtype] if dtype is not None and floating else leaf_dtype)
+
+
 def create_array(path: Path, shape: tuple, chunk_members: int, dtype, compression: str = "none") -> ts.TensorStore:
     """A new (replacing any old) zarr v3 array of `shape` [time, member, ...], one chunk per row and
     block of `chunk_members` members."""

@@ -82,12 +82,12 @@ class SnapshotWriter:
 
     `template` and each written `params` have leaves [member, ...] (host arrays, or jax Arrays
     sharded over the member axis: each process writes only the blocks it holds). `capacity` is a
-    hint: the series grows past it. `dtype` ("float32", "float16", "bfloat16") and `compression`
-    ("none", "zstd") choose the storage of a new series; a resumed one keeps its own. Resuming a
+    hint: the series grows past it. `dtype` (None: the params' own; "float32", "float16", "bfloat16")
+    and `compression` ("none", "zstd") choose the storage of a new series; a resumed one keeps its own. Resuming a
     series in the older .npy layout converts it first."""
 
     def __init__(self, run_dir: Path, template: dict, capacity: int, resume_rows: int | None = None, *,
-                 dtype: str = "float32", compression: str = "none"):
+                 dtype: str | None = None, compression: str = "none"):
         self.dir = Path(run_dir) / SNAPSHOTS
         self.dir.mkdir(parents=True, exist_ok=True)
         flat = flatten(template)
@@ -95,13 +95,12 @@ class SnapshotWriter:
         self.writes_index = jax.process_index() == 0
         if resume_rows is None:
             self.steps = []
-            store_dtype = snapshots.STORAGE_DTYPES[dtype]
-            self.arrays = {
-                name: snapshots.create_array(self.dir / name, (max(capacity, 1), *np.shape(leaf)),
-                                             snapshots.chunk_members(leaf), store_dtype, compression)
-                if self.writes_index else snapshots.await_array(self.dir / name)
-                for name, leaf in flat.items()
-            }
+            self.arrays = {}
+            for name, leaf in flat.items():
+                stored = snapshots.storage_dtype(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype, dtype)
+                self.arrays[name] = (snapshots.create_array(self.dir / name, (max(capacity, 1), *np.shape(leaf)),
+                                                            snapshots.chunk_members(leaf), stored, compression)
+                                     if self.writes_index else snapshots.await_array(self.dir / name))
             return
         index = read_index(self.dir)
         if index.get("layout") != snapshots.ZARR_LAYOUT:
@@ -225,7 +224,7 @@ def load_npy_snapshots(run_dir: Path, on_corrupt: str = "warn") -> tuple[np.ndar
 
 
 def convert_npy(run_dir: Path, solo: bool | None, template: dict | None = None, on_corrupt: str = "warn",
-                dtype: str = "float32", compression: str = "none") -> int:
+                dtype: str | None = None, compression: str = "none") -> int:
     """Rewrite a series in the .npy layout into the zarr layout, in place; -> rows written (corrupt
     rows are named and left out). `solo`: the files hold one model without a member axis unless the
     index says "layout": "member"; None decides by `template`'s leaves [member, ...].
@@ -241,8 +240,7 @@ def convert_npy(run_dir: Path, solo: bool | None, template: dict | None = None, 
             flat = {k: v[:, None] for k, v in flat.items()}
     names = sorted(flat)
     arrays = {k: snapshots.create_array(snap_dir / k, flat[k].shape, flat[k].shape[1],
-                                        snapshots.STORAGE_DTYPES[dtype] if flat[k].dtype == np.float32 else flat[k].dtype,
-                                        compression) for k in names}
+                                        snapshots.storage_dtype(flat[k].dtype, dtype), compression) for k in names}
     for row in range(len(steps)):
         snapshots.write_row(arrays, row, {k: np.asarray(flat[k][row]) for k in names})
     snapshots.write_index(snap_dir, [int(s) for s in steps], names, _atomic_write)

@@ -110,7 +110,7 @@ def load_config(path: Path):
     return config_lib.from_dict(config_class(data.get("kind")), data)
 
 
-def convert(run_dir, dtype: str = "float32", compression: str = "none") -> int:
+def convert(run_dir, dtype: str | None = None, compression: str = "none") -> int:
     """Rewrite a run dir's .npy series in the zarr layout (`store.convert_npy`); -> snapshots written."""
     run_dir = Path(run_dir)
     index = store.read_index(run_dir / store.SNAPSHOTS)
