@@ -152,3 +152,14 @@ def test_streamed_analysis_equals_the_whole_series_at_once(tmp_path):
     assert streamed["score"].shape == (7, 2, 16)
     for name in whole:
         np.testing.assert_array_equal(streamed[name], whole[name])
+
+
+def test_an_unverified_load_names_a_missing_snapshot_when_it_is_read(tmp_path):
+    flat = series(3, 1)
+    run = write_series(run_dir_with_config(tmp_path / "run", 1), flat, [0, 50, 100])
+    (chunk,) = [p for p in (run / store.SNAPSHOTS / "b_U" / "c" / "1").rglob("*") if p.is_file()]
+    chunk.unlink()
+    traj = mj.Trajectory.load(run, verify=False)  # opens the arrays, reads nothing
+    np.testing.assert_array_equal(traj.at(2)["b_U"], flat["b_U"][2, 0])
+    with pytest.raises(mj.CheckpointError, match="b_U.*missing"):
+        traj.at(1)

@@ -32,8 +32,8 @@ COMPRESSIONS = ("none", "zstd")
 VERIFY_BYTES = 64 << 20  # bytes read at once while checking the chunks: bounds the memory of `bad_rows`
 
 
-class SnapshotReadError(RuntimeError):
-    """A chunk could not be read (missing, truncated, checksum mismatch); the message names it."""
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated or corrupt (the message names it); `store` re-exports it."""
 
 
 # every chunk is stored, zeros too (a zero bias row otherwise leaves no file), so a missing chunk is an error
@@ -74,7 +74,7 @@ def open_array(path: Path) -> ts.TensorStore:
         return ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)},
                         "open": True, "fill_missing_data_reads": False, **_EVERY_CHUNK}).result()
     except ValueError as e:
-        raise SnapshotReadError(f"cannot open snapshot array {path}: {e}") from None
+        raise CheckpointError(f"cannot open snapshot array {path}: {e}") from None
 
 
 def await_array(path: Path, timeout_s: float = 300.0) -> ts.TensorStore:
@@ -203,7 +203,7 @@ class LazyArray(np.lib.mixins.NDArrayOperatorsMixin):
         try:
             return np.asarray(future.result()).astype(self.dtype, copy=False)
         except ValueError as e:
-            raise SnapshotReadError(f"cannot read snapshot {self.name}: {e}") from None
+            raise CheckpointError(f"cannot read snapshot {self.name}: {e}") from None
 
     def __array__(self, dtype=None, copy=None):
         values = self.finish(self.read_async())
@@ -228,7 +228,7 @@ def open_series(snap_dir: Path, names: list[str], n_rows: int) -> dict[str, Lazy
     for name in names:
         array = open_array(Path(snap_dir) / name)
         if array.shape[0] < n_rows:
-            raise SnapshotReadError(f"snapshot array {Path(snap_dir) / name} holds {array.shape[0]} rows, "
+            raise CheckpointError(f"snapshot array {Path(snap_dir) / name} holds {array.shape[0]} rows, "
                                     f"the index lists {n_rows}")
         dtype = np.dtype(array.dtype.numpy_dtype)
         dtype = np.dtype(np.float32) if dtype in (np.float16, ml_dtypes.bfloat16) else dtype

@@ -31,13 +31,10 @@ import jax
 import numpy as np
 
 from mi_jax.io import snapshots
+from mi_jax.io.snapshots import CheckpointError
 
 SNAPSHOTS, STATE, METRICS, CONFIG, MEMBERS = "snapshots", "state", "metrics.jsonl", "config.json", "members.json"
 MEMBER_LAYOUT = "member"  # index.json's "layout": every parameter file has a [member] axis after [time]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated or corrupt (the message names it)."""
 
 
 def leaf_name(path: tuple) -> str:
@@ -111,10 +108,7 @@ class SnapshotWriter:
             raise CheckpointError(f"{self.dir / 'index.json'} lists {len(self.steps)} snapshots, state expects {resume_rows}")
         self.arrays = {}
         for name, leaf in flat.items():
-            try:
-                array = snapshots.open_array(self.dir / name)
-            except snapshots.SnapshotReadError as e:
-                raise CheckpointError(str(e)) from None
+            array = snapshots.open_array(self.dir / name)
             if tuple(array.shape[1:]) != np.shape(leaf):
                 raise CheckpointError(f"{self.dir / name} holds rows of shape {tuple(array.shape[1:])}, "
                                       f"expected {np.shape(leaf)}")
@@ -171,10 +165,7 @@ def load_snapshots(run_dir: Path, on_corrupt: str = "warn", verify: bool = True)
     n = len(index["steps"])
     if n == 0:
         raise CheckpointError(f"no checkpoints in {run_dir} (the snapshot index is empty)")
-    try:
-        series = snapshots.open_series(snap_dir, index["params"], n)
-    except snapshots.SnapshotReadError as e:
-        raise CheckpointError(str(e)) from None
+    series = snapshots.open_series(snap_dir, index["params"], n)
     bad = snapshots.bad_rows(series) if verify else {}
     for row, why in bad.items():
         step = index["steps"][row]
