@@ -117,7 +117,7 @@ def _measures() -> dict:
 MODES = {  # name: (read it all first, block_bytes, checkpoints analysed)
     "one_checkpoint": (False, STREAM_BYTES, 1),  # the same program on one checkpoint: jax's own memory
     "streamed": (False, STREAM_BYTES, SWEEP_CHECKPOINTS),
-    "streamed_64mb": (False, 64 << 20, SWEEP_CHECKPOINTS),
+    "streamed_256mb": (False, 256 << 20, SWEEP_CHECKPOINTS),
     "whole": (True, 1 << 62, SWEEP_CHECKPOINTS),
 }
 
@@ -142,7 +142,7 @@ def measure_in_this_process(run_dir: str, mode: str) -> dict:
 
 def analysis_memory() -> dict:
     """Peak host RSS and time of analysing a 64-member grokking_p113 sweep streamed from disk (blocks
-    of 256 MB, the default, and of 64 MB), against reading it whole first, each in its own process;
+    of 64 MB, the default, and of 256 MB), against reading it whole first, each in its own process;
     `one_checkpoint` is the floor: the same program on one checkpoint."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "sweep"

@@ -27,7 +27,7 @@ from mi_jax.config import ConfigError
 from mi_jax.io.snapshots import read_tree
 
 Measure = Callable[[dict, Any], Any]
-STREAM_BYTES = 256 << 20  # params read from disk (and copied to the device) per block of checkpoints
+STREAM_BYTES = 64 << 20  # params read from disk (and copied to the device) per block of checkpoints
 
 
 def evaluate_measures(measures: dict[str, Measure], params: dict, data: Any) -> dict:
