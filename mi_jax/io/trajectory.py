@@ -17,6 +17,7 @@ import numpy as np
 
 from mi_jax import config as config_lib
 from mi_jax.io import snapshots, store
+from mi_jax.io.lock import run_dir_lock
 from mi_jax.io.members import member_config, member_label, members_of
 from mi_jax.kinds import config_class
 
@@ -111,11 +112,13 @@ def load_config(path: Path):
 
 
 def convert(run_dir, dtype: str | None = None, compression: str = "none") -> int:
-    """Rewrite a run dir's .npy series in the zarr layout (`store.convert_npy`); -> snapshots written."""
+    """Rewrite a run dir's .npy series in the zarr layout (`store.convert_npy`), holding the run dir's
+    lock; -> snapshots written."""
     run_dir = Path(run_dir)
     index = store.read_index(run_dir / store.SNAPSHOTS)
     if index.get("layout") == snapshots.ZARR_LAYOUT:
         raise store.CheckpointError(f"{run_dir} is already in the zarr layout")
     cfg = load_config(run_dir / store.CONFIG)
     solo = store.read_members(run_dir) is None and not cfg.train.ensemble
-    return store.convert_npy(run_dir, solo=solo, dtype=dtype, compression=compression)
+    with run_dir_lock(run_dir, "converting"):
+        return store.convert_npy(run_dir, solo=solo, dtype=dtype, compression=compression)
