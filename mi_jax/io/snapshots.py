@@ -229,7 +229,7 @@ def open_series(snap_dir: Path, names: list[str], n_rows: int) -> dict[str, Lazy
         array = open_array(Path(snap_dir) / name)
         if array.shape[0] < n_rows:
             raise CheckpointError(f"snapshot array {Path(snap_dir) / name} holds {array.shape[0]} rows, "
-                                    f"the index lists {n_rows}")
+                                  f"the index lists {n_rows}")
         dtype = np.dtype(array.dtype.numpy_dtype)
         dtype = np.dtype(np.float32) if dtype in (np.float16, ml_dtypes.bfloat16) else dtype
         out[name] = LazyArray(array[:n_rows], dtype, name)
