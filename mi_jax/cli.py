@@ -10,6 +10,7 @@
     mi-jax llc RUN_DIR [--set llc.epsilon=... ...] [--calibrate [--epsilons ...] [--gammas ...] [--n-betas ...]]
     mi-jax import SRC --out RUN_DIR [--preset NAME] [--set key=value ...] [--op +]
     mi-jax export RUN_DIR --out DIR [--member K]
+    mi-jax convert RUN_DIR [--dtype float16] [--compression zstd]
     mi-jax demo [--out DIR]
 
 `--presets DIR` (before the command, repeatable) adds a folder of preset files.
@@ -233,6 +234,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    """A run dir's snapshot series in the older .npy layout, rewritten in the zarr layout in place."""
+    from mi_jax.io.trajectory import convert
+
+    n = convert(Path(args.run_dir), dtype=args.dtype, compression=args.compression)
+    print(f"converted {n} snapshots of {args.run_dir} to the zarr layout "
+          f"({args.dtype or 'dtype as trained'}, compression {args.compression})")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Train grokking_small, analyse its checkpoint series and write the plots."""
     from mi_jax.reports import analyze_run
@@ -305,6 +316,13 @@ def make_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="folder for OUT/{step}.safetensors")
     export.add_argument("--member", type=int, default=0, help="which member of the run (default 0)")
     export.set_defaults(func=cmd_export)
+
+    conv = sub.add_parser("convert", help="rewrite an older run dir's .npy snapshots in the zarr layout")
+    conv.add_argument("run_dir")
+    conv.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                      help="storage precision (default: as trained; reads come back float32)")
+    conv.add_argument("--compression", default="none", choices=["none", "zstd"])
+    conv.set_defaults(func=cmd_convert)
 
     demo = sub.add_parser("demo", help="train grokking_small, analyse it, write plots")
     demo.add_argument("--out", help="run dir (default checkpoints/grokking_small)")

@@ -246,23 +246,35 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     assert np.array_equal(a.metrics["test_loss"], b.metrics["test_loss"])
 
 
+def chunk_file(run_dir: Path, name: str, row: int) -> Path:
+    """The file holding snapshot `row` of parameter `name` (every member of a one-process run)."""
+    (path,) = [p for p in (run_dir / store.SNAPSHOTS / name / "c" / str(row)).rglob("*") if p.is_file()]
+    return path
+
+
 def test_corrupt_snapshot_is_named_and_skipped(run_copy):
-    path = run_copy / "snapshots" / "W_U.npy"
-    arr = np.load(path, mmap_mode="r+")
-    arr[2] += 1.0  # silently overwrite the snapshot at step 100
-    arr.flush()
-    with pytest.warns(UserWarning, match="step 100"):
+    path = chunk_file(run_copy, "W_U", 2)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10  # silently flip one bit of the snapshot at step 100
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="step 100.*W_U"):
         traj = mj.Trajectory.load(run_copy)
     assert list(traj.steps) == [0, 50, 150, 200]
+    assert np.asarray(traj.params["W_U"]).shape[0] == 4
     with pytest.raises(mj.CheckpointError, match="step 100"):
         mj.Trajectory.load(run_copy, on_corrupt="raise")
 
 
-def test_truncated_checkpoint_file_is_named(run_copy):
-    path = run_copy / "snapshots" / "W_E.npy"
-    path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(mj.CheckpointError, match="W_E.npy"):
-        mj.Trajectory.load(run_copy)
+def test_truncated_or_missing_snapshot_is_named(run_copy):
+    path = chunk_file(run_copy, "W_E", 1)
+    path.write_bytes(path.read_bytes()[:100])
+    chunk_file(run_copy, "b_U", 3).unlink()
+    with pytest.warns(UserWarning) as caught:
+        traj = mj.Trajectory.load(run_copy)
+    truncated, missing = (str(w.message) for w in caught)
+    assert "step 50 " in truncated and "W_E" in truncated
+    assert "step 150 " in missing and "b_U" in missing and "missing" in missing
+    assert list(traj.steps) == [0, 100, 200]
 
 
 def test_resume_falls_back_to_the_last_good_state(run_copy):

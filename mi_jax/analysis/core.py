@@ -1,13 +1,14 @@
-"""The trajectory analysis layer: every measure, every checkpoint and member, one compiled call.
+"""The trajectory analysis layer: every measure, every checkpoint and member, one compiled program.
 
 A *measure* is a pure function `(params, data) -> value` (scalar or array) of ONE model's
 params (a dict like `init_params` gives) and whatever fixed data it needs. A measure may also
 return a dict `{name: value}`: a *family* of measures that share one forward pass (the attention
 scores of every head from one cached run, say); its entries become results of their own.
 `analyze` evaluates a dict of measures over a whole `Trajectory`: vmapped over members,
-`lax.map`ped in chunks of checkpoints (bounded memory), the checkpoints split over the local
-devices, jitted once. It never loops over checkpoints in Python. This folder holds pure measures
-only; writing results and figures is `mi_jax.reports`' job.
+`lax.map`ped in chunks of checkpoints, the checkpoints split over the local devices, jitted
+once, streamed from disk in blocks (bounded host and device memory). It never loops over
+checkpoints in Python. This folder holds pure measures only; writing results and figures is
+`mi_jax.reports`' job.
 
     results = mj.analyze(traj, {"weight_norm": weight_norm}, data)
     results["weight_norm"]   # [time, member]
@@ -15,16 +16,18 @@ only; writing results and figures is `mi_jax.reports`' job.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mi_jax.config import ConfigError
+from mi_jax.io.snapshots import read_tree
 
 Measure = Callable[[dict, Any], Any]
+STREAM_BYTES = 64 << 20  # params read from disk (and copied to the device) per block of checkpoints
 
 
 def evaluate_measures(measures: dict[str, Measure], params: dict, data: Any) -> dict:
@@ -54,6 +57,7 @@ def analyze_params(
     member_axis: bool = True,
     per_member: dict | None = None,
     chunk_size: int | None = None,
+    block_bytes: int = STREAM_BYTES,
 ) -> dict[str, np.ndarray]:
     """Measures over stacked params with leaves [time, member, ...] -> {name: [time, member, ...]}
     (with `member_axis=False`: leaves [time, ...] -> [time, ...]).
@@ -62,6 +66,7 @@ def analyze_params(
     frequencies, say); member m's measures see `{**data, name: value[m]}` (`data` must be a dict).
     With several local devices (the CPU devices `mi-jax` makes of the cores, or GPUs) the
     checkpoints are split over them, each device mapping over its share, with no communication.
+    The params may be lazy (a loaded `Trajectory`'s): they are read in blocks of about `block_bytes`.
     """
     if not measures:
         raise ConfigError("no measures to compute")
@@ -73,44 +78,83 @@ def analyze_params(
         params = jax.tree.map(lambda x: x[:, 0], params)
         own = jax.tree.map(lambda x: np.asarray(x)[0], own)
         out = analyze_params(params, measures, {**data, **own} if own else data, member_axis=False,
-                             chunk_size=chunk_size)
+                             chunk_size=chunk_size, block_bytes=block_bytes)
         return jax.tree.map(lambda y: y[:, None], out)
     one = lambda p, mine: evaluate_measures(measures, p, {**data, **mine} if mine else data)  # noqa: E731
     per_time = (lambda p: jax.vmap(one)(p, own)) if member_axis else (lambda p: one(p, {}))
-    return _map_over_time(per_time, params, chunk_size or default_chunk_size())
+    return _map_over_time(per_time, params, chunk_size or default_chunk_size(), block_bytes)
 
 
-def _map_over_time(per_time: Callable, params: dict, chunk_size: int) -> dict[str, np.ndarray]:
-    """`lax.map` of per_time over the leading [time] axis of params, jitted, split over the local devices."""
+def _block_len(params: dict, n_time: int, n_dev: int, chunk_size: int, block_bytes: int) -> int:
+    """Checkpoints per streamed block: the whole series when it fits in `block_bytes`, else as many
+    as fit, a multiple of the devices (and of `chunk_size` per device)."""
+    step_bytes = sum(int(np.prod(x.shape[1:])) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(params))
+    whole = n_dev * -(-n_time // n_dev)
+    per_device = max(1, block_bytes // max(step_bytes * n_dev, 1))
+    if chunk_size > 1:
+        per_device = max(chunk_size, per_device // chunk_size * chunk_size)
+    return min(whole, n_dev * per_device)
+
+
+def _map_over_time(per_time: Callable, params: dict, chunk_size: int,
+                   block_bytes: int = STREAM_BYTES) -> dict[str, np.ndarray]:
+    """`lax.map` of per_time over the leading [time] axis of params, jitted, split over the local devices,
+    streamed in blocks of checkpoints (the next block read while this one computes), so host and
+    device memory hold about two blocks whatever the series' length; `params` may be lazy arrays."""
     # batch_size=1 means a plain map: passed as such, since lax.map's batch-of-one form (a vmap of size 1)
     # gave wrong, run-to-run different neuron fractions (FFT) in the split program on 2 CPU devices
     over_time = lambda ps: jax.lax.map(per_time, ps, batch_size=chunk_size if chunk_size > 1 else None)  # noqa: E731
     n_time = jax.tree.leaves(params)[0].shape[0]
     n_dev = min(jax.local_device_count(), n_time)
-    if n_dev == 1:
-        return jax.tree.map(np.asarray, jax.jit(over_time)(jax.tree.map(jnp.asarray, params)))
-    # [time] -> [device, time / device], the last checkpoint repeated to fill the last share
-    per_device = -(-n_time // n_dev)
-    pad = n_dev * per_device - n_time
-    fill = lambda x: np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x  # noqa: E731
-    shares = jax.tree.map(lambda x: fill(np.asarray(x)).reshape(n_dev, per_device, *x.shape[1:]), params)
+    block = _block_len(params, n_time, n_dev, chunk_size, block_bytes)
+    run = jax.jit(over_time) if n_dev == 1 else _split_over_devices(over_time, n_dev)
+
+    def read(start: int):  # [block, ...] host arrays, the last checkpoint repeated to fill the last block
+        host = read_tree(jax.tree.map(lambda x: x[start : start + block], params))
+        pad = block - (min(start + block, n_time) - start)
+        return jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x, host)
+
+    starts = range(0, n_time, block)
+    outs = []
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(read, 0)
+        for k, start in enumerate(starts):
+            host = pending.result()
+            if k + 1 < len(starts):
+                pending = reader.submit(read, starts[k + 1])
+            outs.append(jax.tree.map(np.asarray, run(host)))
+            del host
+    out = outs[0] if len(outs) == 1 else jax.tree.map(lambda *ys: np.concatenate(ys), *outs)
+    return jax.tree.map(lambda y: y[:n_time], out)
+
+
+def _split_over_devices(over_time: Callable, n_dev: int) -> Callable:
+    """over_time as one program whose [time] axis (a multiple of n_dev) is split over n_dev local devices,
+    each mapping over its share with no communication."""
     mesh = Mesh(np.array(jax.local_devices()[:n_dev]), ("checkpoints",))
     split = PartitionSpec("checkpoints")
 
-    def on_one_device(block):  # leaves [1, per_device, ...]: this device's checkpoints
+    def on_one_device(block):  # leaves [1, time / n_dev, ...]: this device's checkpoints
         return jax.tree.map(lambda y: y[None], over_time(jax.tree.map(lambda x: x[0], block)))
 
     run = jax.jit(jax.shard_map(on_one_device, mesh=mesh, in_specs=split, out_specs=split, check_vma=False))
-    out = run(jax.device_put(shares, NamedSharding(mesh, split)))
-    return jax.tree.map(lambda y: np.asarray(y).reshape(-1, *y.shape[2:])[:n_time], out)
+
+    def split_run(params):  # leaves [time, ...] -> [device, time / device, ...] and back
+        shares = jax.tree.map(lambda x: x.reshape(n_dev, -1, *x.shape[1:]), params)
+        out = run(jax.device_put(shares, NamedSharding(mesh, split)))
+        return jax.tree.map(lambda y: np.asarray(y).reshape(-1, *y.shape[2:]), out)
+
+    return split_run
 
 
 def analyze(traj, measures: dict[str, Measure], data: Any = None, *, per_member: dict | None = None,
-            chunk_size: int | None = None) -> dict[str, np.ndarray]:
-    """Measures for every checkpoint and member of `traj` in one compiled call: {name: [time, member, ...]}.
+            chunk_size: int | None = None, block_bytes: int = STREAM_BYTES) -> dict[str, np.ndarray]:
+    """Measures for every checkpoint and member of `traj` with one compiled program: {name: [time, member, ...]}.
 
     measures: {name: fn(params, data)} (a family returns {name: value}); data: fixed arrays the
     measures share; per_member: {name: [member, ...]}, data that differs between members (see
-    `analyze_params`); chunk_size: checkpoints per vmapped batch of the map over time.
+    `analyze_params`); chunk_size: checkpoints per vmapped batch of the map over time; block_bytes:
+    params per block streamed from disk (host and device memory hold about two blocks).
     """
-    return analyze_params(traj.params, measures, data, per_member=per_member, chunk_size=chunk_size)
+    return analyze_params(traj.params, measures, data, per_member=per_member, chunk_size=chunk_size,
+                          block_bytes=block_bytes)

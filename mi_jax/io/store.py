@@ -2,17 +2,20 @@
 
     RUN_DIR/config.json        the experiment config (kind + fields)
     RUN_DIR/metrics.jsonl      one JSON row per evaluation: {"step": s, "train_loss": x or [x per seed], ...}
-    RUN_DIR/snapshots/         the parameter series, one .npy per parameter [time, member, ...]
-                               (a solo run is one member), written in place as training goes,
-                               and index.json: {"steps": [...], "crc32": [...], "layout": "member"}
+    RUN_DIR/snapshots/         the parameter series, one zarr v3 array per parameter [time, member, ...]
+                               (a solo run is one member), a CRC32C per chunk, written as training
+                               goes (`mi_jax.io.snapshots`), and index.json: {"layout": "zarr3",
+                               "steps": [...], "params": [...]}. Older run dirs hold one .npy per
+                               parameter and a CRC32 per row in index.json; they load as they are, and
+                               `convert_npy` (`mi-jax convert`) rewrites them
     RUN_DIR/state/             orbax-checkpoint CheckpointManager: the latest full train state
                                (params, optimizer state, step), the last two kept for fallback
     RUN_DIR/members.json       the members of a sweep program: one dict of settings each (a solo run
                                or a seed ensemble has none: its config's seeds are its members)
     RUN_DIR/.lock              held by the one process that writes the run dir (`run_dir_lock`)
 
-Loading the whole series is one memory-map per parameter, not one file per checkpoint.
-Each snapshot row carries a CRC32, so a truncated or overwritten row is found and named.
+Loading the series is lazy: nothing is read until a slice of it is. Every stored snapshot carries a
+checksum, so a truncated or overwritten one is found and named.
 I/O only: nothing here is traced by jax.
 """
 
@@ -27,12 +30,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from mi_jax.io import snapshots
+from mi_jax.io.snapshots import CheckpointError
+
 SNAPSHOTS, STATE, METRICS, CONFIG, MEMBERS = "snapshots", "state", "metrics.jsonl", "config.json", "members.json"
 MEMBER_LAYOUT = "member"  # index.json's "layout": every parameter file has a [member] axis after [time]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated or corrupt (the message names it)."""
 
 
 def leaf_name(path: tuple) -> str:
@@ -73,32 +75,44 @@ def _row_crc(arrays: list[np.ndarray], row: int) -> int:
 
 
 class SnapshotWriter:
-    """Appends parameter snapshots to preallocated [capacity, member, ...] arrays on disk.
+    """Appends parameter snapshots to the run dir's series (the zarr layout, `mi_jax.io.snapshots`).
 
-    `template` and each written `params` have leaves [member, ...]."""
+    `template` and each written `params` have leaves [member, ...] (host arrays, or jax Arrays
+    sharded over the member axis: each process writes only the blocks it holds). `capacity` is a
+    hint: the series grows past it. `dtype` (None: the params' own; "float32", "float16", "bfloat16")
+    and `compression` ("none", "zstd") choose the storage of a new series; a resumed one keeps its own. Resuming a
+    series in the older .npy layout converts it first."""
 
-    def __init__(self, run_dir: Path, template: dict, capacity: int, resume_rows: int | None = None):
+    def __init__(self, run_dir: Path, template: dict, capacity: int, resume_rows: int | None = None, *,
+                 dtype: str | None = None, compression: str = "none"):
         self.dir = Path(run_dir) / SNAPSHOTS
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.names = list(flatten(template))
+        flat = flatten(template)
+        self.names = list(flat)
+        self.writes_index = jax.process_index() == 0
+        if resume_rows is None:
+            self.steps = []
+            self.arrays = {}
+            for name, leaf in flat.items():
+                stored = snapshots.storage_dtype(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype, dtype)
+                self.arrays[name] = (snapshots.create_array(self.dir / name, (max(capacity, 1), *np.shape(leaf)),
+                                                            snapshots.chunk_members(leaf), stored, compression)
+                                     if self.writes_index else snapshots.await_array(self.dir / name))
+            return
+        index = read_index(self.dir)
+        if index.get("layout") != snapshots.ZARR_LAYOUT:
+            convert_npy(Path(run_dir), solo=None, template=flat, on_corrupt="raise")
+            index = read_index(self.dir)
+        self.steps = index["steps"][:resume_rows]
+        if len(self.steps) != resume_rows:
+            raise CheckpointError(f"{self.dir / 'index.json'} lists {len(self.steps)} snapshots, state expects {resume_rows}")
         self.arrays = {}
-        self.member_axis = True  # False: a solo run begun before runs had a member axis, resumed in its layout
-        for name, leaf in flatten(template).items():
-            path = self.dir / f"{name}.npy"
-            shape = (capacity, *np.shape(leaf))
-            if resume_rows is not None and path.exists():
-                arr = np.load(path, mmap_mode="r+")
-                self.member_axis = arr.shape == shape
-                if arr.shape not in (shape, (capacity, *shape[2:])) or (shape[1] != 1 and not self.member_axis):
-                    raise CheckpointError(f"{path} has shape {arr.shape}, expected {shape}")
-            else:
-                arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.asarray(leaf).dtype, shape=shape)
-            self.arrays[name] = arr
-        index = read_index(self.dir) if resume_rows is not None else {"steps": [], "crc32": []}
-        rows = resume_rows or 0
-        self.steps, self.crcs = index["steps"][:rows], index["crc32"][:rows]
-        if len(self.steps) != rows:
-            raise CheckpointError(f"{self.dir / 'index.json'} lists {len(self.steps)} snapshots, state expects {rows}")
+        for name, leaf in flat.items():
+            array = snapshots.open_array(self.dir / name)
+            if tuple(array.shape[1:]) != np.shape(leaf):
+                raise CheckpointError(f"{self.dir / name} holds rows of shape {tuple(array.shape[1:])}, "
+                                      f"expected {np.shape(leaf)}")
+            self.arrays[name] = snapshots.grow(array, capacity)
 
     @property
     def rows(self) -> int:
@@ -106,15 +120,12 @@ class SnapshotWriter:
 
     def write(self, step: int, params) -> None:
         row = self.rows
-        flat = flatten(params)
-        for name in self.names:
-            self.arrays[name][row] = np.asarray(flat[name]) if self.member_axis else np.asarray(flat[name])[0]
-        for arr in self.arrays.values():
-            arr.flush()
+        if row >= next(iter(self.arrays.values())).shape[0]:  # more snapshots than planned: double the room
+            self.arrays = {n: snapshots.grow(a, max(2 * a.shape[0], row + 1)) for n, a in self.arrays.items()}
+        snapshots.write_row(self.arrays, row, flatten(params))
         self.steps.append(int(step))
-        self.crcs.append(_row_crc([self.arrays[n] for n in self.names], row))
-        layout = {"layout": MEMBER_LAYOUT} if self.member_axis else {}
-        _atomic_write(self.dir / "index.json", json.dumps({"steps": self.steps, "crc32": self.crcs, **layout}))
+        if self.writes_index:  # after the row's chunks: a listed row is a written row
+            snapshots.write_index(self.dir, self.steps, self.names, _atomic_write)
 
 
 def read_index(snap_dir: Path) -> dict:
@@ -123,19 +134,54 @@ def read_index(snap_dir: Path) -> dict:
         raise CheckpointError(f"no checkpoints in {path.parent.parent} (missing {path})")
     try:
         index = json.loads(path.read_text())
-        assert len(index["steps"]) == len(index["crc32"])
+        zarr = index.get("layout") == snapshots.ZARR_LAYOUT
+        assert zarr or len(index["steps"]) == len(index["crc32"])
+        assert not zarr or isinstance(index["params"], list)
     except Exception as e:  # noqa: BLE001 - any malformed index is the same error to the user
         raise CheckpointError(f"corrupt snapshot index {path}: {e}") from None
     return index
 
 
-def load_snapshots(run_dir: Path, on_corrupt: str = "warn") -> tuple[np.ndarray, dict, bool]:
+def _skip_or_raise(message: str, on_corrupt: str) -> None:
+    if on_corrupt == "raise":
+        raise CheckpointError(message)
+    warnings.warn(message + "; skipping it", stacklevel=3)
+
+
+def load_snapshots(run_dir: Path, on_corrupt: str = "warn", verify: bool = True) -> tuple[np.ndarray, dict, bool]:
     """-> (steps [time], params {name: [time, member, ...] array}, member_axis) with corrupt rows named
-    and dropped. `member_axis` is False for a solo run written before runs had a member axis (its
-    arrays are [time, ...]).
+    and dropped. The arrays are lazy (`snapshots.LazyArray`, or memory maps for the .npy layout):
+    nothing is held in memory until read. `member_axis` is False for a solo run written before runs
+    had a member axis (its arrays are [time, ...]).
 
     `on_corrupt`: "warn" skips a corrupt snapshot with a warning naming it, "raise" stops.
+    `verify`: read every chunk once to find the corrupt ones (bounded memory); False skips the check,
+    and a corrupt chunk is then named when it is read.
     """
+    snap_dir = Path(run_dir) / SNAPSHOTS
+    index = read_index(snap_dir)
+    if index.get("layout") != snapshots.ZARR_LAYOUT:
+        return load_npy_snapshots(run_dir, on_corrupt)
+    n = len(index["steps"])
+    if n == 0:
+        raise CheckpointError(f"no checkpoints in {run_dir} (the snapshot index is empty)")
+    series = snapshots.open_series(snap_dir, index["params"], n)
+    bad = snapshots.bad_rows(series) if verify else {}
+    for row, why in bad.items():
+        step = index["steps"][row]
+        _skip_or_raise(f"checkpoint at step {step} (row {row} of {snap_dir}) is corrupt: {why}", on_corrupt)
+    if len(bad) == n:
+        raise CheckpointError(f"every checkpoint in {run_dir} is corrupt")
+    good = np.asarray([row for row in range(n) if row not in bad])
+    if bad:
+        series = {k: x[good] for k, x in series.items()}
+    return np.asarray(index["steps"])[good], series, True
+
+
+def load_npy_snapshots(run_dir: Path, on_corrupt: str = "warn") -> tuple[np.ndarray, dict, bool]:
+    """`load_snapshots` of the older layout: one .npy per parameter [time, member, ...] (or [time, ...]
+    for a solo run written before runs had a member axis, `member_axis` False) and a CRC32 per row in
+    index.json. The arrays are read-only memory maps."""
     snap_dir = Path(run_dir) / SNAPSHOTS
     index = read_index(snap_dir)
     n = len(index["steps"])
@@ -158,16 +204,41 @@ def load_snapshots(run_dir: Path, on_corrupt: str = "warn") -> tuple[np.ndarray,
         if _row_crc([arrays[k] for k in names], row) == crc:
             good.append(row)
             continue
-        message = f"checkpoint at step {step} (row {row} of {snap_dir}) is corrupt: checksum mismatch"
-        if on_corrupt == "raise":
-            raise CheckpointError(message)
-        warnings.warn(message + "; skipping it", stacklevel=2)
+        _skip_or_raise(f"checkpoint at step {step} (row {row} of {snap_dir}) is corrupt: checksum mismatch",
+                       on_corrupt)
     if not good:
         raise CheckpointError(f"every checkpoint in {run_dir} is corrupt")
     rows = np.asarray(good)
     whole = len(good) == n
-    params = {k: np.asarray(a[:n] if whole else a[rows]) for k, a in arrays.items()}
+    params = {k: a[:n] if whole else a[rows] for k, a in arrays.items()}
     return np.asarray(index["steps"])[rows], params, index.get("layout") == MEMBER_LAYOUT
+
+
+def convert_npy(run_dir: Path, solo: bool | None, template: dict | None = None, on_corrupt: str = "warn",
+                dtype: str | None = None, compression: str = "none") -> int:
+    """Rewrite a series in the .npy layout into the zarr layout, in place; -> rows written (corrupt
+    rows are named and left out). `solo`: the files hold one model without a member axis unless the
+    index says "layout": "member"; None decides by `template`'s leaves [member, ...].
+
+    Crash-safe: the zarr arrays are written beside the .npy files, index.json is then replaced in
+    one step (from there on the run is in the new layout) and only then are the .npy files removed."""
+    snap_dir = Path(run_dir) / SNAPSHOTS
+    steps, flat, member_axis = load_npy_snapshots(run_dir, on_corrupt)
+    if not member_axis:
+        if solo is None:
+            solo = any(np.ndim(flat[k]) < np.ndim(leaf) + 1 for k, leaf in (template or {}).items())
+        if solo:
+            flat = {k: v[:, None] for k, v in flat.items()}
+    names = sorted(flat)
+    arrays = {k: snapshots.create_array(snap_dir / k, flat[k].shape, flat[k].shape[1],
+                                        snapshots.storage_dtype(flat[k].dtype, dtype), compression) for k in names}
+    for row in range(len(steps)):
+        snapshots.write_row(arrays, row, {k: np.asarray(flat[k][row]) for k in names})
+    snapshots.write_index(snap_dir, [int(s) for s in steps], names, _atomic_write)
+    del flat  # the memory maps, before their files go
+    for path in snap_dir.glob("*.npy"):
+        path.unlink()
+    return len(steps)
 
 
 # ----------------------------------------------------------------------------- resumable state

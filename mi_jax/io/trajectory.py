@@ -16,7 +16,8 @@ import jax
 import numpy as np
 
 from mi_jax import config as config_lib
-from mi_jax.io import store
+from mi_jax.io import snapshots, store
+from mi_jax.io.lock import run_dir_lock
 from mi_jax.io.members import member_config, member_label, members_of
 from mi_jax.kinds import config_class
 
@@ -26,7 +27,9 @@ class Trajectory:
     """The checkpoint series of a run.
 
     steps    [time] training step of each checkpoint
-    params   the model's param dict (as `init_params` gives it), every leaf [time, member, ...]
+    params   the model's param dict (as `init_params` gives it), every leaf [time, member, ...]:
+             numpy arrays, or lazy views of the run dir (`snapshots.LazyArray`, read on
+             `np.asarray` or indexing-then-reading; `materialize()` reads them all)
     config   the run's config object
     metrics  {"step": [n_evals], name: [n_evals, member, ...]}
     members  one dict of settings per member (`members_of(config)` unless given)
@@ -54,8 +57,8 @@ class Trajectory:
         return len(self.members)
 
     def at(self, index: int, member: int = 0) -> dict:
-        """The params of one model: checkpoint `index` of member `member`."""
-        return jax.tree.map(lambda x: x[index, member], self.params)
+        """The params of one model, read into memory: checkpoint `index` of member `member`."""
+        return snapshots.read_tree(jax.tree.map(lambda x: x[index, member], self.params))
 
     def member_config(self, member: int):
         """The config member `member` would have trained alone."""
@@ -76,9 +79,15 @@ class Trajectory:
         return dataclasses.replace(self, params=jax.tree.map(lambda x: x[:, idx], self.params), metrics=metrics,
                                    members=tuple(self.members[i] for i in idx))
 
+    def materialize(self) -> Trajectory:
+        """The same series with every parameter read into memory (numpy arrays)."""
+        return dataclasses.replace(self, params=snapshots.read_tree(self.params))
+
     @classmethod
-    def load(cls, run_dir, on_corrupt: str = "warn") -> "Trajectory":
-        """Load a run dir. Corrupt snapshots are named and skipped (`on_corrupt="raise"` to stop)."""
+    def load(cls, run_dir, on_corrupt: str = "warn", verify: bool = True) -> "Trajectory":
+        """Load a run dir lazily: the params are read when used. Corrupt snapshots are named and
+        skipped (`on_corrupt="raise"` to stop); finding them reads the series once, in bounded memory
+        (`verify=False` skips that: a corrupt snapshot is then named when read)."""
         run_dir = Path(run_dir)
         cfg_path = run_dir / store.CONFIG
         if not cfg_path.exists():
@@ -86,7 +95,7 @@ class Trajectory:
         cfg = load_config(cfg_path)
         table = store.read_members(run_dir)
         solo = table is None and not cfg.train.ensemble  # its files hold one model's values, no member axis
-        steps, flat, member_axis = store.load_snapshots(run_dir, on_corrupt)
+        steps, flat, member_axis = store.load_snapshots(run_dir, on_corrupt, verify)
         if not member_axis and solo:  # written before runs had a member axis
             flat = {k: v[:, None] for k, v in flat.items()}
         metrics = store.metrics_arrays(store.read_metrics(run_dir), solo=solo)
@@ -100,3 +109,16 @@ def load_config(path: Path):
     except (OSError, json.JSONDecodeError) as e:
         raise store.CheckpointError(f"cannot read config {path}: {e}") from None
     return config_lib.from_dict(config_class(data.get("kind")), data)
+
+
+def convert(run_dir, dtype: str | None = None, compression: str = "none") -> int:
+    """Rewrite a run dir's .npy series in the zarr layout (`store.convert_npy`), holding the run dir's
+    lock; -> snapshots written."""
+    run_dir = Path(run_dir)
+    index = store.read_index(run_dir / store.SNAPSHOTS)
+    if index.get("layout") == snapshots.ZARR_LAYOUT:
+        raise store.CheckpointError(f"{run_dir} is already in the zarr layout")
+    cfg = load_config(run_dir / store.CONFIG)
+    solo = store.read_members(run_dir) is None and not cfg.train.ensemble
+    with run_dir_lock(run_dir, "converting"):
+        return store.convert_npy(run_dir, solo=solo, dtype=dtype, compression=compression)
