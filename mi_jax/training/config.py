@@ -20,6 +20,9 @@ class TrainConfig:
     ckpt_every     parameter snapshot (and resumable train state) every this many steps
     ckpt_schedule  "linear": snapshots at 0, ckpt_every, 2 ckpt_every, ...; "log": dense early, at
                    0, 1, 2, 4, ... (the powers of two below ckpt_every), then every ckpt_every
+    snapshot_dtype, snapshot_compression
+                   how the parameter series is stored: "float32", "float16" or "bfloat16" (the
+                   analysis reads float32 back), "none" or "zstd"
     ckpt_watch     adaptive snapshots: an evaluation metric ("test_loss", "test_acc", ...); any
                    evaluation between two scheduled snapshots where it has moved more than
                    ckpt_delta since the last snapshot (losses in log10, other metrics as they are;
@@ -63,6 +66,8 @@ class TrainConfig:
     ckpt_every: int = 100
     ckpt_schedule: Literal["linear", "log"] = "linear"
     ckpt_watch: str | None = None
+    snapshot_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    snapshot_compression: Literal["none", "zstd"] = "none"
     ckpt_delta: float = 0.1
     ckpt_extra: int = 100
     seed: int = 0

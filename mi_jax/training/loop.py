@@ -357,7 +357,8 @@ def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, membe
         snapshots = snapshot_series(run_dir, trainer.member_params(state["params"]), capacity, resume_rows=n_rows)
     else:
         start_chunk = 0
-        snapshots = snapshot_series(run_dir, trainer.member_params(state["params"]), capacity)
+        snapshots = snapshot_series(run_dir, trainer.member_params(state["params"]), capacity,
+                                    dtype=tc.snapshot_dtype, compression=tc.snapshot_compression)
         first = jax.device_get(trainer.evaluate(state["params"]))
         if writer:
             store.append_metrics(run_dir, _rows([0], jax.tree.map(lambda m: np.asarray(m)[None], first)))
@@ -408,7 +409,7 @@ class _SnapshotSteps:
     """A process other than the writer keeps only the steps of the snapshot series (`store.SnapshotWriter`'s
     `steps` and `rows`); process 0 writes the rows."""
 
-    def __init__(self, run_dir: Path, template, capacity: int, resume_rows: int | None = None):
+    def __init__(self, run_dir: Path, template, capacity: int, resume_rows: int | None = None, **storage):
         self.steps = store.read_index(Path(run_dir) / store.SNAPSHOTS)["steps"][:resume_rows] if resume_rows else []
 
     @property

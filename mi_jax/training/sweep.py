@@ -102,7 +102,8 @@ class Sweep:
     def load(cls, sweep_dir) -> "Sweep":
         sweep_dir = Path(sweep_dir)
         spec = read_spec(sweep_dir)
-        trajectories = [Trajectory.load(sweep_dir / name) for name in spec["programs"]]
+        # lazily and unverified: a sweep's table needs metrics only; each program's analysis checks its series
+        trajectories = [Trajectory.load(sweep_dir / name, verify=False) for name in spec["programs"]]
         grid_keys = list(spec["grid"])
         table = [{**{key: _value(traj.member_config(m), key) for key in grid_keys}, "seed": member["seed"], "program": k}
                  for k, traj in enumerate(trajectories) for m, member in enumerate(traj.members)]
