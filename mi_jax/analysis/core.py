@@ -89,11 +89,11 @@ def _block_len(params: dict, n_time: int, n_dev: int, chunk_size: int, block_byt
     """Checkpoints per streamed block: the whole series when it fits in `block_bytes`, else as many
     as fit, a multiple of the devices (and of `chunk_size` per device)."""
     step_bytes = sum(int(np.prod(x.shape[1:])) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(params))
-    whole = n_dev * -(-n_time // n_dev)
-    per_device = max(1, block_bytes // max(step_bytes * n_dev, 1))
-    if chunk_size > 1:
-        per_device = max(chunk_size, per_device // chunk_size * chunk_size)
-    return min(whole, n_dev * per_device)
+    unit = n_dev * max(chunk_size, 1)  # a block is a whole number of these
+    most = max(1, block_bytes // max(step_bytes * unit, 1))  # units per block that fit in block_bytes
+    n_units = -(-n_time // unit)
+    n_blocks = -(-n_units // most)
+    return unit * -(-n_units // n_blocks)  # blocks as even as can be: the last one's padding stays small
 
 
 def _map_over_time(per_time: Callable, params: dict, chunk_size: int,
