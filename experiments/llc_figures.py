@@ -71,10 +71,11 @@ def grokking(run_dir: Path, out: Path) -> dict:
                 ax.axvline(phases[name], color=color, lw=1, alpha=0.6)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_title("grokking_small: LLC (dotted: its critical points) and progress measures; "
+    axes[0].set_title(f"{run_dir.name}: LLC (dotted: its critical points) and progress measures; "
                       "phase lines: memorised, cleanup, generalised", fontsize=8)
     save(fig, out)
-    at = lambda s: round(float(land["llc_mean"][int(np.flatnonzero(steps == s)[0]), 0]), 2) if s is not None else None  # noqa: E731
+    # at the LLC's checkpoint nearest each phase's step (the LLC may be estimated at every k-th checkpoint)
+    at = lambda s: round(float(land["llc_mean"][int(np.argmin(np.abs(steps - s))), 0]), 2) if s is not None else None  # noqa: E731
     return {"phases": phases, "llc_at_phases": {k: at(v) for k, v in phases.items()},
             "llc_first": round(float(land["llc_mean"][0, 0]), 2), "llc_max": round(float(np.nanmax(land["llc_mean"][:, 0])), 2),
             "llc_max_step": int(steps[np.nanargmax(land["llc_mean"][:, 0])]), "llc_last": round(float(land["llc_mean"][-1, 0]), 2),

@@ -67,15 +67,17 @@ def test_analyzing_a_sweep_dir_draws_each_measure_against_the_grid(lr_wd_sweep, 
     for m, row in enumerate(summary["members"]):
         assert row["final_test_loss"] == pytest.approx(float(traj.metrics["test_loss"][-1, m]))
         assert row["steps_to_generalise"] is None or row["steps_to_generalise"] in (0, 25, 50)
-        assert row["phase"] == sweep_report.phase(row["steps_to_memorise"], row["steps_to_generalise"])
+        assert row["phase"] == sweep_report.phase(row["steps_to_memorise"], row["steps_to_generalise"],
+                                                  row["final_train_acc"])
     for name in ("final_test_loss", "final_train_acc", "steps_to_generalise", "steps_to_memorise", "phase_diagram"):
         assert (lr_wd_sweep.sweep_dir / "analysis" / f"sweep_{name}.png").stat().st_size > 5000
     assert (traj.run_dir / "analysis" / "grokking.npz").exists()
 
 
 def test_the_phases_of_liu_et_al():
-    assert [sweep_report.phase(*t) for t in [(None, None), (100, None), (100, 1000), (100, 200), (None, 300)]] == [
-        "confusion", "memorisation", "grokking", "comprehension", "comprehension"]
+    cases = [(None, None), (100, None), (100, 1000), (100, 200), (None, 300), (100, 1000, 0.6)]
+    assert [sweep_report.phase(*case) for case in cases] == [
+        "confusion", "memorisation", "grokking", "comprehension", "comprehension", "confusion"]
 
 
 BAD = [

@@ -19,15 +19,18 @@ GENERALISED = 0.99
 PHASES = ("comprehension", "grokking", "memorisation", "confusion")
 
 
-def phase(steps_to_memorise: int | None, steps_to_generalise: int | None) -> str:
-    """Liu et al. 2022's four phases, within the run's steps: *confusion*, the train set is never fit
-    (train accuracy < 0.99); *memorisation*, it is fit but the test set never is; *grokking*, both
-    are, and generalising took more than twice as long as memorising (the test accuracy lags by at
-    least the time to fit the train set); *comprehension*, both are, with a shorter lag."""
-    if steps_to_memorise is None:
-        return "comprehension" if steps_to_generalise is not None else "confusion"
+def phase(steps_to_memorise: int | None, steps_to_generalise: int | None, final_train_acc: float = 1.0) -> str:
+    """Liu et al. 2022's four phases, within the run's steps: *confusion*, the train set is not fit at
+    the end (train accuracy < 0.99: never fit, or fit and then lost, as at a too large learning rate);
+    *memorisation*, it is but the test set never was; *grokking*, both were, and generalising took
+    more than twice as long as memorising (the test accuracy lags by at least the time to fit the
+    train set); *comprehension*, both were, with a shorter lag."""
+    if final_train_acc < GENERALISED or (steps_to_memorise is None and steps_to_generalise is None):
+        return "confusion"
     if steps_to_generalise is None:
         return "memorisation"
+    if steps_to_memorise is None:
+        return "comprehension"
     return "grokking" if steps_to_generalise > 2 * steps_to_memorise else "comprehension"
 
 
@@ -52,7 +55,7 @@ def summary_rows(sweep) -> list[dict]:
                 row["steps_to_generalise"] = _first_at_least(np.asarray(traj.metrics["test_acc"])[:, m], steps)
             if "train_acc" in traj.metrics and "test_acc" in traj.metrics:
                 row["steps_to_memorise"] = _first_at_least(np.asarray(traj.metrics["train_acc"])[:, m], steps)
-                row["phase"] = phase(row["steps_to_memorise"], row["steps_to_generalise"])
+                row["phase"] = phase(row["steps_to_memorise"], row["steps_to_generalise"], row["final_train_acc"])
             rows.append(row)
     return rows
 
