@@ -32,13 +32,13 @@ def measure_against_grid(rows: list[dict], keys: list[str], name: str, path: Pat
         xs = _axis_values(rows, key)
         at = {x: (x if _numeric(xs) else i) for i, x in enumerate(xs)}  # settings that are names sit at 0, 1, ...
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        for x in xs:
+        for i, x in enumerate(xs):
             ys = [r[name] for r in rows if r[key] == x and r[name] is not None]
             ax.scatter([at[x]] * len(ys), ys, color="tab:blue", alpha=0.4, s=14)
             never = sum(r[name] is None for r in rows if r[key] == x)
-            if never:  # at the foot of the axes, whatever the measure's range
-                ax.text(at[x], 0.03, f"{never} never", transform=ax.get_xaxis_transform(), fontsize=7,
-                        color="tab:red", ha="center")
+            if never:  # at the foot of the axes, whatever the measure's range; neighbours alternate rows
+                ax.text(at[x], 0.03 + 0.05 * (i % 2), f"{never} never", transform=ax.get_xaxis_transform(),
+                        fontsize=7, color="tab:red", ha="center")
         means = [np.mean([r[name] for r in rows if r[key] == x and r[name] is not None] or [np.nan]) for x in xs]
         ax.plot([at[x] for x in xs], means, color="tab:blue", label="mean over seeds")
         if _numeric(xs) and _log_scale(xs):
