@@ -208,6 +208,7 @@ def test_unknown_hook_name_suggests_the_nearest():
 # ----------------------------------------------------------------------------- interventions during training
 
 
+@pytest.mark.slow  # two training runs; test_intervened_runs trains with an intervention in the default suite
 def test_training_with_the_mlp_zeroed_equals_training_the_model_without_it():
     """`train.interventions` zeroes the MLP's output at every step; by construction that is the same as
     training an attention-only model from the same initial attention, embedding and unembedding."""

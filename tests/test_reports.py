@@ -93,6 +93,7 @@ def test_boolean_and_report_covers_every_member(tmp_path):
     assert _figure_ok(out / "and_accuracy.png") and _figure_ok(out / "training_curves.png")
 
 
+@pytest.mark.slow  # the CLI trains in the wheel check of .ci/run and in test_run_dir; ensembles in test_training
 def test_cli_trains_an_ensemble_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(["train", "grokking_small", "--set", "p=11", "--set", "model.d_model=32", "--set",

@@ -19,7 +19,7 @@ TRAIN_SCRIPT = """
 import sys
 import mi_jax as mj
 from conftest import tiny_grokking
-mj.train(tiny_grokking(steps=2000, ckpt_every=20, eval_every=20), sys.argv[1], wandb="off", progress=False)
+mj.train(tiny_grokking(steps=300, ckpt_every=20, eval_every=20), sys.argv[1], wandb="off", progress=False)
 """
 
 
@@ -90,9 +90,9 @@ def test_a_second_writer_stops_with_one_line_and_a_killed_holders_lock_is_taken_
     assert len(loser) == 1 and "is in use" in loser[0]
 
     steps = [json.loads(line)["step"] for line in (run_dir / store.METRICS).read_text().splitlines()]
-    assert steps == sorted(set(steps)) == list(range(0, 2001, 20)), "each step's metrics row exactly once"
+    assert steps == sorted(set(steps)) == list(range(0, 301, 20)), "each step's metrics row exactly once"
     traj = mj.Trajectory.load(run_dir, on_corrupt="raise")
-    assert list(traj.steps) == list(range(0, 2001, 20))
+    assert list(traj.steps) == list(range(0, 301, 20))
     assert not (run_dir / ".lock.owner").exists(), "a holder that finishes leaves no owner behind"
 
 

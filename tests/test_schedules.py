@@ -31,18 +31,18 @@ def test_base_steps_and_evaluation_lengths():
 
 
 def test_a_log_spaced_run_snapshots_early_steps_and_resumes_exactly(tmp_path):
-    cfg = tiny_grokking(steps=48, eval_every=4, ckpt_every=16, ckpt_schedule="log", seeds=(0, 1),
+    cfg = tiny_grokking(steps=32, eval_every=4, ckpt_every=16, ckpt_schedule="log", seeds=(0, 1),
                         snapshot_compression="zstd")
     mj.train(cfg, tmp_path / "whole", wandb="off", progress=False)
     traj = mj.Trajectory.load(tmp_path / "whole")
-    assert traj.steps.tolist() == [0, 1, 2, 4, 8, 16, 32, 48]
+    assert traj.steps.tolist() == [0, 1, 2, 4, 8, 16, 32]
     assert "zstd" in (tmp_path / "whole" / "snapshots" / "W_E" / "zarr.json").read_text()
-    assert traj.params["W_E"].shape[:2] == (8, 2)
+    assert traj.params["W_E"].shape[:2] == (7, 2)
     # an evaluation at each snapshot and every eval_every steps, on the real steps
-    assert traj.metrics["step"].tolist() == [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48]
+    assert traj.metrics["step"].tolist() == [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32]
     assert not np.array_equal(traj.params["W_E"][1], traj.params["W_E"][2])  # one AdamW step apart
 
-    cut = tmp_path / "cut"  # stopped after the chunks to 1, 2 and 4 (3 of 7), then resumed
+    cut = tmp_path / "cut"  # stopped after the chunks to 1, 2 and 4 (3 of 6), then resumed
     cut.mkdir()
     (cut / store.CONFIG).write_text(config_lib.dumps(cfg))
     with jax.enable_x64(cfg.train.logsoftmax_f64):
@@ -60,11 +60,11 @@ def test_adaptive_snapshots_fall_where_the_watched_metric_moves_and_are_the_run_
     """Extra snapshots land at evaluations where the train loss moved more than ckpt_delta (log10)
     since the previous snapshot, within the budget, and each is the model at that step: the same
     params as a run that snapshots at every evaluation."""
-    every = tiny_grokking(steps=80, eval_every=5, ckpt_every=5, seeds=(0, 1))
+    every = tiny_grokking(steps=40, eval_every=5, ckpt_every=5, seeds=(0, 1))
     mj.train(every, tmp_path / "every", wandb="off", progress=False)
     reference = mj.Trajectory.load(tmp_path / "every")
 
-    budget, delta = 4, 0.1
+    budget, delta = 3, 0.01
     adaptive = mj.override(every, {"train.ckpt_every": "40", "train.ckpt_watch": "train_loss",
                                    "train.ckpt_delta": str(delta), "train.ckpt_extra": str(budget)})
     mj.train(adaptive, tmp_path / "adaptive", wandb="off", progress=False)
@@ -72,7 +72,7 @@ def test_adaptive_snapshots_fall_where_the_watched_metric_moves_and_are_the_run_
     steps = traj.steps.tolist()
     extras = [s for s in steps if s % 40]
     assert len(extras) == budget, f"the loss falls fast early, so the budget is spent: {steps}"
-    assert steps == sorted(steps) and {0, 40, 80} <= set(steps)
+    assert steps == sorted(steps) and {0, 40} <= set(steps)
 
     # each extra: the watched loss (log10, largest move over members) moved > delta since the snapshot before
     loss = dict(zip(traj.metrics["step"].tolist(), np.log10(traj.metrics["train_loss"])))

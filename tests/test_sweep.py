@@ -45,6 +45,7 @@ def test_a_sweep_member_equals_the_solo_run_with_its_settings(lr_wd_sweep, tmp_p
     assert all(not np.allclose(traj.params["W_E"][-1, k], traj.params["W_E"][-1, m]) for k in others)
 
 
+@pytest.mark.slow  # two programs of two members each (~15 s)
 def test_values_that_change_shapes_make_separate_programs_in_one_sweep_dir(tmp_path):
     out = tmp_path / "p"
     sweep = mj.sweep(tiny_grokking(steps=25, ckpt_every=25, eval_every=25), {"p": ["11", "13"], "train.lr": ["1e-3", "2e-3"]},

@@ -83,7 +83,7 @@ def test_ensemble_member_equals_the_solo_run_with_its_seed(tmp_path):
     assert not np.allclose(e.params["W_E"][-1, 0], e.params["W_E"][-1, 1])
 
 
-def test_data_parallel_runs_match_plain_runs_and_resume_exactly(tmp_path):
+def test_data_parallel_runs_match_plain_runs():
     # Solo: each minibatch split over the 2 test CPU devices; ensemble: its 3 seeds padded to 4 with
     # a copy of the last and split 2 and 2. One chunk of 25 steps equals the one-device chunk up to
     # float reassociation (see above); the dummy member is neither in the params nor the metrics.
@@ -102,6 +102,9 @@ def test_data_parallel_runs_match_plain_runs_and_resume_exactly(tmp_path):
             np.testing.assert_allclose(split[name], plain[name], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(split_metrics["test_loss"], plain_metrics["test_loss"], rtol=1e-4)
 
+
+@pytest.mark.slow  # three short runs; the default suite resumes data-parallel members in the padded-ensemble test
+def test_a_data_parallel_run_resumes_exactly(tmp_path):
     # interrupted after 1 of 2 chunks, resumed: bit-identical to the uninterrupted data-parallel run
     cfg = tiny_grokking(steps=50, ckpt_every=25, batch_size=32, data_parallel=True)
     cut = tmp_path / "cut"
