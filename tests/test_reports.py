@@ -45,6 +45,7 @@ def _analyze(cfg, tmp_path):
     return run_dir, mj.analyze_run(run_dir, wandb="off")
 
 
+@pytest.mark.slow  # ~20 s, mostly figures; the induction measures are checked in test_induction
 def test_induction_report_covers_every_member(tmp_path):
     run_dir, lines = _analyze(tiny_induction(), tmp_path)
     out = run_dir / "analysis"

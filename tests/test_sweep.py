@@ -108,6 +108,7 @@ def test_resuming_a_sweep_dir_with_another_grid_is_refused(lr_wd_sweep, capsys):
     assert again.members == lr_wd_sweep.members
 
 
+@pytest.mark.slow  # ~20 s; the default suite checks a member against its solo run on the lr x seed sweep
 def test_train_fraction_data_seed_and_init_scale_members_share_one_program_and_equal_their_solo_runs(tmp_path):
     cfg = tiny_grokking(steps=50, ckpt_every=25, eval_every=25)
     grid = {"train_frac": ["0.3", "0.6"], "data_seed": ["1", "2"], "model.init_std": ["0.2"]}  # base std: 0.8/sqrt(32)

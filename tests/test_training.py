@@ -83,24 +83,37 @@ def test_ensemble_member_equals_the_solo_run_with_its_seed(tmp_path):
     assert not np.allclose(e.params["W_E"][-1, 0], e.params["W_E"][-1, 1])
 
 
-def test_data_parallel_runs_match_plain_runs():
-    # Solo: each minibatch split over the 2 test CPU devices; ensemble: its 3 seeds padded to 4 with
-    # a copy of the last and split 2 and 2. One chunk of 25 steps equals the one-device chunk up to
-    # float reassociation (see above); the dummy member is neither in the params nor the metrics.
+def _split_and_plain_chunks(extra: dict):
+    """One chunk of 25 steps with and without data_parallel: [(state, member params, metrics)] x 2."""
+    chunks = []
+    for parallel_on in (False, True):
+        cfg = tiny_grokking(steps=50, ckpt_every=25, data_parallel=parallel_on, **extra)
+        trainer = loop.Trainer(GrokkingTask(cfg), cfg.train)
+        state, metrics, _ = trainer.run_chunk(trainer.init_state())
+        chunks.append((state, trainer.member_params(state["params"]), metrics))
+    return chunks
+
+
+def _assert_split_equals_plain(chunks, n_members: int):
+    # equal up to float reassociation; (b_K has no gradient but float noise, which Adam scales up to lr)
+    (_, plain, plain_metrics), (split_state, split, split_metrics) = chunks
+    assert split_state["params"]["W_E"].sharding.num_devices == 2
+    assert split["W_E"].shape == plain["W_E"].shape == (n_members, 14, 32)
+    for name in ("W_E", "W_U"):
+        np.testing.assert_allclose(split[name], plain[name], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(split_metrics["test_loss"], plain_metrics["test_loss"], rtol=1e-4)
+
+
+def test_a_sharded_ensemble_equals_the_one_device_ensemble():
+    # its 3 seeds padded to 4 with a copy of the last and split 2 and 2 over the 2 test CPU devices;
+    # the dummy member is neither in the params nor the metrics
     assert jax.local_device_count() == 2, "conftest sets two CPU devices"
-    for extra in ({"batch_size": 32}, {"seeds": (3, 5, 7)}):
-        chunks = []
-        for parallel_on in (False, True):
-            cfg = tiny_grokking(steps=50, ckpt_every=25, data_parallel=parallel_on, **extra)  # the chunk the resume below runs
-            trainer = loop.Trainer(GrokkingTask(cfg), cfg.train)
-            state, metrics, _ = trainer.run_chunk(trainer.init_state())
-            chunks.append((state, trainer.member_params(state["params"]), metrics))
-        (_, plain, plain_metrics), (split_state, split, split_metrics) = chunks
-        assert split_state["params"]["W_E"].sharding.num_devices == 2
-        assert split["W_E"].shape == plain["W_E"].shape == (1 if "batch_size" in extra else 3, 14, 32)
-        for name in ("W_E", "W_U"):  # (b_K has no gradient but float noise, which Adam scales up to lr)
-            np.testing.assert_allclose(split[name], plain[name], rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(split_metrics["test_loss"], plain_metrics["test_loss"], rtol=1e-4)
+    _assert_split_equals_plain(_split_and_plain_chunks({"seeds": (3, 5, 7)}), 3)
+
+
+@pytest.mark.slow  # the solo run's split batch; the induction chunk test splits a batch in the default suite
+def test_a_solo_run_with_its_batch_split_equals_the_one_device_run():
+    _assert_split_equals_plain(_split_and_plain_chunks({"batch_size": 32}), 1)
 
 
 @pytest.mark.slow  # three short runs; the default suite resumes data-parallel members in the padded-ensemble test

@@ -247,7 +247,10 @@ def convert_npy(run_dir: Path, solo: bool | None, template: dict | None = None, 
 def _state_manager(run_dir: Path, read_only: bool = False):
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=not read_only, read_only=read_only)
+    # synchronous: a small state's async save cost ~100 ms a call against ~40 ms in-line (measured, 12
+    # 32x32 leaves), and on 2 cores the background thread only competes with the next chunk anyway
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=not read_only, read_only=read_only,
+                                           enable_async_checkpointing=False)
     return ocp.CheckpointManager((Path(run_dir) / STATE).absolute(), options=options)
 
 
@@ -259,7 +262,8 @@ def _tree_crc(tree) -> int:
 
 
 class StateStore:
-    """The resumable train state, saved with orbax-checkpoint (asynchronously)."""
+    """The resumable train state, saved with orbax-checkpoint (in line, atomically: a save killed midway
+    leaves the previous state)."""
 
     def __init__(self, run_dir: Path, read_only: bool = False):
         self.manager = _state_manager(run_dir, read_only)
