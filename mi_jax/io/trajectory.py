@@ -94,12 +94,18 @@ class Trajectory:
             raise store.CheckpointError(f"{run_dir} is not a mi_jax run dir (no {store.CONFIG})")
         cfg = load_config(cfg_path)
         table = store.read_members(run_dir)
-        solo = table is None and not cfg.train.ensemble  # its files hold one model's values, no member axis
+        solo = _solo(table, cfg)
         steps, flat, member_axis = store.load_snapshots(run_dir, on_corrupt, verify)
         if not member_axis and solo:  # written before runs had a member axis
             flat = {k: v[:, None] for k, v in flat.items()}
         metrics = store.metrics_arrays(store.read_metrics(run_dir), solo=solo)
         return cls(steps, store.unflatten(flat), cfg, metrics, tuple(table or members_of(cfg)), run_dir)
+
+
+def _solo(member_table, cfg) -> bool:
+    """Whether a run dir holds one model trained alone: its metric rows carry no member axis, nor do its
+    snapshot files if written before runs had one."""
+    return member_table is None and not cfg.train.ensemble
 
 
 def load_config(path: Path):
@@ -118,7 +124,6 @@ def convert(run_dir, dtype: str | None = None, compression: str = "none") -> int
     index = store.read_index(run_dir / store.SNAPSHOTS)
     if index.get("layout") == snapshots.ZARR_LAYOUT:
         raise store.CheckpointError(f"{run_dir} is already in the zarr layout")
-    cfg = load_config(run_dir / store.CONFIG)
-    solo = store.read_members(run_dir) is None and not cfg.train.ensemble
+    solo = _solo(store.read_members(run_dir), load_config(run_dir / store.CONFIG))
     with run_dir_lock(run_dir, "converting"):
         return store.convert_npy(run_dir, solo=solo, dtype=dtype, compression=compression)

@@ -170,7 +170,7 @@ class Trainer:
         warm_up = any(m.get("train.warmup_steps", tc.warmup_steps) > 0 for m in self.members)
         template = jax.eval_shape(task.init_params, jax.random.key(0))
         # adaptive snapshots need the params at every evaluation of a chunk, not only at its end
-        keep_slot_params = tc.ckpt_watch is not None and tc.ckpt_extra > 0
+        keep_slot_params = schedule.watched_metric(tc) is not None
 
         def task_fn(name):  # the task's function, given this member's task arrays where it has them
             fn = getattr(task, name)
@@ -289,6 +289,10 @@ class Trainer:
     def evaluate(self, params):
         return self._real(self._evaluate(params, self._varying))
 
+    def metric_names(self, params) -> list[str]:
+        """The names `evaluate` returns, from its shapes alone (nothing computed or gathered)."""
+        return list(jax.eval_shape(self._evaluate, params, self._varying))
+
     def member_params(self, params):
         """Params with leaves [member, ...] of the real members, as the run dir keeps them (a solo run is one member)."""
         return self._real(params) if self.vmapped else jax.tree.map(lambda x: x[None], distributed.gather(params))
@@ -334,7 +338,7 @@ def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, membe
     trainer = Trainer(task, tc, members)
     base = schedule.base_steps(tc)
     slots = schedule.eval_slots(tc)
-    watch = tc.ckpt_watch if tc.ckpt_extra > 0 else None
+    watch = schedule.watched_metric(tc)
     writer = distributed.is_writer()  # process 0 writes the run dir; every process saves the state (orbax)
     snapshot_series = store.SnapshotWriter if writer else _SnapshotSteps
     if trainer.padding and writer:
@@ -342,7 +346,7 @@ def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, membe
     states = store.StateStore(run_dir)
     state = trainer.init_state()
     if watch is not None:
-        names = jax.eval_shape(trainer.evaluate, state["params"])
+        names = trainer.metric_names(state["params"])
         check(watch in names, f"train.ckpt_watch={watch!r} is not a metric of this task: {', '.join(sorted(names))}")
     capacity = len(base) + (tc.ckpt_extra if watch else 0)
     if resume:

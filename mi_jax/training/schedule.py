@@ -23,6 +23,11 @@ def base_steps(tc) -> list[int]:
     return [0, *every]
 
 
+def watched_metric(tc) -> str | None:
+    """The metric adaptive snapshots watch, or None when the run takes none (no watch, or no budget)."""
+    return tc.ckpt_watch if tc.ckpt_extra > 0 else None
+
+
 def eval_slots(tc) -> int:
     """How many evaluations one chunk holds at most (its compiled length)."""
     return tc.ckpt_every // tc.eval_every
