@@ -43,15 +43,13 @@ def analysis_p113(rounds: int = 3) -> dict:
     results = {}
 
     def ours() -> dict:
-        with jax.enable_x64(cfg.train.logsoftmax_f64):
-            first, cached, results["vmapped"] = first_and_cached(
-                lambda: analyze_params(stacked, {"progress": family}, data, member_axis=False))
+        first, cached, results["vmapped"] = first_and_cached(
+            lambda: analyze_params(stacked, {"progress": family}, data, member_axis=False))
         return {"first": first, "cached": cached}
 
     paired = paired_rounds(ours, SHARED_PEERS / "tl_grok_analysis.py",
                            ["--checkpoints", N_CHECKPOINTS, "--threads", os.cpu_count()], rounds)
-    with jax.enable_x64(cfg.train.logsoftmax_f64):
-        loop_jit_s, looped = loop_seconds(jax.jit(lambda p: family(p, data)), stacked, N_CHECKPOINTS, LOOP_MEASURED)
+    loop_jit_s, looped = loop_seconds(jax.jit(lambda p: family(p, data)), stacked, N_CHECKPOINTS, LOOP_MEASURED)
     row = paired_figures(paired, {"first": "vmapped_s", "cached": "vmapped_cached_s"})
     return {
         "n_checkpoints": N_CHECKPOINTS, "n_measures": len(results["vmapped"]), "params": "random init",

@@ -63,14 +63,36 @@ def test_freq_norms_of_a_pure_wave_sit_at_its_frequency():
     assert np.delete(norms, k - 1).max() < 1e-6
 
 
-@pytest.mark.parametrize("p", [12, 13])
-def test_neuron_fractions_equal_the_real_basis_definition(p):
-    """The DFT shortcut equals Nanda et al.'s definition: energy in {const, cos k, sin k}² blocks of F A F^T."""
+def test_label_nll_keeps_its_digits_at_tiny_and_huge_losses():
+    """-log p(label) to float32's relative precision, checked against float64 on the same float32 logits:
+    losses of 1e-12..1e-3 (where logsumexp - x_label in float32 is 0 or noise), a label 500 below the top,
+    and a tie for the top."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 40)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    for row, margin in enumerate([28.0, 20.0, 12.0, 5.0]):  # the label above the rest by `margin`
+        logits[row, labels[row]] = logits[row].max() + margin
+    logits[4, 4] = logits[4].max() - 500.0
+    logits[5, [5, 9]] = logits[5].max() + 3.0  # the label ties with class 9 at the top
+    x = logits.astype(np.float64)
+    others = np.exp(x - x[np.arange(6), labels][:, None])  # e^(x_c - x_label), at most e^~510: no overflow
+    others[np.arange(6), labels] = 0
+    want = np.log1p(others.sum(1))
+    got = np.asarray(jax.jit(grokking.label_nll)(logits, labels))
+    assert want[0] < 1e-10 and want[3] > 1e-4 and want[4] > 499 and want[5] > np.log(2)
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+@pytest.mark.parametrize("p, offset, scale", [(12, 0, 1), (13, 0, 1), (13, 100, 1e-3)])
+def test_neuron_fractions_equal_the_real_basis_definition(p, offset, scale):
+    """The DFT shortcut equals Nanda et al.'s definition: energy in {const, cos k, sin k}² blocks of F A F^T;
+    also for near-constant neurons (offset 10^5 times their spread), whose centring must cancel nothing."""
     data = grokking.make_data(mj.GrokkingConfig(p=p))
-    acts = np.random.default_rng(0).normal(size=(p * p, 7)).astype(np.float32)
+    acts = (offset + scale * np.random.default_rng(0).normal(size=(p * p, 7))).astype(np.float32)
     got = np.asarray(grokking.neuron_freq_fractions(acts, data, p))
     F, freqs = fourier.basis(p), fourier.freq_of_component(p)
-    grid = acts.reshape(p, p, -1) - acts.reshape(p, p, -1).mean((0, 1))
+    grid = acts.reshape(p, p, -1).astype(np.float64)  # the float32 activations, exactly
+    grid = grid - grid.mean((0, 1))
     power = np.einsum("ia,jb,abn->ijn", F, F, grid) ** 2
     want = np.stack([power[np.isin(freqs, [0, k])][:, np.isin(freqs, [0, k])].sum((0, 1))
                      for k in range(1, p // 2 + 1)]) / power.sum((0, 1))

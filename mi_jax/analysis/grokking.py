@@ -40,8 +40,6 @@ the `=` position, F the real Fourier basis of Z_p (`fourier.basis`), K the key f
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,6 +107,21 @@ def gini(x: jax.Array) -> jax.Array:
     return jnp.where(total > 0, ((2 * i - n - 1) * x).sum(-1) / (n * jnp.where(total > 0, total, 1)), 0.0)
 
 
+def label_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """-log softmax(logits)[label] of each row: logits [row, c], labels [row] -> [row], to float32's
+    relative precision at any size, losses of ~1e-7 included (logsumexp - x_label keeps no digit there).
+
+    With t = max(x_l, max_c x_c - 60): -log p(l) = (t - x_l) + log1p(expm1(x_l - t) + Σ_{c≠l} e^(x_c - t)).
+    When the label is within 60 of the top, t = x_l and this is log1p of the other classes' e^(x_c - x_l);
+    the label is left out by its index, not by comparing values (XLA may recompute the logits in each
+    fusion, rounded differently); no term exceeds e^60, so 10^6 classes still fit in float32.
+    """
+    at_label = jnp.take_along_axis(logits, labels[:, None], 1)[:, 0]
+    shift = jnp.maximum(at_label, logits.max(-1) - 60.0)
+    others = jnp.where(jnp.arange(logits.shape[-1]) == labels[:, None], 0.0, jnp.exp(logits - shift[:, None]))
+    return (shift - at_label) + jnp.log1p(jnp.expm1(at_label - shift) + others.sum(-1))
+
+
 def residue_sums(x: jax.Array, data: dict) -> jax.Array:
     """Y[s] = Σ over the pairs with a + b ≡ s of x[pair]: x [pair, n] -> [residue, n]."""
     return jax.ops.segment_sum(x, data["residue"], num_segments=data["cos_c"].shape[0])
@@ -161,24 +174,46 @@ def key_wave_component(x: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
     return key_wave_residues(x, data, mask)[data["residue"]]
 
 
-def centre(x: jax.Array) -> jax.Array:
-    """x [row, n] minus its mean over rows (the mean as a product with ones: in the measures' program
-    on CPU that ran faster than the reduction)."""
-    return x - jnp.ones(x.shape[0], x.dtype) @ x / x.shape[0]
+def rough_mean(x: jax.Array) -> jax.Array:
+    """x [row, n] -> [n], the mean of its first rows (at most 128): a per-column constant within a few
+    standard deviations of the column's mean, all `centred_sums` needs to lose nothing to cancellation
+    (and exactly a constant column's value: 128 rows sum and divide without rounding)."""
+    return x[:128].mean(0)
+
+
+PAIR_SUMS = ("pair_a", "pair_b", "residue", "diff_residue")  # the sums `centred_sums` forms, in order
+
+
+def centred_sums(x: jax.Array, data: dict, p: int) -> tuple[jax.Array, jax.Array]:
+    """Sums of the centred x - mean(x) over the pairs of each a, b, a+b and a-b residue, and Σ (x - mean)²:
+    x [pair, n] holding every (a, b) once -> ([4, p, n] in `PAIR_SUMS` order, [n]).
+
+    Formed from sums of x itself, the mean taken out after: no centred copy of x is made (on CPU each
+    [p², n] pass costs as much as a measure). x must be near its mean (less its `rough_mean`), or the mean's
+    part of the sums would cancel away a near-constant column's variation.
+    """
+    sums = jnp.stack([jax.ops.segment_sum(x, data[k], num_segments=p) for k in PAIR_SUMS])
+    n_pairs = x.shape[0]  # p², each sum over p pairs
+    mean = sums[0].sum(0) / n_pairs
+    return sums - p * mean, (x * x).sum(0) - n_pairs * mean**2
 
 
 def neuron_freq_fractions(acts: jax.Array, data: dict, p: int) -> jax.Array:
     """Fraction of each neuron's variance in each frequency's 2D block: acts [pair, d_mlp] -> [freq, d_mlp].
 
-    acts holds every (a, b) once, in the order of data's pairs. Block k = span{const, cos k, sin k}_a ⊗
-    {const, cos k, sin k}_b = span{e^{i(ua+vb)}: u, v ∈ {0, ±k}}, so its energy is Σ |X[u, v]|² / p²
-    over those (u, v), X the 2D DFT of the centred activations A (Parseval on the subspace). Each of
-    the 9 entries is a 1D DFT at k of one p-sized sum of A: X[k, 0] of the sums over b (rows a),
-    X[0, k] over a, X[k, k] over a+b ≡ s, X[k, -k] over a-b ≡ d (X[0, 0] = 0 after centring, and the
-    entries at -u, -v are the conjugates). O(p² n) adds and O(p² n) multiplies, no transform of A.
+    acts holds every (a, b) once, in the order of data's pairs (`freq_fractions` from sums already formed)."""
+    return freq_fractions(*centred_sums(acts - rough_mean(acts), data, p), data, p)
+
+
+def freq_fractions(sums: jax.Array, total: jax.Array, data: dict, p: int) -> jax.Array:
+    """`neuron_freq_fractions` from the centred activations' `centred_sums` ([4, p, d_mlp], [d_mlp]).
+
+    Block k = span{const, cos k, sin k}_a ⊗ {const, cos k, sin k}_b = span{e^{i(ua+vb)}: u, v ∈ {0, ±k}},
+    so its energy is Σ |X[u, v]|² / p² over those (u, v), X the 2D DFT of the centred activations A
+    (Parseval on the subspace). Each of the 9 entries is a 1D DFT at k of one p-sized sum of A: X[k, 0]
+    of the sums over b (rows a), X[0, k] over a, X[k, k] over a+b ≡ s, X[k, -k] over a-b ≡ d (X[0, 0] = 0
+    after centring, and the entries at -u, -v are the conjugates). O(p² n) adds, no transform of A.
     """
-    g = centre(acts)  # first: sums of raw activations would lose a near-constant neuron's variation
-    sums = jnp.stack([jax.ops.segment_sum(g, data[k], num_segments=p) for k in ("pair_a", "pair_b", "residue", "diff_residue")])
     re = jnp.einsum("xrn,rk->xkn", sums, data["cos_c"])  # [sum, freq, d_mlp]: Σ_r S[r] cos(w_k r)
     im = jnp.einsum("xrn,rk->xkn", sums, data["sin_c"])
     power = re**2 + im**2  # |X|² of (k, 0), (0, k), (k, k), (k, -k)
@@ -186,7 +221,7 @@ def neuron_freq_fractions(acts: jax.Array, data: dict, p: int) -> jax.Array:
     # and (k, -k) is (k, k) again); v_mirror is 2, or 1 at that k
     mirror = data["v_mirror"][:, None]
     energy = mirror * power[:3].sum(0) + 2 * (mirror - 1) * power[3]
-    total = p * p * (g**2).sum(0)
+    total = p * p * total
     return energy / jnp.where(total > 0, total, 1.0)
 
 
@@ -203,13 +238,16 @@ def grid_forward_applies(tcfg: tfm.TransformerConfig) -> bool:
     return tcfg.n_layers == 1 and tcfg.d_mlp is not None and not tcfg.layer_norm and tcfg.n_ctx >= 3
 
 
-def grid_forward(params: dict, tcfg: tfm.TransformerConfig, p: int) -> tuple[jax.Array, jax.Array]:
+def grid_forward(params: dict, tcfg: tfm.TransformerConfig, p: int,
+                 roughly_centred: bool = False) -> tuple[jax.Array, jax.Array]:
     """The `=`-position logits and neuron activations for all p² inputs (a, b, =) of a one-layer model.
 
     -> logits [a*p + b, vocab_out], acts [a*p + b, d_mlp]; the same numbers as `tfm.apply`
     (a test checks it), computed from per-token tables: the residual at position 0 depends
     on a only, at 1 on b only, at 2 not at all, so keys, values and their images under W_O,
     W_in and W_U are [p]-sized tables and only the attention weights and the MLP run per pair.
+    roughly_centred: the activations less their `rough_mean` (the logits unchanged), for measures of
+    the centred activations (`centred_sums`), with no second pass over them to centre them.
     """
     blk = params["blocks"][0]
     att, mlp = blk["attn"], blk["mlp"]
@@ -236,9 +274,12 @@ def grid_forward(params: dict, tcfg: tfm.TransformerConfig, p: int) -> tuple[jax
             pattern[0, h, :, :, None] * on_a[:, None, h] + pattern[1, h, :, :, None] * on_b[None, :, h]
             + pattern[2, h, :, :, None] * on_eq[h] for h in range(tcfg.n_heads))
 
-    acts = tfm.ACTIVATIONS[tcfg.act_fn](read(mlp["W_in"]) + mlp["b_in"])  # [a, b, d_mlp]
-    logits = read(params["W_U"]) + acts @ (mlp["W_out"] @ params["W_U"]) + mlp["b_out"] @ params["W_U"] + params["b_U"]
-    return logits.reshape(p * p, -1), acts.reshape(p * p, -1)
+    acts = tfm.ACTIVATIONS[tcfg.act_fn](read(mlp["W_in"]) + mlp["b_in"]).reshape(p * p, -1)  # [pair, d_mlp]
+    offset = rough_mean(acts) if roughly_centred else jnp.zeros(acts.shape[-1], acts.dtype)  # [d_mlp]
+    acts = acts - offset
+    W_L = mlp["W_out"] @ params["W_U"]
+    logits = read(params["W_U"]).reshape(p * p, -1) + acts @ W_L + (offset @ W_L + mlp["b_out"] @ params["W_U"] + params["b_U"])
+    return logits, acts
 
 
 # ----------------------------------------------------------------------------- measures
@@ -272,36 +313,31 @@ def family(cfg: GrokkingConfig, names=None):
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"unknown measure {unknown[0]!r} for this run (known: {', '.join(sorted(known))})")
-    p, tcfg, f64 = cfg.p, cfg.transformer, cfg.train.logsoftmax_f64
+    p, tcfg = cfg.p, cfg.transformer
     hook = f"blocks.{tcfg.n_layers - 1}.mlp.hook_post"
     tokens = GrokkingData.from_config(cfg).tokens
     rows = tokens[:, 0].astype(np.int64) * p + tokens[:, 1]  # each input's row of grid_forward's [a*p + b] grid
     in_grid_order = len(rows) == p * p and bool((rows == np.arange(p * p)).all())
 
     def forward(params, data):
-        """-> logits [pair, p], neuron activations at `=` [pair, d_mlp] (or None), pairs in data's order."""
+        """-> logits [pair, p], neuron activations at `=` less their `rough_mean` [pair, d_mlp] (or None),
+        pairs in data's order."""
         if grid_forward_applies(tcfg):
-            logits, acts = grid_forward(params, tcfg, p)
+            logits, acts = grid_forward(params, tcfg, p, roughly_centred=True)
             if in_grid_order:  # data's pairs are the grid's rows: no copy
                 return logits[:, :p], acts
             at = jnp.asarray(data["tokens"][:, 0] * p + data["tokens"][:, 1])
             return logits[at, :p], acts[at]
         cache = [hook] if tcfg.d_mlp else []
         logits, acts = tfm.apply(params, jnp.asarray(data["tokens"]), tcfg, cache=cache)
-        return logits[:, -1, :p], (acts[hook][:, -1] if tcfg.d_mlp else None)
-
-    def label_losses(logits, labels):
-        """-log p(label) of each row: logits [row, c], labels [row] -> [row] (float64 when the run's log-softmax was)."""
-        x = logits.astype(jnp.float64) if f64 else logits
-        return jax.nn.logsumexp(x, -1) - jnp.take_along_axis(x, labels[:, None], 1)[:, 0]
+        acts = acts[hook][:, -1] if tcfg.d_mlp else None
+        return logits[:, -1, :p], (acts - rough_mean(acts) if tcfg.d_mlp else None)
 
     def residue_table_loss(table, data):
         """Train loss of logits that depend on the pair only through s = a+b: table [s, c] -> scalar."""
         idx = data["train_idx"]
-        x = table.astype(jnp.float64) if f64 else table
-        lse = jax.nn.logsumexp(x, -1)  # [s]: once per residue, not per pair
         s, labels = jnp.asarray(data["residue"])[idx], jnp.asarray(data["labels"])[idx]
-        return (lse[s] - x[s, labels]).mean().astype(jnp.float32)
+        return label_nll(table[s], labels).mean()
 
     def correct(logits, labels):
         """argmax(logits) == label per row, ties to the first maximum as argmax: [row] bool
@@ -321,11 +357,13 @@ def family(cfg: GrokkingConfig, names=None):
             out["logit_map_gini"] = gini(out["logit_map_freq_norms"])
         logits, acts = forward(params, data)
         labels = jnp.asarray(data["labels"])
-        nll, right = label_losses(logits, labels), correct(logits, labels)  # [pair]
+        nll, right = label_nll(logits, labels), correct(logits, labels)  # [pair]
         for split in ("train", "test"):
             idx = data[f"{split}_idx"]
-            out[f"{split}_loss"] = nll[idx].mean().astype(jnp.float32)
+            out[f"{split}_loss"] = nll[idx].mean()
             out[f"{split}_acc"] = right[idx].mean(dtype=jnp.float32)
+        if tcfg.d_mlp and cfg.op != "/":  # every (a, b) once: sums of the centred activations per a, b, a±b
+            sums, total = centred_sums(acts, data, p)
         if cfg.op == "+":
             mask = data["key_mask"]
             Y = residue_sums(logits, data)  # [s, c]
@@ -337,17 +375,16 @@ def family(cfg: GrokkingConfig, names=None):
             out["restricted_loss_abc"] = residue_table_loss(mean_logits + key_component_residues(alpha, beta, data, mask), data)
             tr = data["train_idx"]
             excluded = logits[tr] - key_wave_residues(None, data, mask, Y)[jnp.asarray(data["residue"])[tr]]
-            out["excluded_loss"] = label_losses(excluded, labels[tr]).mean().astype(jnp.float32)
+            out["excluded_loss"] = label_nll(excluded, labels[tr]).mean()
             if tcfg.d_mlp:
                 # the paper's: (mean A + Π_K A) W_L, shifted to the mean logits; the mean A term cancels,
                 # and Π_K A depends on the pair only through s, so all of it is a [s, c] table
-                # Π_K of the centred activations (the waves sum to 0 over pairs): the residue sums
-                # the neuron fractions take too
-                kept = key_wave_residues(None, data, mask, residue_sums(centre(acts), data)) @ W_L.T  # [s, c]
+                # Π_K of the centred activations (the waves sum to 0 over pairs), from their residue sums
+                kept = key_wave_residues(None, data, mask, sums[PAIR_SUMS.index("residue")]) @ W_L.T  # [s, c]
                 kept_mean = (counts * kept).sum(0) / logits.shape[0]
                 out["restricted_loss"] = residue_table_loss(kept - kept_mean + mean_logits, data)
         if tcfg.d_mlp and cfg.op != "/":
-            fracs = neuron_freq_fractions(acts, data, p)
+            fracs = freq_fractions(sums, total, data, p)
             out["neuron_best_frac"] = fracs.max(0)
             out["neuron_best_freq"] = fracs.argmax(0).astype(jnp.int32) + 1
         return {n: out[n] for n in names}  # what is not asked for is never computed (XLA drops it)
@@ -416,18 +453,12 @@ def phase_boundaries(steps, train_acc, test_acc, test_loss, acc_level: float = 0
 # ----------------------------------------------------------------------------- over a trajectory
 
 
-def _x64(cfg):
-    """float64 for the measures when the run trained with a float64 log-softmax."""
-    return jax.enable_x64(True) if cfg.train.logsoftmax_f64 else contextlib.nullcontext()
-
-
 def find_key_frequencies(traj, data: dict) -> list[np.ndarray]:
     """Key frequencies of each member, from its final checkpoint's logits (or its W_E spectrum for ops
     other than +): a list with one ascending array of frequencies per member."""
     cfg = traj.config
     name = "logit_freq_energy" if cfg.op == "+" else "embed_freq_norms"
-    with _x64(cfg):
-        final = analyze_params(jax.tree.map(lambda x: x[-1:], traj.params), {name: family(cfg, [name])}, data)[name][0]
+    final = analyze_params(jax.tree.map(lambda x: x[-1:], traj.params), {name: family(cfg, [name])}, data)[name][0]
     if name == "embed_freq_norms":  # [member, freq] norms -> shares of the energy
         final = final**2 / np.maximum((final**2).sum(-1, keepdims=True), 1e-30)
     return [key_frequencies(e) for e in final]
@@ -449,6 +480,5 @@ def progress_measures(traj, names=None, key_freqs=None, chunk_size: int | None =
     check(len(key_freqs) == traj.n_members,
           f"got key frequencies for {len(key_freqs)} members, the run has {traj.n_members}")
     masks = np.stack([key_mask(cfg.p, k) for k in key_freqs])  # [member, freq]
-    with _x64(cfg):
-        results = analyze(traj, chosen, data, per_member={"key_mask": masks}, chunk_size=chunk_size)
+    results = analyze(traj, chosen, data, per_member={"key_mask": masks}, chunk_size=chunk_size)
     return results, [np.asarray(k) for k in key_freqs]
