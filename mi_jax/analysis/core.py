@@ -107,7 +107,10 @@ def _map_over_time(per_time: Callable, params: dict, chunk_size: int,
     n_time = jax.tree.leaves(params)[0].shape[0]
     n_dev = min(jax.local_device_count(), n_time)
     block = _block_len(params, n_time, n_dev, chunk_size, block_bytes)
-    run = jax.jit(over_time) if n_dev == 1 else _split_over_devices(over_time, n_dev)
+    if n_dev == 1:
+        run, to_host = jax.jit(over_time), lambda out: jax.tree.map(np.asarray, out)
+    else:
+        run, to_host = _split_over_devices(over_time, n_dev)
 
     def read(start: int):  # [block, ...] host arrays, the last checkpoint repeated to fill the last block
         host = read_tree(jax.tree.map(lambda x: x[start : start + block], params))
@@ -122,15 +125,21 @@ def _map_over_time(per_time: Callable, params: dict, chunk_size: int,
             host = pending.result()
             if k + 1 < len(starts):
                 pending = reader.submit(read, starts[k + 1])
-            outs.append(jax.tree.map(np.asarray, run(host)))
+            # dispatched, not awaited: the next block is queued while this one computes (no idle device
+            # between blocks); the last-but-one block's results are fetched now, so at most two are in flight
+            outs.append(run(host))
+            if k >= 1:
+                outs[k - 1] = to_host(outs[k - 1])
             del host
+    outs[-1] = to_host(outs[-1])
     out = outs[0] if len(outs) == 1 else jax.tree.map(lambda *ys: np.concatenate(ys), *outs)
     return jax.tree.map(lambda y: y[:n_time], out)
 
 
-def _split_over_devices(over_time: Callable, n_dev: int) -> Callable:
+def _split_over_devices(over_time: Callable, n_dev: int) -> tuple[Callable, Callable]:
     """over_time as one program whose [time] axis (a multiple of n_dev) is split over n_dev local devices,
-    each mapping over its share with no communication."""
+    each mapping over its share with no communication: (run, to_host), run(params) dispatching it and
+    to_host(its result) the host arrays [time, ...]."""
     mesh = Mesh(np.array(jax.local_devices()[:n_dev]), ("checkpoints",))
     split = PartitionSpec("checkpoints")
 
@@ -139,12 +148,11 @@ def _split_over_devices(over_time: Callable, n_dev: int) -> Callable:
 
     run = jax.jit(jax.shard_map(on_one_device, mesh=mesh, in_specs=split, out_specs=split, check_vma=False))
 
-    def split_run(params):  # leaves [time, ...] -> [device, time / device, ...] and back
+    def split_run(params):  # leaves [time, ...] -> [device, time / device, ...]
         shares = jax.tree.map(lambda x: x.reshape(n_dev, -1, *x.shape[1:]), params)
-        out = run(jax.device_put(shares, NamedSharding(mesh, split)))
-        return jax.tree.map(lambda y: np.asarray(y).reshape(-1, *y.shape[2:]), out)
+        return run(jax.device_put(shares, NamedSharding(mesh, split)))
 
-    return split_run
+    return split_run, lambda out: jax.tree.map(lambda y: np.asarray(y).reshape(-1, *y.shape[2:]), out)
 
 
 def analyze(traj, measures: dict[str, Measure], data: Any = None, *, per_member: dict | None = None,

@@ -9,7 +9,8 @@ once, from the trained model, by `key_frequencies`, then held fixed over the tra
 Notation: p the modulus, w_k = 2πk/p, s = (a + b) mod p, L[(a,b), c] the logit of output c at
 the `=` position, F the real Fourier basis of Z_p (`fourier.basis`), K the key frequencies.
 
-    train/test loss, acc   cross-entropy and accuracy of L on the train / test pairs
+    train/test loss, acc   cross-entropy and accuracy of L on the train / test pairs (every loss here
+                           by `label_nll`: float32, keeping its relative precision at ~1e-7 too)
     logit directions       D_k^cos[(a,b), c] = cos(w_k(a+b-c)), D_k^sin = sin(w_k(a+b-c)),
                            over all p² pairs and p outputs; mutually orthogonal
     logit_freq_energy[k]   (<L,D_k^cos>²/|D_k^cos|² + <L,D_k^sin>²/|D_k^sin|²) / |L - mean_c L|²:
