@@ -228,7 +228,8 @@ def freq_fractions(sums: jax.Array, total: jax.Array, data: dict, p: int) -> jax
 
 def weight_norm(params: dict, data=None) -> jax.Array:
     """Σ of every squared parameter."""
-    return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(params))
+    # one reduction over every leaf together: a sum per leaf was a kernel per leaf to compile and launch
+    return jnp.sum(jnp.square(jnp.concatenate([x.astype(jnp.float32).ravel() for x in jax.tree.leaves(params)])))
 
 
 # ----------------------------------------------------------------------------- forward pass
