@@ -235,6 +235,14 @@ def weight_norm(params: dict, data=None) -> jax.Array:
 # ----------------------------------------------------------------------------- forward pass
 
 
+def stored(x: jax.Array) -> jax.Array:
+    """x itself (exactly, when finite), written so that XLA:CPU computes it once and stores it: its fusion
+    pass re-derives a cheap elementwise producer inside each consumer, and the p² x d_mlp activations
+    were made twice a checkpoint (~2 ms of 25 on 2 cores); a divide counts as expensive and is never
+    duplicated, and x / (1 + 0 x) cannot be folded away (0 x is NaN for infinite x)."""
+    return x / (1.0 + 0.0 * x)
+
+
 def grid_forward_applies(tcfg: tfm.TransformerConfig) -> bool:
     """`grid_forward` is exact for one-layer models with an MLP and no layer norm."""
     return tcfg.n_layers == 1 and tcfg.d_mlp is not None and not tcfg.layer_norm and tcfg.n_ctx >= 3
@@ -278,7 +286,7 @@ def grid_forward(params: dict, tcfg: tfm.TransformerConfig, p: int,
 
     acts = tfm.ACTIVATIONS[tcfg.act_fn](read(mlp["W_in"]) + mlp["b_in"]).reshape(p * p, -1)  # [pair, d_mlp]
     offset = rough_mean(acts) if roughly_centred else jnp.zeros(acts.shape[-1], acts.dtype)  # [d_mlp]
-    acts = acts - offset
+    acts = stored(acts - offset)
     W_L = mlp["W_out"] @ params["W_U"]
     logits = read(params["W_U"]).reshape(p * p, -1) + acts @ W_L + (offset @ W_L + mlp["b_out"] @ params["W_U"] + params["b_U"])
     return logits, acts
