@@ -177,6 +177,7 @@ def test_batches_are_pure_in_key_and_step_and_repeat_their_span():
     assert abs(float(metrics["test_loss"]) - np.log(50)) < 0.3
 
 
+@pytest.mark.slow  # ~13 s cold: every task shape compiles its sampler; no preset uses these tasks
 def test_markov_and_mixed_tasks_sample_valid_sequences():
     for name in ("markov", "mixed"):
         cfg = task_lib.InductionConfig(task=name, seq_len=16, d_vocab=6, repeat_len=4, min_repeat_len=2)

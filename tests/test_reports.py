@@ -64,7 +64,7 @@ def test_induction_report_covers_every_member(tmp_path):
         assert _figure_ok(out / f"induction_{name}.png"), name
 
 
-@pytest.mark.parametrize("rel_importance", [1, 2], ids=["sparsity", "phase_diagram"])
+@pytest.mark.parametrize("rel_importance", [pytest.param(1, marks=pytest.mark.slow), 2], ids=["sparsity", "phase_diagram"])
 def test_superposition_report_covers_every_member(tmp_path, rel_importance):
     run_dir, lines = _analyze(tiny_superposition(n_rel_importance=rel_importance), tmp_path)
     out = run_dir / "analysis"
