@@ -375,6 +375,9 @@ def family(cfg: GrokkingConfig, names=None):
             out[f"{split}_acc"] = right[idx].mean(dtype=jnp.float32)
         if tcfg.d_mlp and cfg.op != "/":  # every (a, b) once: sums of the centred activations per a, b, a±b
             sums, total = centred_sums(acts, data, p)
+            fracs = freq_fractions(sums, total, data, p)
+            out["neuron_best_frac"] = fracs.max(0)
+            out["neuron_best_freq"] = fracs.argmax(0).astype(jnp.int32) + 1
         if cfg.op == "+":
             mask = data["key_mask"]
             Y = residue_sums(logits, data)  # [s, c]
@@ -394,10 +397,6 @@ def family(cfg: GrokkingConfig, names=None):
                 kept = key_wave_residues(None, data, mask, sums[PAIR_SUMS.index("residue")]) @ W_L.T  # [s, c]
                 kept_mean = (counts * kept).sum(0) / logits.shape[0]
                 out["restricted_loss"] = residue_table_loss(kept - kept_mean + mean_logits, data)
-        if tcfg.d_mlp and cfg.op != "/":
-            fracs = freq_fractions(sums, total, data, p)
-            out["neuron_best_frac"] = fracs.max(0)
-            out["neuron_best_freq"] = fracs.argmax(0).astype(jnp.int32) + 1
         return {n: out[n] for n in names}  # what is not asked for is never computed (XLA drops it)
 
     return values
