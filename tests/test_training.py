@@ -176,6 +176,7 @@ def test_split_batch_and_mean_value_and_grad():
         np.testing.assert_allclose(x, y, rtol=1e-6)
 
 
+@pytest.mark.slow  # ~11 s cold; the sharded and the padded ensemble tests keep the member split in the default suite
 def test_data_parallel_uses_as_many_devices_as_divide_the_batch():
     # a solo run: params replicated on both devices, each 32-row batch split in two
     solo = tiny_grokking(batch_size=32, data_parallel=True)
