@@ -8,7 +8,7 @@ excluded loss, Fourier norms and Gini of W_E and W_L, neuron frequency fractions
 does not depend on the values. Paired rounds, each: `vmapped_s`, `analyze_params` over the stacked
 series (one compiled call, compilation included); `vmapped_cached_s`, the same call again with its
 program from JAX's on-disk compile cache (a second `mi-jax analyze`); then the TransformerLens peer
-(`../shared/peers/tl_grok_analysis.py`: load_state_dict, run_with_cache and the measures in torch, per
+(`benchmarks/peers/tl_grok_analysis.py`: load_state_dict, run_with_cache and the measures in torch, per
 checkpoint) on the same number of checkpoints, `tl_s`. The speedups are medians of the per-round
 ratios. `loop_jit_s`: a loop over checkpoints calling one jitted function of all measures (compiled
 once; see `checkpoint_loops`), timed once.
@@ -21,7 +21,7 @@ import os
 import jax
 import numpy as np
 from checkpoint_loops import agree, first_and_cached, loop_seconds
-from peer_runs import SHARED_PEERS, paired_figures, paired_rounds
+from peer_runs import PEER_SCRIPTS, paired_figures, paired_rounds
 
 from mi_jax import presets
 
@@ -47,7 +47,7 @@ def analysis_p113(rounds: int = 3) -> dict:
             lambda: analyze_params(stacked, {"progress": family}, data, member_axis=False))
         return {"first": first, "cached": cached}
 
-    paired = paired_rounds(ours, SHARED_PEERS / "tl_grok_analysis.py",
+    paired = paired_rounds(ours, PEER_SCRIPTS / "tl_grok_analysis.py",
                            ["--checkpoints", N_CHECKPOINTS, "--threads", os.cpu_count()], rounds)
     loop_jit_s, looped = loop_seconds(jax.jit(lambda p: family(p, data)), stacked, N_CHECKPOINTS, LOOP_MEASURED)
     row = paired_figures(paired, {"first": "vmapped_s", "cached": "vmapped_cached_s"})
@@ -60,3 +60,11 @@ def analysis_p113(rounds: int = 3) -> dict:
 
 
 BENCHMARKS = {"analysis_p113": analysis_p113}
+# each benchmark's target (none where no bound is given) and the figures the results page shows beside it;
+# a literal, read by benchmarks/render.py without importing this file
+TARGETS = {
+    "analysis_p113": {"figure": "speedup_vs_transformer_lens", "at_least": 10, "mi_jax": "vmapped_s",
+                      "peer": "tl_s", "peer_name": "TransformerLens"},
+}
+# the peer venv each benchmark runs, whose versions its recorded rows carry (peer_runs.PEER_VENVS)
+PEERS = {"analysis_p113": "transformer_lens"}

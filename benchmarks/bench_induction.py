@@ -10,12 +10,12 @@ import jax
 import numpy as np
 from checkpoint_loops import agree, first_and_cached, loop_seconds
 from chunk_timing import time_chunks
-from peer_runs import OWN_PEERS, SHARED_PEERS, ServedPeer, paired_figures, paired_rounds
+from peer_runs import PEER_SCRIPTS, ServedPeer, paired_figures, paired_rounds
 
 from mi_jax.analysis import induction as ind
 from mi_jax.analysis.core import analyze_params, evaluate_measures
 from mi_jax.presets import load
-from mi_jax.kinds import make_task
+from mi_jax.tasks import make_task
 from mi_jax.training.loop import Trainer
 
 
@@ -33,7 +33,7 @@ def induction_2l_step(rounds: int = 8) -> dict:
         trainers[name] = Trainer(make_task(c), c.train)
         _, states[name] = time_chunks(trainers[name], trainers[name].init_state(), 1)  # compiled and warm
     m = cfg.transformer
-    peer = ServedPeer(OWN_PEERS / "tl_induction_step.py", [
+    peer = ServedPeer(PEER_SCRIPTS / "tl_induction_step.py", [
         "--threads", os.cpu_count(), "--layers", m.n_layers, "--d-model", m.d_model, "--heads", m.n_heads,
         "--d-head", m.d_head, "--vocab", cfg.d_vocab, "--seq", cfg.seq_len, "--batch", cfg.train.batch_size,
         "--lr", cfg.train.lr, "--eval-every", cfg.train.eval_every, "--n-eval", cfg.n_eval])
@@ -61,10 +61,10 @@ def induction_analysis(n_checkpoints: int = 200, loop_measured: int = 10, rounds
     """Every induction measure on 200 checkpoints (random inits of induction_2l's model), the
     protocol of `analysis_p113`: paired rounds of `vmapped_s` (one `analyze_params` call, compilation
     included), `vmapped_cached_s` (a second call, whose program comes from the on-disk compile cache
-    as a second `mi-jax analyze` finds it) and the TransformerLens peer (`../shared/peers/
-    tl_induction_analysis.py`) on as many checkpoints, `tl_s`; speedups are medians of the per-round
-    ratios. `loop_jit_s`: a loop calling one jitted function of all measures. All include the
-    host-side OV eigenvalues (`induction.finish`), as `mi-jax analyze` does."""
+    as a second `mi-jax analyze` finds it) and the TransformerLens peer
+    (`benchmarks/peers/tl_induction_analysis.py`) on as many checkpoints, `tl_s`; speedups are
+    medians of the per-round ratios. `loop_jit_s`: a loop calling one jitted function of all
+    measures. All include the host-side OV eigenvalues (`induction.finish`), as `mi-jax analyze` does."""
     cfg = load("induction_2l")
     measures, data = ind.make_measures(cfg), ind.probe_data(cfg)
     keys = jax.random.split(jax.random.key(0), n_checkpoints)
@@ -77,7 +77,7 @@ def induction_analysis(n_checkpoints: int = 200, loop_measured: int = 10, rounds
             lambda: ind.finish(analyze_params(stacked, measures, data, member_axis=False)))
         return {"first": first, "cached": cached}
 
-    paired = paired_rounds(ours, SHARED_PEERS / "tl_induction_analysis.py",
+    paired = paired_rounds(ours, PEER_SCRIPTS / "tl_induction_analysis.py",
                            ["--checkpoints", n_checkpoints, "--threads", os.cpu_count()], rounds)
     jitted = jax.jit(lambda p: evaluate_measures(measures, p, data))
     loop_jit_s, looped = loop_seconds(lambda p: ind.finish(jitted(p)), stacked, n_checkpoints, loop_measured)
@@ -89,3 +89,13 @@ def induction_analysis(n_checkpoints: int = 200, loop_measured: int = 10, rounds
 
 
 BENCHMARKS = {"induction_2l_step": induction_2l_step, "induction_analysis": induction_analysis}
+# each benchmark's target (none where no bound is given) and the figures the results page shows beside it;
+# a literal, read by benchmarks/render.py without importing this file
+TARGETS = {
+    "induction_2l_step": {"figure": "speedup_vs_transformer_lens", "at_least": 2, "mi_jax": "ms_per_step",
+                          "peer": "transformer_lens_ms_per_step", "peer_name": "TransformerLens"},
+    "induction_analysis": {"figure": "speedup_vs_transformer_lens", "at_least": 5, "mi_jax": "vmapped_s",
+                           "peer": "tl_s", "peer_name": "TransformerLens"},
+}
+# the peer venv each benchmark runs, whose versions its recorded rows carry (peer_runs.PEER_VENVS)
+PEERS = {"induction_2l_step": "transformer_lens", "induction_analysis": "transformer_lens"}

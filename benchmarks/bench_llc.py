@@ -2,7 +2,7 @@
 per-checkpoint loop and against devinterp 2.0.1's loop (benchmarks/peers/devinterp_llc.py).
 
 `llc_over_training`: the LLC of 100 checkpoints of grokking_small's model, 4 chains x 200 draws each,
-the settings `mi-jax llc` uses for grokking runs (`reports.landscape.DEFAULTS`). The checkpoints are
+the settings `mi-jax llc` uses for grokking runs (`GrokkingTask.LLC_SETTINGS`). The checkpoints are
 random inits (one key each): SGLD's cost does not depend on the values as long as no chain diverges
 (devinterp stops a diverged chain early; mi_jax runs it to the end), and `diverged_chains` counts them.
 `vmapped_s`: `analyze_params` over the stacked series, compilation included; `loop_s`: a loop calling
@@ -22,27 +22,26 @@ import time
 import jax
 import numpy as np
 from checkpoint_loops import loop_seconds
-from peer_runs import DEVINTERP_PY, OWN_PEERS, ServedPeer, setup_devinterp
+from peer_runs import DEVINTERP_PY, PEER_SCRIPTS, ServedPeer, setup_devinterp
 
-sys.path.insert(0, str(OWN_PEERS))  # the peer script's `dump_series` writes the series it reads
+sys.path.insert(0, str(PEER_SCRIPTS))  # the peer script's `dump_series` writes the series it reads
 import devinterp_llc  # noqa: E402
 
-from mi_jax.analysis import run_landscape
+from mi_jax.analysis import llc_task
 from mi_jax.analysis.core import analyze_params
-from mi_jax.kinds import make_task
 from mi_jax.presets import load
-from mi_jax.reports import landscape
+from mi_jax.tasks import make_task
 
 
 def llc_over_training(n_checkpoints: int = 100, n_chains: int = 4, n_draws: int = 200, loop_measured: int = 4,
                       peer_checkpoints: int = 2, rounds: int = 2) -> dict:
     cfg = load("grokking_small")
-    settings = landscape.settings_for("grokking", {"llc.n_chains": str(n_chains), "llc.n_draws": str(n_draws)})
     task = make_task(cfg)
+    settings = llc_task.settings_for(task, {"llc.n_chains": str(n_chains), "llc.n_draws": str(n_draws)})
     keys = jax.random.split(jax.random.key(0), n_checkpoints)
     stacked = jax.tree.map(np.asarray, jax.jit(jax.vmap(task.init_params))(keys))
-    data = run_landscape.training_set(task, settings)
-    measure = run_landscape.llc_measure(task, settings.llc, data)
+    data = llc_task.training_set(task, settings)
+    measure = llc_task.llc_measure(task, settings.llc, data)
     row = {"n_checkpoints": n_checkpoints, "chains": n_chains, "draws": n_draws, "params": "random init",
            "devices": jax.local_device_count(), "loadavg_1m_before": round(os.getloadavg()[0], 2)}
 
@@ -50,10 +49,10 @@ def llc_over_training(n_checkpoints: int = 100, n_chains: int = 4, n_draws: int 
         series = devinterp_llc.dump_series(np.arange(n_checkpoints), stacked, cfg, settings,
                                          os.path.join(folder, "series.npz"))
         why = setup_devinterp()
-        peer = None if why else ServedPeer(OWN_PEERS / "devinterp_llc.py", ["--series", series, "--threads",
-                                                                            os.cpu_count()], python=DEVINTERP_PY)
+        peer = None if why else ServedPeer(PEER_SCRIPTS / "devinterp_llc.py", ["--series", series, "--threads",
+                                                                               os.cpu_count()], python=DEVINTERP_PY)
         vmapped, peer_s = [], []
-        with landscape.precision(cfg):
+        with cfg.train.precision():
             for _ in range(rounds):
                 t0 = time.perf_counter()
                 out = analyze_params(stacked, {"llc": measure}, member_axis=False)  # traced and compiled anew each round
@@ -77,3 +76,11 @@ def llc_over_training(n_checkpoints: int = 100, n_chains: int = 4, n_draws: int 
 
 
 BENCHMARKS = {"llc_over_training": llc_over_training}
+# each benchmark's target (none where no bound is given) and the figures the results page shows beside it;
+# a literal, read by benchmarks/render.py without importing this file
+TARGETS = {
+    "llc_over_training": {"figure": "speedup_vs_devinterp", "at_least": 5, "mi_jax": "vmapped_s",
+                          "peer": "devinterp_s", "peer_name": "devinterp"},
+}
+# the peer venv each benchmark runs, whose versions its recorded rows carry (peer_runs.PEER_VENVS)
+PEERS = {"llc_over_training": "devinterp"}

@@ -52,3 +52,9 @@ def multiprocess_overhead() -> dict:
 
 
 BENCHMARKS = {"multiprocess_overhead": multiprocess_overhead}
+# each benchmark's target (none where no bound is given) and the figures the results page shows beside it;
+# a literal, read by benchmarks/render.py without importing this file
+TARGETS = {
+    "multiprocess_overhead": {"figure": "ratio", "mi_jax": "two_processes_2_devices_each_s",
+                              "peer": "one_process_2_devices_s", "peer_name": "1 process"},
+}

@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 from patching_peer_check import patching_pairs
-from peer_runs import OWN_PEERS, run_peer
+from peer_runs import PEER_SCRIPTS, run_peer
 
 from mi_jax.analysis.core import analyze_params
 from mi_jax.interventions import head_patching_measure
@@ -42,7 +42,7 @@ def patching_heads_over_training(n_checkpoints: int = 200, rounds: int = 3) -> d
         t0 = time.perf_counter()
         values = analyze_params(series, {"patching": measure}, member_axis=False)["head_patching"]
         ours.append(time.perf_counter() - t0)
-        peer = run_peer(OWN_PEERS / "tl_patching.py", ["--checkpoints", n_checkpoints, "--threads", os.cpu_count()])
+        peer = run_peer(PEER_SCRIPTS / "tl_patching.py", ["--checkpoints", n_checkpoints, "--threads", os.cpu_count()])
         if "peer_error" in peer:
             break
         theirs.append(peer["s_total"])
@@ -58,3 +58,11 @@ def patching_heads_over_training(n_checkpoints: int = 200, rounds: int = 3) -> d
 
 
 BENCHMARKS = {"patching_heads_over_training": patching_heads_over_training}
+# each benchmark's target (none where no bound is given) and the figures the results page shows beside it;
+# a literal, read by benchmarks/render.py without importing this file
+TARGETS = {
+    "patching_heads_over_training": {"figure": "speedup_vs_transformer_lens", "at_least": 3, "mi_jax": "vmapped_s",
+                                     "peer": "tl_s", "peer_name": "TransformerLens"},
+}
+# the peer venv each benchmark runs, whose versions its recorded rows carry (peer_runs.PEER_VENVS)
+PEERS = {"patching_heads_over_training": "transformer_lens"}

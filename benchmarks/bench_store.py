@@ -1,6 +1,6 @@
 """Snapshot storage: the cost of writing a snapshot (the zarr layout through tensorstore, against the
-older layout's .npy memory map), and the peak memory of analysing a 64-member sweep streamed from
-disk, against reading it whole first."""
+older layout's .npy memory map), of dense snapshot series in a whole `mi-jax train`, and the peak
+memory of analysing a 64-member sweep streamed from disk, against reading it whole first."""
 
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ from chunk_timing import time_chunks
 from mi_jax import config as config_lib
 from mi_jax import presets
 from mi_jax.analysis.core import STREAM_BYTES
-from mi_jax.io import store
+from mi_jax.io import atomic_write
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.io.series import SeriesWriter
 from mi_jax.tasks.grokking import GrokkingTask
 from mi_jax.training import loop
+from mi_jax.trees import flatten
 
 N_WRITES = 100
 SWEEP_MEMBERS = 64
@@ -36,15 +39,15 @@ class NpyWriter:
     .npy memory maps, a row written in place and flushed, a CRC32 per row in index.json."""
 
     def __init__(self, run_dir: Path, template: dict, capacity: int):
-        self.dir = Path(run_dir) / store.SNAPSHOTS
+        self.dir = Path(run_dir) / run_dir_lib.SNAPSHOTS
         self.dir.mkdir(parents=True, exist_ok=True)
         self.arrays = {n: np.lib.format.open_memmap(self.dir / f"{n}.npy", mode="w+", dtype=np.float32,
                                                     shape=(capacity, *np.shape(v)))
-                       for n, v in store.flatten(template).items()}
+                       for n, v in flatten(template).items()}
         self.steps, self.crcs = [], []
 
     def write(self, step: int, params) -> None:
-        row, flat = len(self.steps), store.flatten(params)
+        row, flat = len(self.steps), flatten(params)
         crc = 0
         for name, arr in self.arrays.items():
             arr[row] = np.asarray(flat[name])
@@ -52,7 +55,18 @@ class NpyWriter:
             crc = zlib.crc32(np.ascontiguousarray(arr[row]).view(np.uint8), crc)
         self.steps.append(step)
         self.crcs.append(crc)
-        store._atomic_write(self.dir / "index.json", json.dumps({"steps": self.steps, "crc32": self.crcs}))
+        atomic_write(self.dir / "index.json", json.dumps({"steps": self.steps, "crc32": self.crcs}))
+
+
+class ZarrWriter:
+    """The zarr layout's write path as training takes it for one snapshot: its chunks, then the index."""
+
+    def __init__(self, run_dir: Path, template: dict, capacity: int, **storage):
+        self.series = SeriesWriter.create(Path(run_dir) / run_dir_lib.SNAPSHOTS, template, capacity, **storage)
+
+    def write(self, step: int, params) -> None:
+        self.series.write(step, params)
+        self.series.write_index()
 
 
 def _ms_per_write(make_writer, params) -> float:
@@ -77,8 +91,8 @@ def snapshot_write() -> dict:
            "train_chunk_ms": round(chunk_ms, 1)}
     writers = {
         "npy_memmap": lambda d, p: NpyWriter(d, p, N_WRITES),
-        "zarr": lambda d, p: store.SnapshotWriter(d, p, N_WRITES),
-        "zarr_bf16_zstd": lambda d, p: store.SnapshotWriter(d, p, N_WRITES, dtype="bfloat16", compression="zstd"),
+        "zarr": lambda d, p: ZarrWriter(d, p, N_WRITES),
+        "zarr_bf16_zstd": lambda d, p: ZarrWriter(d, p, N_WRITES, dtype="bfloat16", compression="zstd"),
     }
     for name, make in writers.items():
         ms = _ms_per_write(make, params)
@@ -95,12 +109,12 @@ def _sweep_series(run_dir: Path) -> int:
     cfg = presets.load("grokking_p113")
     run_dir.mkdir(parents=True)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seeds=tuple(range(SWEEP_MEMBERS))))
-    (run_dir / store.CONFIG).write_text(config_lib.dumps(cfg))
+    (run_dir / run_dir_lib.CONFIG).write_text(config_lib.dumps(cfg))
     one = jax.tree.map(np.asarray, GrokkingTask(cfg).init_params(jax.random.key(0)))
     rng = np.random.default_rng(0)
     sample = lambda: jax.tree.map(  # noqa: E731
         lambda x: rng.normal(size=(SWEEP_MEMBERS, *x.shape)).astype(np.float32), one)
-    writer = store.SnapshotWriter(run_dir, sample(), SWEEP_CHECKPOINTS)
+    writer = ZarrWriter(run_dir, sample(), SWEEP_CHECKPOINTS)
     for t in range(SWEEP_CHECKPOINTS):
         writer.write(100 * t, sample())
     return sum(x.size for x in jax.tree.leaves(one))
@@ -157,4 +171,47 @@ def analysis_memory() -> dict:
     return row
 
 
-BENCHMARKS = {"snapshot_write": snapshot_write, "analysis_memory": analysis_memory}
+# ----------------------------------------------------------------------------- dense series
+
+
+DENSE = {"two_snapshots": 1000, "every_100": 100, "every_10": 10, "every_step": 1}  # name: train.ckpt_every
+
+
+def _train_seconds(out: Path, ckpt_every: int) -> float:
+    """Wall time of `mi-jax train grokking_small` for 1,000 steps with a snapshot every `ckpt_every`,
+    launch to exit, compiling included (the compile cache off: a first run)."""
+    env = {**os.environ, "MI_JAX_COMPILE_CACHE": "off"}
+    argv = [sys.executable, "-m", "mi_jax.cli", "train", "grokking_small", "--set", "train.steps=1000",
+            "--set", f"train.ckpt_every={ckpt_every}", "--out", str(out), "--overwrite", "--wandb", "off", "--quiet"]
+    t0 = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def dense_snapshots(rounds: int = 3) -> dict:
+    """1,000 steps of grokking_small (an evaluation every 50) with 2 snapshots (steps 0 and 1,000), one
+    every 100 steps, every 10 and every step: wall time of `mi-jax train` each, in alternating rounds,
+    and the median over rounds of each one's ratio to the 2-snapshot run of its round."""
+    seconds = {name: [] for name in DENSE}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            for name, every in DENSE.items():
+                seconds[name].append(_train_seconds(Path(tmp) / name, every))
+    base = np.asarray(seconds["two_snapshots"])
+    row = {"steps": 1000, "rounds": rounds, **{f"{name}_s": round(float(np.median(v)), 2) for name, v in seconds.items()}}
+    for name in ("every_100", "every_10", "every_step"):
+        row[f"{name}_ratio"] = round(float(np.median(np.asarray(seconds[name]) / base)), 3)
+    return row
+
+
+BENCHMARKS = {"snapshot_write": snapshot_write, "analysis_memory": analysis_memory, "dense_snapshots": dense_snapshots}
+# each benchmark's target (none where no bound is given) and the figures the results page shows beside it;
+# a literal, read by benchmarks/render.py without importing this file
+TARGETS = {
+    "snapshot_write": {"figure": "zarr_pct_of_training", "mi_jax": "zarr_ms", "peer": "npy_memmap_ms",
+                       "peer_name": ".npy memory map"},
+    "analysis_memory": {"mi_jax": "streamed_peak_rss_mb", "peer": "whole_peak_rss_mb", "peer_name": "read whole"},
+    "dense_snapshots": {"figure": "every_step_ratio", "at_most": 1.5, "mi_jax": "every_step_s", "peer": "two_snapshots_s",
+                        "peer_name": "2 snapshots",
+                        "also": [{"figure": "every_10_ratio", "at_most": 1.1, "mi_jax": "every_10_s"}]},
+}

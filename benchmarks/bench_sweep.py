@@ -19,10 +19,10 @@ import time
 
 import jax
 from bench_training import matmul_peak_gflops, step_flops
-from chunk_timing import time_chunks
+from chunk_timing import one_chunk, time_chunks
 
 from mi_jax import presets
-from mi_jax.kinds import make_task
+from mi_jax.tasks import make_task
 from mi_jax.training.loop import Trainer
 
 # dense peaks in TFLOP/s of the cards this project is lent (bf16 tensor cores; fp32 matmuls run as TF32)
@@ -37,8 +37,7 @@ def _steps_per_s(trainer, n_chunks: int) -> tuple[float, float]:
     """(seconds of the first chunk, compile included; steps/s after it)."""
     t0 = time.perf_counter()
     state = trainer.init_state()
-    state, metrics, _ = trainer.run_chunk(state)
-    jax.device_get(metrics)
+    state, metrics = one_chunk(trainer, state)
     first = time.perf_counter() - t0
     seconds, _ = time_chunks(trainer, state, n_chunks, warm=False)
     return first, n_chunks * trainer.tc.ckpt_every / seconds
@@ -52,7 +51,7 @@ def sweep_throughput(steps: int = 200) -> dict:
     with jax.enable_x64(cfg.train.logsoftmax_f64):
         t0 = time.perf_counter()
         trainer = Trainer(task, cfg.train, _members(lrs, seeds))
-        jax.block_until_ready(trainer.run_chunk(trainer.init_state()))
+        jax.block_until_ready(one_chunk(trainer, trainer.init_state()))
         vmapped_s = time.perf_counter() - t0
         vmapped_warm_s, _ = time_chunks(trainer, trainer.init_state(), 1, warm=False)
         loop_s = loop_warm_s = 0.0
@@ -61,7 +60,7 @@ def sweep_throughput(steps: int = 200) -> dict:
                 solo_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=lr, seed=seed))
                 t0 = time.perf_counter()
                 solo = Trainer(make_task(solo_cfg), solo_cfg.train)
-                jax.block_until_ready(solo.run_chunk(solo.init_state()))
+                jax.block_until_ready(one_chunk(solo, solo.init_state()))
                 loop_s += time.perf_counter() - t0
                 loop_warm_s += time_chunks(solo, solo.init_state(), 1, warm=False)[0]
     return {"members": len(lrs) * len(seeds), "steps": steps, "vmapped_s": round(vmapped_s, 2),
@@ -101,3 +100,10 @@ def sweep_p113_members(n_members: int | None = None, n_chunks: int = 5) -> dict:
 
 
 BENCHMARKS = {"sweep_throughput": sweep_throughput, "sweep_p113_members": sweep_p113_members}
+# each benchmark's target (none where no bound is given) and the figures the results page shows beside it;
+# a literal, read by benchmarks/render.py without importing this file
+TARGETS = {
+    "sweep_throughput": {"figure": "speedup", "mi_jax": "vmapped_s", "peer": "loop_s", "peer_name": "16 solo runs"},
+    "sweep_p113_members": {"figure": "speedup_member_steps", "mi_jax": "members_steps_per_s",
+                           "peer": "one_member_steps_per_s", "peer_name": "one member"},
+}

@@ -3,10 +3,11 @@
 tms_train          8 instances, 5 -> 2, batch 1024, 10,000 steps, Adam lr 1e-3 (weight decay 0),
                    feature probability 20**-linspace(0, 1, 8), importance 0.9**i. `s_total`: wall
                    seconds of the 10,000 steps after compilation (the Trainer's compiled chunks,
-                   no checkpoint I/O); `torch_s`: the shared peer torch_tms.py (ARENA-style eager
-                   PyTorch, same model and data law) run in /tmp/peer-tl right after, same steps;
-                   `speedup` = torch_s / s_total. Peer threads: $TMS_PEER_THREADS (default 1: on a
-                   shared, oversubscribed CPU torch's 2-thread pool spins and runs 10-20x slower).
+                   no checkpoint I/O); `torch_s`: the peer `benchmarks/peers/torch_tms.py`
+                   (ARENA-style eager PyTorch, same model and data law) run in /tmp/peer-tl right
+                   after, same steps; `speedup` = torch_s / s_total. Peer threads: $TMS_PEER_THREADS
+                   (default 1: on a shared, oversubscribed CPU torch's 2-thread pool spins and runs
+                   10-20x slower).
 tms_phase_diagram  the n=2, m=1 phase diagram, 20 x 20 = 400 instances, end to end (compile + train
                    into a run dir + classify), and instance-steps/s at 1, 64 and 1024 instances of 5 -> 2.
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from peer_runs import SHARED_PEERS, run_peer
+from chunk_timing import one_chunk
+from peer_runs import PEER_SCRIPTS, run_peer
 
 from mi_jax.tasks.superposition import SUPERPOSITION_TRAIN, SuperpositionConfig, SuperpositionTask
 from mi_jax.training.loop import Trainer
@@ -30,19 +32,19 @@ from mi_jax.training.loop import Trainer
 def _timed_steps(cfg: SuperpositionConfig, chunks: int) -> float:
     """Seconds for `chunks` compiled chunks after a compile-and-warm-up chunk on a throwaway state."""
     trainer = Trainer(SuperpositionTask(cfg), cfg.train)
-    state, _, _ = trainer.run_chunk(trainer.init_state())
+    state, _ = one_chunk(trainer, trainer.init_state())
     jax.block_until_ready(state)
     state = jax.block_until_ready(trainer.init_state())
     t0 = time.perf_counter()
     for _ in range(chunks):
-        state, metrics, _ = trainer.run_chunk(state)
+        state, metrics = one_chunk(trainer, state)
     jax.block_until_ready((state, metrics))
     return time.perf_counter() - t0
 
 
 def _peer(steps: int) -> dict:
     threads = os.environ.get("TMS_PEER_THREADS", "1")
-    return run_peer(SHARED_PEERS / "torch_tms.py", ["--steps", steps, "--threads", threads])
+    return run_peer(PEER_SCRIPTS / "torch_tms.py", ["--steps", steps, "--threads", threads])
 
 
 def tms_train() -> dict:
@@ -90,3 +92,12 @@ def tms_phase_diagram() -> dict:
 
 
 BENCHMARKS = {"tms_train": tms_train, "tms_phase_diagram": tms_phase_diagram}
+# each benchmark's target (none where no bound is given) and the figures the results page shows beside it;
+# a literal, read by benchmarks/render.py without importing this file
+TARGETS = {
+    "tms_train": {"figure": "speedup", "at_least": 2, "mi_jax": "s_total", "peer": "torch_s",
+                  "peer_name": "eager PyTorch"},
+    "tms_phase_diagram": {"mi_jax": "end_to_end_s"},
+}
+# the peer venv each benchmark runs, whose versions its recorded rows carry (peer_runs.PEER_VENVS)
+PEERS = {"tms_train": "torch"}

@@ -12,12 +12,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 from chunk_timing import time_chunks
-from peer_runs import SHARED_PEERS, run_peer
+from peer_runs import PEER_SCRIPTS, run_peer
 
 from mi_jax import presets
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.io.series import read_index
 from mi_jax.tasks.grokking import GrokkingTask
-from mi_jax.io import store
 from mi_jax.training import loop
+from mi_jax.training.optimizer import make_optimizer
 
 
 def _with_train(cfg, **changes):
@@ -40,7 +42,7 @@ def _timed(fn) -> float:
 
 def step_flops(task) -> float:
     """XLA's count of floating-point operations in one training step (forward, backward, AdamW)."""
-    tx = loop.make_optimizer(task.cfg.train, task.init_params(jax.random.key(0)), task.frozen,
+    tx = make_optimizer(task.cfg.train, task.init_params(jax.random.key(0)), task.frozen,
                              warm_up=task.cfg.train.warmup_steps > 0)
 
     def step(params, opt_state, batch):
@@ -57,7 +59,7 @@ def step_flops(task) -> float:
 
 def transformer_lens_ms_per_step(steps: int = 20) -> float | None:
     """TransformerLens HookedTransformer on the same config, in its own venv (None if unavailable)."""
-    out = run_peer(SHARED_PEERS / "tl_grok_step.py", ["--steps", steps, "--warmup", 3, "--threads", os.cpu_count()])
+    out = run_peer(PEER_SCRIPTS / "tl_grok_step.py", ["--steps", steps, "--warmup", 3, "--threads", os.cpu_count()])
     return out.get("ms_per_step")
 
 
@@ -92,11 +94,11 @@ def checkpoint_overhead() -> dict:
         trainer = loop.Trainer(task, cfg.train)
         bare, _ = time_chunks(trainer, trainer.init_state(), n_chunks=10)
         with tempfile.TemporaryDirectory() as tmp:
-            loop.train(task, Path(tmp) / "warm", progress=False, stop_after_chunks=1)  # compile
+            loop.train_task(task, Path(tmp) / "warm", progress=False, stop_after_chunks=1)  # compile
             t0 = time.perf_counter()
-            loop.train(task, Path(tmp) / "run", progress=False)
+            loop.train_task(task, Path(tmp) / "run", progress=False)
             with_ckpt = time.perf_counter() - t0
-            n_snapshots = len(store.read_index(Path(tmp) / "run" / "snapshots")["steps"])
+            n_snapshots = len(read_index(Path(tmp) / "run" / run_dir_lib.SNAPSHOTS)["steps"])
     return {
         "with_ckpt_s": round(with_ckpt, 2),
         "without_ckpt_s": round(bare, 2),
@@ -129,3 +131,15 @@ BENCHMARKS = {
     "checkpoint_overhead": checkpoint_overhead,
     "ensemble": ensemble,
 }
+# each benchmark's target (none where no bound is given) and the figures the results page shows beside it;
+# a literal, read by benchmarks/render.py without importing this file
+TARGETS = {
+    "grokking_p113_step": {"figure": "speedup_vs_transformer_lens", "at_least": 3, "mi_jax": "ms_per_step",
+                           "peer": "transformer_lens_ms_per_step", "peer_name": "TransformerLens"},
+    "checkpoint_overhead": {"figure": "overhead_pct", "at_most": 5, "mi_jax": "with_ckpt_s",
+                            "peer": "without_ckpt_s", "peer_name": "no checkpointing"},
+    "ensemble": {"figure": "throughput_gain_8_split_vs_1", "mi_jax": "seed_steps_per_s_8_seeds_split",
+                 "peer": "seed_steps_per_s_1_seeds", "peer_name": "one seed"},
+}
+# the peer venv each benchmark runs, whose versions its recorded rows carry (peer_runs.PEER_VENVS)
+PEERS = {"grokking_p113_step": "transformer_lens"}

@@ -23,8 +23,8 @@ import numpy as np
 
 from mi_jax.analysis.core import analyze_params
 from mi_jax.interventions import head_patching_measure
-from mi_jax.io.store import flatten, unflatten
-from mi_jax.io.transformer_lens import tl_key
+from mi_jax.interop.transformer_lens import tl_key
+from mi_jax.trees import flatten, unflatten
 from mi_jax.models import transformer as tfm
 from mi_jax.presets import load as load_preset
 
@@ -80,7 +80,7 @@ def main():
         print(json.dumps({"checked": args.check, "checkpoints": len(ours), "max_abs_error": error, "agree": agree}))
         sys.exit(0 if agree else 1)
     if args.run:
-        from mi_jax.io.trajectory import Trajectory
+        from mi_jax.runs.trajectory import Trajectory
 
         traj = Trajectory.load(args.run)
         pick = np.linspace(0, len(traj) - 1, args.checkpoints).round().astype(int)

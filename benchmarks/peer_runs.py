@@ -1,24 +1,28 @@
-"""Run a peer baseline (TransformerLens / eager PyTorch) in its own venv, side by side with mi_jax.
+"""Run a peer baseline (TransformerLens / eager PyTorch / devinterp) in its own venv, side by side with mi_jax.
 
-The venv is `/tmp/peer-tl`, built by `shared/peers/setup-peer-venvs.sh` when missing. A peer
-script prints one JSON line last; `run_peer` returns it as a dict, or {"peer_error": why}.
-`ServedPeer` keeps a peer script that has a `--serve` mode running, so its timings can alternate
-with ours (paired, so the machine's drift cancels in the ratio); `paired_rounds` alternates one of
-our timings with one whole run of a peer script. `setup_devinterp` builds devinterp 2.0.1's venv.
+The peer scripts are in `benchmarks/peers/`; all but devinterp's run in `/tmp/peer-tl`, built by
+`benchmarks/peers/setup-peer-venvs.sh` when missing. A peer script prints one JSON line last;
+`run_peer` returns it as a dict, or {"peer_error": why}. `ServedPeer` keeps a peer script that has a
+`--serve` mode running, so its timings can alternate with ours (paired, so the machine's drift
+cancels in the ratio); `paired_rounds` alternates one of our timings with one whole run of a peer
+script. `setup_devinterp` builds devinterp 2.0.1's venv, `/tmp/peer-di`. `peer_versions` reads the
+package versions of a peer's venv, for the results file.
+
+    python benchmarks/peer_runs.py     # build both venvs (once) and print their versions
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 PEER_PY = Path("/tmp/peer-tl/bin/python")
-SHARED_PEERS = Path(__file__).resolve().parent.parent.parent / "shared" / "peers"
-OWN_PEERS = Path(__file__).resolve().parent / "peers"
+PEER_SCRIPTS = Path(__file__).resolve().parent / "peers"
 
 
 def _last_line(text: str) -> str:
@@ -30,7 +34,7 @@ def _peer_python() -> str | None:
     """None when the peer venv exists (built now if missing), else why it does not."""
     if PEER_PY.exists():
         return None
-    setup = SHARED_PEERS / "setup-peer-venvs.sh"
+    setup = PEER_SCRIPTS / "setup-peer-venvs.sh"
     if not setup.exists():
         return f"no {PEER_PY} and no {setup} to build it"
     build = subprocess.run(["bash", str(setup)], capture_output=True, text=True)
@@ -60,6 +64,36 @@ def setup_devinterp() -> str | None:
         if done.returncode != 0:
             return f"could not build {venv}: {_last_line(done.stderr)}"
     return None
+
+
+# what a benchmark module's PEERS names: {peer: (the venv's python, the packages whose versions a row records)}
+PEER_VENVS = {
+    "transformer_lens": (PEER_PY, ("transformer-lens", "torch")),
+    "torch": (PEER_PY, ("torch",)),
+    "devinterp": (DEVINTERP_PY, ("devinterp", "torch")),
+}
+
+
+_VERSIONS = """
+import importlib.metadata as m, json, sys
+def version(package):
+    try:
+        return m.version(package)
+    except m.PackageNotFoundError:
+        return None
+print(json.dumps({package: version(package) for package in sys.argv[1:]}))
+"""
+
+
+def peer_versions(peer: str) -> dict[str, str | None]:
+    """{package: version} of a peer's venv (PEER_VENVS), read with importlib.metadata in that venv;
+    None for a package it lacks, or for all when the venv is not there."""
+    python, packages = PEER_VENVS[peer]
+    try:
+        out = subprocess.run([str(python), "-c", _VERSIONS, *packages], capture_output=True, text=True, timeout=60)
+        return json.loads(out.stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return dict.fromkeys(packages)
 
 
 def _unusable(script: Path) -> str | None:
@@ -157,3 +191,10 @@ def paired_figures(paired: dict, names: dict[str, str]) -> dict:
         if i == 0:
             row["speedup_range"] = [round(float(min(ratios)), 2), round(float(max(ratios)), 2)]
     return row
+
+
+if __name__ == "__main__":
+    problems = [why for why in (_peer_python(), setup_devinterp()) if why]
+    for name in PEER_VENVS:
+        print(name, json.dumps(peer_versions(name)))
+    sys.exit("\n".join(f"peer_runs.py: {why}" for why in problems) or 0)

@@ -3,7 +3,7 @@ the key frequencies' waves, against the run's phases.
 
 For each checkpoint, inside the compiled measure, B [2K, d_model] is the orthonormal span of that
 checkpoint's embedding directions Σ_a cos(w_k a) W_E[a], Σ_a sin(w_k a) W_E[a] for the final model's
-key frequencies K (`interventions.ablation.fourier_directions`, here in jnp). At `hook_embed` of the two
+key frequencies K (`mi_jax.models.ablation.fourier_directions`, here in jnp). At `hook_embed` of the two
 number positions (the `=` token is left alone) the embedding is
 
     keep key      x P + mean(x)(I - P)     only the key-frequency part kept (project_onto, mean ablation)

@@ -8,7 +8,21 @@
     results = mj.analyze(traj, {"norm": lambda params, data: (params["W_E"] ** 2).sum()})  # [time, member]
 
 Names are imported on first use (a module-level `__getattr__`), so `import mi_jax` starts no JAX
-backend and `mi-jax` can still set JAX's environment (CPU devices, compile cache) before JAX starts.
+backend and imports nothing it does not need: loading a series imports no reports or plots.
+
+The package is layered; a module imports only from the layers below its own (checked by `lint-imports`,
+the contract in pyproject.toml):
+
+    cli, demo                    the command line; the demo as a function of the API
+    reports                      what `mi-jax analyze` / `mi-jax llc` compute, write and draw, per kind
+    plots                        figures
+    analysis | interventions     pure measures of one model, mapped over the checkpoint series
+    runs | interop | presets     run dirs (train, resume, sweep, load); TransformerLens in and out; presets
+    tasks                        each kind's data and objective, and the registry of kinds
+    training                     the engine: the compiled loop, devices, schedules, several processes
+    models                       the hooked transformer, the toy models, hook-dict edits
+    io                           storage: the series, the run dir, the train state, results, wandb
+    config | trees | runtime     typed configs, parameter names, JAX's runtime settings
 """
 
 from __future__ import annotations
@@ -28,16 +42,18 @@ _NAMES = {
     "SuperpositionConfig": ("mi_jax.tasks.superposition", "SuperpositionConfig"),
     "BooleanAndConfig": ("mi_jax.tasks.boolean_and", "BooleanAndConfig"),
     # training
-    "train": ("mi_jax.training.run", "start"),
-    "resume": ("mi_jax.training.run", "resume"),
-    "sweep": ("mi_jax.training.sweep", "sweep"),
-    "Sweep": ("mi_jax.training.sweep", "Sweep"),
+    "train": ("mi_jax.runs.run", "train"),
+    "resume": ("mi_jax.runs.run", "resume"),
+    "sweep": ("mi_jax.runs.sweep", "sweep"),
+    "resume_sweep": ("mi_jax.runs.sweep", "resume_sweep"),
+    "Sweep": ("mi_jax.runs.sweep", "Sweep"),
+    "demo": ("mi_jax.demo", "demo"),
     # the checkpoint series and its analysis
-    "Trajectory": ("mi_jax.io.trajectory", "Trajectory"),
-    "CheckpointError": ("mi_jax.io.store", "CheckpointError"),
+    "Trajectory": ("mi_jax.runs.trajectory", "Trajectory"),
+    "CheckpointError": ("mi_jax.io", "CheckpointError"),
     "analyze": ("mi_jax.analysis.core", "analyze"),
     "analyze_run": ("mi_jax.reports", "analyze_run"),
-    "llc_run": ("mi_jax.reports.landscape", "llc_run"),
+    "llc_run": ("mi_jax.reports.llc", "llc_run"),
     # the model
     "TransformerConfig": ("mi_jax.models.transformer", "TransformerConfig"),
     "HookedTransformer": ("mi_jax.models.transformer", "HookedTransformer"),
@@ -45,9 +61,26 @@ _NAMES = {
     "init_params": ("mi_jax.models.transformer", "init_params"),
     "hook_names": ("mi_jax.models.transformer", "hook_names"),
 }
-_SUBMODULES = ("analysis", "interventions", "kinds", "models", "plots", "presets", "reports", "tasks", "training", "io")
+_SUBMODULES = ("analysis", "interop", "interventions", "io", "models", "plots", "presets", "reports", "runs", "tasks",
+               "training")
 
-__all__ = sorted([*_NAMES, *_SUBMODULES])
+__all__ = sorted([*_NAMES, *_SUBMODULES, "register_kind"])
+
+
+def register_kind(config: type, task: type, report=None):
+    """Make a kind of your own: `config` a frozen dataclass with a class variable `kind` (its name) and a
+    field `train: TrainConfig`, `task` a class made from a config with `init_params`, `batch`, `loss` and
+    `evaluate` (see `mi_jax.tasks.registry`), `report(traj, out_dir, logger=None) -> lines` what
+    `mi-jax analyze` runs for it. It then trains, sweeps, resumes, loads and analyses like a built-in
+    kind; call this in the module that defines it, which a run of the kind records to find it again."""
+    from mi_jax import tasks
+
+    kind = tasks.register(config, task)
+    if report is not None:
+        from mi_jax import reports
+
+        reports.register(kind.name, report)
+    return kind
 
 
 def __getattr__(name: str):
@@ -67,20 +100,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what the names are, for editors and type checkers
-    from mi_jax import analysis, interventions, io, kinds, models, plots, presets, reports, tasks, training
+    from mi_jax import analysis, interop, interventions, io, models, plots, presets, reports, runs, tasks, training
     from mi_jax.analysis.core import analyze
     from mi_jax.config import ConfigError, override
-    from mi_jax.io.store import CheckpointError
-    from mi_jax.io.trajectory import Trajectory
+    from mi_jax.demo import demo
+    from mi_jax.io import CheckpointError
     from mi_jax.models.transformer import HookedTransformer, TransformerConfig, apply, hook_names, init_params
     from mi_jax.presets import load as load_preset
     from mi_jax.reports import analyze_run
-    from mi_jax.reports.landscape import llc_run
+    from mi_jax.reports.llc import llc_run
+    from mi_jax.runs.run import resume, train
+    from mi_jax.runs.sweep import Sweep, resume_sweep, sweep
+    from mi_jax.runs.trajectory import Trajectory
     from mi_jax.tasks.boolean_and import BooleanAndConfig
     from mi_jax.tasks.grokking import GrokkingConfig
     from mi_jax.tasks.induction import InductionConfig
     from mi_jax.tasks.superposition import SuperpositionConfig
     from mi_jax.training.config import TrainConfig
-    from mi_jax.training.run import resume
-    from mi_jax.training.run import start as train
-    from mi_jax.training.sweep import Sweep, sweep

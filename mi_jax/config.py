@@ -105,7 +105,7 @@ def from_dict(cls, data: dict, prefix: str = ""):
     """Build dataclass `cls` from a (possibly nested) dict, rejecting unknown keys."""
     types_ = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names - {"kind"})
+    unknown = sorted(set(data) - names - {"kind", "kind_source"})  # what config.json adds about the kind
     if unknown:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]!s} (known: {', '.join(sorted(names))})"

@@ -1,12 +1,14 @@
 """The command line: presets, overrides, and one clear error line (exit 2) for every bad input."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import mi_jax as mj
-from mi_jax import cli, presets
+from mi_jax import cli, presets, runtime
 
 
 def run_cli(capsys, *argv):
@@ -78,7 +80,7 @@ BAD_INPUTS = [
     (["train", "grokking_small", "--set", "p=1"], "p must be >= 2"),
     (["train", "grokking_small", "--set", "p=51", "--set", "op=/"], "not prime"),
     (["train", "grokking_small", "--set", "model.n_ctx=2"], "n_ctx=2 is too small"),
-    (["train", "grokking_small", "--set", "train.ckpt_every=30"], "multiple of"),
+    (["train", "grokking_small", "--set", "train.chunk_steps=0"], "train.chunk_steps must be >= 1"),
     (["train", "grokking_small", "--seeds", "1,x"], "--seeds"),
     (["train", "grokking_small", "--set", "noequals"], "key=value"),
     (["train", "grokking_small", "--set", "train.devices=64"], "train.devices=64 but only 2 devices exist"),
@@ -125,17 +127,33 @@ def test_analyze_of_a_dir_without_checkpoints(capsys, tmp_path):
 
 
 def test_compile_cache_goes_under_the_user_cache_per_cpu_and_can_be_turned_off(monkeypatch, tmp_path):
-    environ = {"XDG_CACHE_HOME": str(tmp_path)}
-    monkeypatch.setattr(os, "environ", environ)  # use_compile_cache writes the environment: a private copy
-    cli.use_compile_cache()
-    folder = Path(environ["JAX_COMPILATION_CACHE_DIR"])
-    assert folder.parent == tmp_path / "mi_jax" / "xla" and folder.name == cli._cpu_tag()
-    assert float(environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]) > 0
-    environ.clear()
-    environ.update(MI_JAX_COMPILE_CACHE=str(tmp_path / "mine"))
-    cli.use_compile_cache()
-    assert environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "mine")
-    environ.clear()
-    environ.update(MI_JAX_COMPILE_CACHE="off")
-    cli.use_compile_cache()
-    assert "JAX_COMPILATION_CACHE_DIR" not in environ
+    monkeypatch.delenv("MI_JAX_COMPILE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = Path(runtime.compile_cache_dir())
+    assert folder.parent == tmp_path / "mi_jax" / "xla" and folder.name == runtime.cpu_tag()
+    monkeypatch.setenv("MI_JAX_COMPILE_CACHE", str(tmp_path / "mine"))
+    assert runtime.compile_cache_dir() == str(tmp_path / "mine")
+    monkeypatch.setenv("MI_JAX_COMPILE_CACHE", "off")
+    assert runtime.compile_cache_dir() is None
+
+
+PYTHON_USER = """
+import sys, jax
+import mi_jax as mj
+cfg = mj.GrokkingConfig(p=11, train_frac=0.5, model=mj.TransformerConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=16),
+                        train=mj.TrainConfig(steps=20, eval_every=10, ckpt_every=10))
+mj.train(cfg, sys.argv[1], wandb="off", progress=False)
+print(jax.config.jax_compilation_cache_dir, jax.device_count())
+"""
+
+
+def test_a_python_user_gets_the_cli_s_compile_cache_and_cpu_devices(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "MI_JAX_", "XLA_"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    done = subprocess.run([sys.executable, "-c", PYTHON_USER, str(tmp_path / "run")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cache_dir, n_devices = done.stdout.split()
+    assert Path(cache_dir).parent == tmp_path / "cache" / "mi_jax" / "xla"
+    assert any(Path(cache_dir).iterdir()), "nothing was compiled into the cache"
+    assert int(n_devices) == min(os.cpu_count(), runtime.MAX_CPU_DEVICES)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import mi_jax as mj
-from mi_jax.io import store
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.trees import flatten
 
 GRID = {"train.lr": ["1e-3", "3e-3"]}
 
@@ -28,8 +29,9 @@ distributed.initialize(coordinator=sys.argv[1], num_processes=2, process_id=int(
 import jax
 import mi_jax as mj
 from mi_jax import config as config_lib
-from mi_jax.io import store
-from mi_jax.kinds import make_task
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.trees import flatten
+from mi_jax.tasks import make_task
 from mi_jax.training import loop
 from test_distributed import GRID, sweep_config
 
@@ -40,11 +42,11 @@ sweep = mj.sweep(sweep_config(), GRID, out / "sweep", seeds=(0, 1), wandb="off",
 cut, members = out / "cut", sweep.trajectories[0].members
 if distributed.is_writer():
     cut.mkdir()
-    (cut / store.CONFIG).write_text(config_lib.dumps(sweep.trajectories[0].config))
-    store.write_members(cut, list(members))
+    (cut / run_dir_lib.CONFIG).write_text(config_lib.dumps(sweep.trajectories[0].config))
+    run_dir_lib.write_members(cut, list(members))
 distributed.sync("cut run made")
 task = make_task(sweep.trajectories[0].config)
-loop.train(task, cut, progress=False, stop_after_chunks=2, members=list(members))
+loop.train_task(task, cut, progress=False, stop_after_chunks=2, members=list(members))
 mj.resume(cut, wandb="off", progress=False)
 """
 
@@ -91,8 +93,8 @@ def test_a_sweep_over_two_processes_equals_the_one_process_sweep_and_resumes(tmp
     assert list(a.steps) == list(b.steps) == [0, 10, 20, 30, 40]
     # every parameter of every member at every snapshot (but b_K: no gradient, only float noise that
     # Adam scales up to lr, so it differs with the order of float sums)
-    ones = store.flatten(b.params)
-    for name, two_processes in store.flatten(a.params).items():
+    ones = flatten(b.params)
+    for name, two_processes in flatten(a.params).items():
         if name != "blocks.0.attn.b_K":
             np.testing.assert_allclose(two_processes, ones[name], rtol=1e-4, atol=1e-5, err_msg=name)
     for name in ("train_loss", "test_loss", "test_acc"):

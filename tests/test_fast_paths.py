@@ -1,4 +1,4 @@
-"""The transformer's CPU fast paths (`models/_fast.py`) compute the reference forward pass: the same
+"""The transformer's fast paths (`models/fast.py`) compute the reference forward pass: the same
 logits, cached activations and gradients as `apply(..., fast=False)`."""
 
 import jax
@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import mi_jax as mj
+from mi_jax.models import fast
+from mi_jax.tasks.grokking import all_pairs
 
 CONFIGS = {
     "layer norm, MLP, 2 layers": dict(n_layers=2, layer_norm=True, d_mlp=40),
@@ -71,3 +73,16 @@ def test_hooked_attention_in_the_fast_orientation_equals_the_reference(name):
         np.testing.assert_array_equal(np.isneginf(fast), np.isneginf(ref))  # the same masked (future) keys
         close(np.where(np.isneginf(fast), 0, fast), np.where(np.isneginf(ref), 0, ref), 1e-5)
     close(fast_grads, ref_grads, 1e-4)
+
+
+def test_grid_forward_equals_the_reference_forward_on_every_modular_input():
+    cfg = mj.GrokkingConfig(p=13, model=mj.TransformerConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64))
+    params = mj.init_params(cfg.transformer, jax.random.key(1))
+    keys = iter(jax.random.split(jax.random.key(2), len(jax.tree.leaves(params))))
+    params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(next(keys), x.shape), params)  # biases nonzero too
+    tokens = jnp.asarray(all_pairs(cfg.p, cfg.op)[0])  # [a*p + b, (a, b, =)]
+    hook = "blocks.0.mlp.hook_post"
+    logits, cache = jax.jit(lambda P: mj.apply(P, tokens, cfg.transformer, cache=[hook], fast=False))(params)
+    grid_logits, grid_acts = jax.jit(lambda P: fast.grid_forward(P, cfg.transformer, cfg.p))(params)
+    np.testing.assert_allclose(grid_logits, logits[:, -1], atol=2e-5)
+    np.testing.assert_allclose(grid_acts, cache[hook][:, -1], atol=2e-5)

@@ -15,8 +15,10 @@ import pytest
 import mi_jax as mj
 from mi_jax.analysis import fourier, grokking
 from mi_jax.analysis.core import analyze_params, evaluate_measures
-from mi_jax.io import store
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.models import fast
 from mi_jax.models import transformer as tfm
+from mi_jax.tasks.grokking import label_nll
 
 TINY_MODEL = mj.TransformerConfig(d_model=32, n_heads=4, d_mlp=64)
 TINY_TRAIN = mj.TrainConfig(steps=200, lr=3e-3, weight_decay=1.0, beta2=0.98, eval_every=50, ckpt_every=50,
@@ -78,7 +80,7 @@ def test_label_nll_keeps_its_digits_at_tiny_and_huge_losses():
     others = np.exp(x - x[np.arange(6), labels][:, None])  # e^(x_c - x_label), at most e^~510: no overflow
     others[np.arange(6), labels] = 0
     want = np.log1p(others.sum(1))
-    got = np.asarray(jax.jit(grokking.label_nll)(logits, labels))
+    got = np.asarray(jax.jit(label_nll)(logits, labels))
     assert want[0] < 1e-10 and want[3] > 1e-4 and want[4] > 499 and want[5] > np.log(2)
     np.testing.assert_allclose(got, want, rtol=2e-6)
 
@@ -207,7 +209,7 @@ def test_hand_built_trig_transformer_relies_on_its_key_frequencies():
     assert values["embed_gini"] == pytest.approx(1 - len(keys) / n_freqs, abs=1e-3)
     assert values["logit_map_gini"] == pytest.approx(1 - len(keys) / n_freqs, abs=1e-3)
     fracs = np.asarray(jax.jit(lambda P: grokking.neuron_freq_fractions(
-        grokking.grid_forward(P, cfg.transformer, p)[1], data, p))(params))  # [freq, neuron]
+        fast.grid_forward(P, cfg.transformer, p)[1], data, p))(params))  # [freq, neuron]
     built_for = np.repeat(keys, cfg.transformer.d_mlp // len(keys))  # neurons were built in blocks per key
     np.testing.assert_array_equal(fracs.argmax(0) + 1, built_for)
     assert fracs.max(0).min() > 0.9  # the rest is ReLU harmonics (2k, 3k, ...)
@@ -225,19 +227,6 @@ def test_restricting_to_the_key_frequencies_removes_a_harmful_one():
     assert values["train_loss"] > 2 * values["restricted_loss"]
     assert values["train_loss"] > 2 * values["restricted_loss_abc"]
     assert values["excluded_loss"] > values["train_loss"]
-
-
-def test_grid_forward_equals_the_transformer():
-    cfg = mj.GrokkingConfig(p=13, model=TINY_MODEL)
-    params = tfm.init_params(cfg.transformer, jax.random.key(1))
-    noise = jax.random.split(jax.random.key(2), len(jax.tree.leaves(params)))
-    leaves = [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(jax.tree.leaves(params), noise)]
-    params = jax.tree.unflatten(jax.tree.structure(params), leaves)  # biases nonzero too
-    tokens = grokking.make_data(cfg)["tokens"]
-    logits, cache = jax.jit(lambda P: tfm.apply(P, tokens, cfg.transformer, cache=["blocks.0.mlp.hook_post"]))(params)
-    grid_logits, grid_acts = jax.jit(lambda P: grokking.grid_forward(P, cfg.transformer, cfg.p))(params)
-    np.testing.assert_allclose(grid_logits, logits[:, -1], atol=2e-5)
-    np.testing.assert_allclose(grid_acts, cache["blocks.0.mlp.hook_post"][:, -1], atol=2e-5)
 
 
 def test_phase_boundaries_on_a_synthetic_grokking_curve():
@@ -263,7 +252,7 @@ def test_one_call_equals_each_checkpoint_alone(tiny_run):
     measures = grokking.measures(traj.config)
     data = grokking.make_data(traj.config, keys[0])
     one = jax.jit(lambda p: evaluate_measures(measures, p, data))
-    fracs = jax.jit(lambda p: grokking.neuron_freq_fractions(grokking.grid_forward(p, traj.config.transformer, 13)[1], data, 13))
+    fracs = jax.jit(lambda p: grokking.neuron_freq_fractions(fast.grid_forward(p, traj.config.transformer, 13)[1], data, 13))
     for t in range(len(traj)):
         alone = one(traj.at(t))
         for name, value in alone.items():
@@ -332,7 +321,7 @@ def test_bad_input_gives_one_clear_error(tiny_run, tmp_path):
         grokking.measures(mj.Trajectory.load(tiny_run).config, ["train_loss", "nonsense"])
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / store.CONFIG).write_text((tiny_run / store.CONFIG).read_text())
+    (empty / run_dir_lib.CONFIG).write_text((tiny_run / run_dir_lib.CONFIG).read_text())
     with pytest.raises(mj.CheckpointError, match="no checkpoints"):
         mj.Trajectory.load(empty)
 
@@ -351,7 +340,7 @@ def test_a_corrupt_checkpoint_is_named_and_skipped(tiny_run, tmp_path):
 
     copy = tmp_path / "run"
     shutil.copytree(tiny_run, copy)
-    (chunk,) = [p for p in (copy / store.SNAPSHOTS / "W_E" / "c" / "2").rglob("*") if p.is_file()]
+    (chunk,) = [p for p in (copy / run_dir_lib.SNAPSHOTS / "W_E" / "c" / "2").rglob("*") if p.is_file()]
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0x10  # the step-100 snapshot no longer matches its checksum
     chunk.write_bytes(bytes(data))

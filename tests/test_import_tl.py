@@ -22,15 +22,15 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from mi_jax.config import ConfigError
-from mi_jax.io import torch_pickle
-from mi_jax.io.tl_grokking import grokking_config, write_run_dir
-from mi_jax.io.tl_series import read_series
-from mi_jax.io.transformer_lens import (
+from mi_jax.interop import torch_pickle
+from mi_jax.interop.tl_import import grokking_config, write_run_dir
+from mi_jax.interop.tl_series import read_series
+from mi_jax.interop.transformer_lens import (
     export_series, export_trajectory, save_safetensors, to_tl_state_dict, transformer_config,
 )
 from mi_jax.models import transformer as tfm
 from mi_jax.tasks.grokking import GrokkingData, GrokkingTask
-from mi_jax.io.trajectory import Trajectory
+from mi_jax.runs.trajectory import Trajectory
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEMO_FILE, STEPS_DIR = FIXTURES / "tl_grokking.pth", FIXTURES / "tl_grokking_steps"

@@ -234,7 +234,7 @@ def test_training_with_the_mlp_zeroed_equals_training_the_model_without_it():
     for task in (with_hook, removed):
         trainer = loop.Trainer(task, task.cfg.train)
         first = np.asarray(trainer.init_state()["params"]["W_E"])
-        state, metrics, _ = trainer.run_chunk(trainer.init_state())
+        state, metrics = trainer.train_steps(trainer.init_state(), task.cfg.train.ckpt_every, task.cfg.train.eval_every)
         states.append((first, state, metrics))
     (first, hooked, hooked_metrics), (_, plain, plain_metrics) = states
     for name in ("W_E", "W_pos", "W_U"):

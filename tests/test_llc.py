@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mi_jax.analysis import landscape, llc
+from mi_jax.analysis import hessian, llc, subspace
 from mi_jax.analysis import llc_diagnostics as diag
 from mi_jax.analysis.core import analyze_params
 from mi_jax.config import ConfigError
@@ -216,13 +216,13 @@ def test_calibration_runs_the_grid_in_one_program_and_marks_the_unstable_setting
     assert stable == {(1e-3, 1.0): True, (1e-3, 10.0): True, (5.0, 1.0): False, (5.0, 10.0): False}
 
 
-# ----------------------------------------------------------------------------- landscape
+# ----------------------------------------------------------------------------- Hessian and subspace measures
 
 
 def test_hessian_eigenvalues_of_a_quadratic_are_its_matrix_eigenvalues():
     d = 12
     H = random_spd(d, -1, 5, seed=5)
-    eigs = landscape.hessian_top_eigenvalues_measure(quadratic(H, np.zeros(d)), DUMMY_DATA, k=4, n_steps=d)
+    eigs = hessian.hessian_top_eigenvalues_measure(quadratic(H, np.zeros(d)), DUMMY_DATA, k=4, n_steps=d)
     top = np.asarray(jax.jit(eigs)({"w": jnp.ones(d)}))
     np.testing.assert_allclose(top, np.linalg.eigvalsh(H)[::-1][:4], rtol=1e-4, atol=1e-4)
 
@@ -230,7 +230,7 @@ def test_hessian_eigenvalues_of_a_quadratic_are_its_matrix_eigenvalues():
 def test_hessian_eigenvalues_survive_a_lanczos_breakdown():
     # H = diag(3, 3, 3, 1, 1, 1) has two distinct eigenvalues: the Krylov space is invariant after 2 steps
     H = np.diag([3.0, 3, 3, 1, 1, 1])
-    eigs = landscape.hessian_top_eigenvalues_measure(quadratic(H, np.zeros(6)), DUMMY_DATA, k=6, n_steps=6)
+    eigs = hessian.hessian_top_eigenvalues_measure(quadratic(H, np.zeros(6)), DUMMY_DATA, k=6, n_steps=6)
     np.testing.assert_allclose(np.asarray(jax.jit(eigs)({"w": jnp.zeros(6)})), [3, 3, 3, 1, 1, 1], atol=1e-4)
 
 
@@ -238,7 +238,7 @@ def test_hutchinson_trace_is_close_to_the_trace():
     # zᵀHz for Rademacher z has variance 2 Σ_{i≠j} H_ij²: with 200 probes 4 standard errors is the tolerance
     d, n_probes = 30, 200
     H = random_spd(d, 0, 4, seed=6)
-    trace_of = landscape.hessian_trace_measure(quadratic(H, np.zeros(d)), DUMMY_DATA, n_probes=n_probes)
+    trace_of = hessian.hessian_trace_measure(quadratic(H, np.zeros(d)), DUMMY_DATA, n_probes=n_probes)
     out = jax.jit(trace_of)({"w": jnp.zeros(d)})
     se = np.sqrt(2 * ((H**2).sum() - (np.diag(H) ** 2).sum()) / n_probes)
     assert abs(float(out["hessian_trace"]) - np.trace(H)) < 4 * se
@@ -247,12 +247,12 @@ def test_hutchinson_trace_is_close_to_the_trace():
 
 def test_update_norms_are_the_norms_of_updates_projected_on_the_key_frequencies():
     p, d_model, key_freqs = 7, 5, (2, 3)
-    basis = landscape.fourier_rows(p, key_freqs)
+    basis = subspace.fourier_rows(p, key_freqs)
     assert basis.shape == (4, p)
     W_E = np.random.default_rng(7).normal(size=(6, p, d_model)).astype(np.float32)  # [time, token, d_model]
-    on_key_freqs = landscape.subspace_coordinates_measure(lambda q: q["W_E"], basis)
+    on_key_freqs = subspace.subspace_coordinates_measure(lambda q: q["W_E"], basis)
     coords = analyze_params({"W_E": W_E[:, None]}, {"key": on_key_freqs})["key"]  # one member
-    norms = landscape.update_norms(coords)[:, 0]
+    norms = subspace.update_norms(coords)[:, 0]
     P = basis.T @ basis  # the projector on the key frequencies' token directions
     expected = [np.linalg.norm(P @ (W_E[t + 1] - W_E[t])) for t in range(5)]
     np.testing.assert_allclose(norms, expected, rtol=1e-5)
@@ -260,4 +260,4 @@ def test_update_norms_are_the_norms_of_updates_projected_on_the_key_frequencies(
 
 def test_a_basis_that_is_not_orthonormal_is_refused():
     with pytest.raises(ConfigError, match=r"^basis rows must be orthonormal \(B @ B.T = I\)$"):
-        landscape.subspace_coordinates_measure(lambda q: q["w"], np.ones((2, 3)))
+        subspace.subspace_coordinates_measure(lambda q: q["w"], np.ones((2, 3)))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import mi_jax as mj
-from mi_jax.io import store
+from mi_jax.io import run_dir as run_dir_lib
 
 HERE = Path(__file__).resolve().parent
 TRAIN_SCRIPT = """
@@ -44,7 +44,7 @@ def _state(pid: int) -> str:
 
 
 def _snapshots(run_dir: Path) -> int:
-    index = run_dir / store.SNAPSHOTS / "index.json"
+    index = run_dir / run_dir_lib.SNAPSHOTS / "index.json"
     try:
         return len(json.loads(index.read_text())["steps"])
     except (OSError, json.JSONDecodeError):
@@ -89,7 +89,7 @@ def test_a_second_writer_stops_with_one_line_and_a_killed_holders_lock_is_taken_
     loser = [line for line in next(err for code, err in results if code == 2).splitlines() if line.strip()]
     assert len(loser) == 1 and "is in use" in loser[0]
 
-    steps = [json.loads(line)["step"] for line in (run_dir / store.METRICS).read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (run_dir / run_dir_lib.METRICS).read_text().splitlines()]
     assert steps == sorted(set(steps)) == list(range(0, 301, 20)), "each step's metrics row exactly once"
     traj = mj.Trajectory.load(run_dir, on_corrupt="raise")
     assert list(traj.steps) == list(range(0, 301, 20))
@@ -99,9 +99,9 @@ def test_a_second_writer_stops_with_one_line_and_a_killed_holders_lock_is_taken_
 def test_reading_metrics_that_repeat_a_step_keeps_the_last_row_of_each(tmp_path):
     rows = [{"step": 0, "loss": 3.0}, {"step": 50, "loss": 2.0}, {"step": 100, "loss": 1.5},
             {"step": 50, "loss": 1.9}, {"step": 100, "loss": 1.4}, {"step": 150, "loss": 1.0}]
-    (tmp_path / store.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 200, "lo')
-    got = store.read_metrics(tmp_path)
+    (tmp_path / run_dir_lib.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 200, "lo')
+    got = run_dir_lib.read_metrics(tmp_path)
     assert [(r["step"], r["loss"]) for r in got] == [(0, 3.0), (50, 1.9), (100, 1.4), (150, 1.0)]
-    assert [r["step"] for r in store.read_metrics(tmp_path, upto_step=100)] == [0, 50, 100]
-    arrays = store.metrics_arrays(got, solo=True)
+    assert [r["step"] for r in run_dir_lib.read_metrics(tmp_path, upto_step=100)] == [0, 50, 100]
+    arrays = run_dir_lib.metrics_arrays(got, solo=True)
     assert arrays["loss"].shape == (4, 1) and np.array_equal(arrays["step"], [0, 50, 100, 150])

@@ -8,52 +8,63 @@ import pytest
 
 import mi_jax as mj
 from conftest import tiny_grokking
-from mi_jax.io import store
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.trees import leaf_name
 from mi_jax import config as config_lib
-from mi_jax.kinds import make_task
+from mi_jax.tasks import make_task
 from mi_jax.training import loop, schedule
 
 
-def test_base_steps_and_evaluation_lengths():
+def test_snapshots_evaluations_and_the_segments_of_a_chunk():
     log = mj.TrainConfig(steps=300, eval_every=25, ckpt_every=100, ckpt_schedule="log")
     assert schedule.base_steps(log) == [0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 300]
     assert schedule.base_steps(dataclasses.replace(log, ckpt_schedule="linear")) == [0, 100, 200, 300]
-    # (64, 100]: evaluations at 75 and 100, two slots of four unused
-    assert schedule.eval_lengths(64, 100, 25, 4).tolist() == [11, 25, 0, 0]
-    assert schedule.eval_lengths(4, 8, 25, 4).tolist() == [4, 0, 0, 0]
-    assert schedule.eval_lengths(100, 200, 25, 4).tolist() == [25, 25, 25, 25]
-    # a loss moves in decades; the budget caps the picks; the chunk's last evaluation is never an extra
+    # steps need not be a multiple of ckpt_every: the last step always gets a snapshot and an evaluation
+    odd = mj.TrainConfig(steps=110, eval_every=25, ckpt_every=50)
+    assert schedule.base_steps(odd) == [0, 50, 100, 110]
+    assert schedule.evaluation_steps(odd) == [25, 50, 75, 100, 110]
+    # a chunk of at most 60 steps from 64: segments end at the snapshot (100) and evaluations (75, 100) within it
+    chunk = schedule.next_chunk(64, log, 4, 60)
+    assert chunk.ends == [75, 100] and chunk.lengths.tolist() == [11, 25, 0, 0]
+    assert chunk.evaluations.tolist() == [True, True, False, False] and chunk.snapshots.tolist() == [False, True, False, False]
+    # every step a snapshot: a chunk holds as many as it has slots
+    dense = mj.TrainConfig(steps=1000, eval_every=100, ckpt_every=1)
+    assert schedule.next_chunk(10, dense, 8, 500).ends == list(range(11, 19))
+    # nothing to stop at within the chunk's work: one segment of that many steps, neither evaluated nor kept
+    sparse = schedule.next_chunk(0, mj.TrainConfig(steps=1000, eval_every=1000, ckpt_every=1000), 8, 300)
+    assert sparse.ends == [300] and not sparse.evaluations.any() and not sparse.snapshots.any()
+    # a loss moves in decades; a base snapshot resets the reference; the budget caps the picks
     moves = schedule.watched_value("test_loss", np.array([[1.0], [0.5], [0.05], [0.04], [0.001]]))
-    assert schedule.extra_snapshots(moves, moves[0], 0.5, budget=9) == [2]
-    assert schedule.extra_snapshots(moves, np.log10([10.0]), 0.5, budget=1) == [0]
+    base = np.array([False, False, False, True, False])
+    assert schedule.extra_snapshots(moves, base, moves[0], 0.5, budget=9)[0] == [2, 4]
+    assert schedule.extra_snapshots(moves, base, np.log10([10.0]), 0.5, budget=1)[0] == [0]
     with pytest.raises(mj.ConfigError, match="ckpt_schedule"):
         mj.override(tiny_grokking(), {"train.ckpt_schedule": "cubic"})
 
 
 def test_a_log_spaced_run_snapshots_early_steps_and_resumes_exactly(tmp_path):
     cfg = tiny_grokking(steps=32, eval_every=4, ckpt_every=16, ckpt_schedule="log", seeds=(0, 1),
-                        snapshot_compression="zstd")
+                        snapshot_compression="zstd", chunk_steps=4)
     mj.train(cfg, tmp_path / "whole", wandb="off", progress=False)
     traj = mj.Trajectory.load(tmp_path / "whole")
     assert traj.steps.tolist() == [0, 1, 2, 4, 8, 16, 32]
     assert "zstd" in (tmp_path / "whole" / "snapshots" / "W_E" / "zarr.json").read_text()
     assert traj.params["W_E"].shape[:2] == (7, 2)
-    # an evaluation at each snapshot and every eval_every steps, on the real steps
-    assert traj.metrics["step"].tolist() == [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32]
+    # an evaluation every eval_every steps: the snapshots between need none
+    assert traj.metrics["step"].tolist() == [0, 4, 8, 12, 16, 20, 24, 28, 32]
     assert not np.array_equal(traj.params["W_E"][1], traj.params["W_E"][2])  # one AdamW step apart
 
-    cut = tmp_path / "cut"  # stopped after the chunks to 1, 2 and 4 (3 of 6), then resumed
+    cut = tmp_path / "cut"  # stopped after the chunk to step 4 (of 8), then resumed
     cut.mkdir()
-    (cut / store.CONFIG).write_text(config_lib.dumps(cfg))
-    with jax.enable_x64(cfg.train.logsoftmax_f64):
-        loop.train(make_task(cfg), cut, progress=False, stop_after_chunks=3)
+    (cut / run_dir_lib.CONFIG).write_text(config_lib.dumps(cfg))
+    loop.train_task(make_task(cfg), cut, progress=False, stop_after_chunks=1)
     assert mj.Trajectory.load(cut).steps.tolist() == [0, 1, 2, 4]
     mj.resume(cut, wandb="off", progress=False)
     resumed = mj.Trajectory.load(cut)
     assert resumed.steps.tolist() == traj.steps.tolist()
     assert resumed.metrics["step"].tolist() == traj.metrics["step"].tolist()
     for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(traj.params), jax.tree.leaves(resumed.params)):
-        assert np.array_equal(x, y), f"{store.leaf_name(path)} differs after resume"
+        assert np.array_equal(x, y), f"{leaf_name(path)} differs after resume"
 
 
 def test_adaptive_snapshots_fall_where_the_watched_metric_moves_and_are_the_run_s_params(tmp_path):

@@ -16,6 +16,7 @@ from mi_jax.config import ConfigError, override
 from mi_jax.models import toy
 from mi_jax.tasks.superposition import SUPERPOSITION_TRAIN, SuperpositionConfig, SuperpositionTask, sparse_features, uniform
 from mi_jax.training import loop
+from mi_jax.training.optimizer import make_optimizer
 
 
 def polygon(k: int, radius: float = 1.0) -> np.ndarray:
@@ -118,13 +119,12 @@ def test_instance_of_vmapped_batch_equals_training_it_alone():
     task = SuperpositionTask(cfg)
     trainer = loop.Trainer(task, cfg.train)
     state = trainer.init_state()
-    state, _, _ = trainer.run_chunk(state)
-    state, _, _ = trainer.run_chunk(state)
+    state, _ = trainer.train_steps(state, 200)
     init_key, data_key = loop.train_keys(cfg.train.seed)
     words = jax.random.key_data(data_key)
     k = 2
     params = jax.tree.map(lambda x: x.astype(jnp.float32), task.init_instance(init_key, k))
-    tx = loop.make_optimizer(cfg.train, params, lambda path: False, warm_up=cfg.train.warmup_steps > 0)
+    tx = make_optimizer(cfg.train, params, lambda path: False, warm_up=cfg.train.warmup_steps > 0)
 
     def step(carry, s):
         params, opt = carry
@@ -145,8 +145,7 @@ def test_5_2_dense_dedicates_two_dims_and_sparse_forms_a_pentagon():
                     eval_batch=64, train=train)
     trainer = loop.Trainer(SuperpositionTask(cfg), cfg.train)
     state = trainer.init_state()
-    for _ in range(3):
-        state, _, _ = trainer.run_chunk(state)
+    state, _ = trainer.train_steps(state, 3000)
     W = state["params"]["W"]
     norms, dims = jax.vmap(sp.feature_norms)(W), jax.vmap(sp.dimensionality)(W)
     assert np.all(norms[0, :2] > 0.9) and np.all(norms[0, 2:] < 0.3)  # the two most important, dedicated
@@ -228,10 +227,9 @@ def test_and_training_beats_chance_with_fewer_neurons_than_pairs():
     trainer = loop.Trainer(band.BooleanAndTask(cfg), tc)
     state = trainer.init_state()
     first = trainer.evaluate(state["params"])
-    for _ in range(2):
-        state, metrics, _ = trainer.run_chunk(state)
-    assert float(metrics["acc"][-1]) > 0.9 > float(first["acc"])
-    assert float(metrics["fpr"][-1]) < 0.01
+    state, metrics = trainer.train_steps(state, 600)
+    assert float(metrics["acc"][-1, 0]) > 0.9 > float(first["acc"][0])
+    assert float(metrics["fpr"][-1, 0]) < 0.01
 
 
 def test_bad_and_configs():
@@ -248,10 +246,9 @@ def test_abs_model_learns_absolute_value_through_its_relu_layer():
     task = SuperpositionTask(cfg)
     trainer = loop.Trainer(task, cfg.train)
     state = trainer.init_state()
-    before = float(trainer.evaluate(state["params"])["test_loss"])
-    for _ in range(2):
-        state, _, _ = trainer.run_chunk(state)
-    after = float(trainer.evaluate(state["params"])["test_loss"])
+    before = float(trainer.evaluate(state["params"])["test_loss"][0])
+    state, _ = trainer.train_steps(state, 1000)
+    after = float(trainer.evaluate(state["params"])["test_loss"][0])
     assert after < 1e-3 * before
     x = jnp.asarray([[-0.7, 0.0, 0.4]])
     out = toy.apply(jax.tree.map(lambda a: a[0], state["params"]), x, "abs")

@@ -19,10 +19,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import mi_jax as mj
 from conftest import tiny_grokking
 from mi_jax import config as config_lib
-from mi_jax.io import store
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.io.state import StateStore
 from mi_jax.tasks.grokking import GrokkingTask
 from mi_jax.tasks.induction import InductionTask
-from mi_jax.training import loop, parallel
+from mi_jax.training import devices, loop, parallel
+from mi_jax.trees import leaf_name
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ def _split_and_plain_chunks(extra: dict):
     for parallel_on in (False, True):
         cfg = tiny_grokking(steps=50, ckpt_every=25, data_parallel=parallel_on, **extra)
         trainer = loop.Trainer(GrokkingTask(cfg), cfg.train)
-        state, metrics, _ = trainer.run_chunk(trainer.init_state())
+        state, metrics = trainer.train_steps(trainer.init_state(), 25)
         chunks.append((state, trainer.member_params(state["params"]), metrics))
     return chunks
 
@@ -122,8 +124,8 @@ def test_a_data_parallel_run_resumes_exactly(tmp_path):
     cfg = tiny_grokking(steps=50, ckpt_every=25, batch_size=32, data_parallel=True)
     cut = tmp_path / "cut"
     cut.mkdir()
-    (cut / store.CONFIG).write_text(config_lib.dumps(cfg))
-    loop.train(GrokkingTask(cfg), cut, progress=False, stop_after_chunks=1)
+    (cut / run_dir_lib.CONFIG).write_text(config_lib.dumps(cfg))
+    loop.train_task(GrokkingTask(cfg), cut, progress=False, stop_after_chunks=1)
     assert list(mj.Trajectory.load(cut).steps) == [0, 25]
     mj.resume(cut, wandb="off", progress=False)
     mj.train(cfg, tmp_path / "whole", wandb="off", progress=False)
@@ -151,7 +153,7 @@ def test_data_parallel_induction_chunk_splits_its_evaluation_and_matches_the_pla
                                                   data_parallel=True))
     task = InductionTask(cfg)
     trainer = loop.Trainer(task, cfg.train)
-    state, metrics, _ = trainer.run_chunk(trainer.init_state())
+    state, metrics = trainer.train_steps(trainer.init_state(), 10)
     assert state["params"]["W_E"].sharding.num_devices == 2
     assert split_over and all(sharding is not None and sharding.num_devices == 2 for sharding in split_over)
     plain = jax.jit(task.evaluate)(jax.device_get(state["params"]))
@@ -180,62 +182,79 @@ def test_split_batch_and_mean_value_and_grad():
 def test_data_parallel_uses_as_many_devices_as_divide_the_batch():
     # a solo run: params replicated on both devices, each 32-row batch split in two
     solo = tiny_grokking(batch_size=32, data_parallel=True)
-    state_sharding, batch_sharding = loop.data_sharding(GrokkingTask(solo), solo.train)
-    assert state_sharding.spec == PartitionSpec() and batch_sharding.spec == PartitionSpec("data")
-    assert state_sharding.mesh.size == batch_sharding.mesh.size == 2
+    plan = devices.plan(GrokkingTask(solo), solo.train)
+    assert plan.state.spec == PartitionSpec() and plan.batch.spec == PartitionSpec("data")
+    assert plan.state.mesh.size == plan.batch.mesh.size == 2
     # an ensemble of 4: its seeds split 2 and 2 (state and metrics), each seed's batch whole on its device
     four = tiny_grokking(seeds=(0, 1, 2, 3), data_parallel=True, steps=50)
     trainer = loop.Trainer(GrokkingTask(four), four.train)
-    state, metrics, _ = trainer.run_chunk(trainer.init_state())
-    assert trainer.state_sharding.spec == PartitionSpec("data")
-    assert loop.data_sharding(GrokkingTask(four), four.train)[1] is None
+    state, metrics = trainer.train_steps(trainer.init_state(), 10)
+    assert trainer.plan.state.spec == PartitionSpec("data")
+    assert devices.plan(GrokkingTask(four), four.train).batch is None
     w_e = state["params"]["W_E"]
     assert w_e.shape == (4, 14, 32) and {shard.data.shape for shard in w_e.addressable_shards} == {(2, 14, 32)}
     # sizes the devices do not divide fall back to one device
     odd = tiny_grokking(batch_size=25, data_parallel=True)
-    assert loop.Trainer(GrokkingTask(odd), odd.train).state_sharding is None  # 25 rows: one device
+    assert devices.plan(GrokkingTask(odd), odd.train).state is None  # 25 rows: one device
     # members the devices do not divide are padded: 3 seeds on 2 devices compute 4, of which 3 are saved
     three = tiny_grokking(seeds=(0, 1, 2), data_parallel=True)
-    padded = loop.Trainer(GrokkingTask(three), three.train)
-    assert padded.state_sharding.mesh.size == 2 and padded.n_dummies == 1
+    padded = devices.plan(GrokkingTask(three), three.train)
+    assert padded.state.mesh.size == 2 and padded.n_dummies == 1
     assert padded.padding == "2 devices, 3 members: padded to 4 (1 dummy member not saved)"
     # train.devices splits over that many even without data_parallel; more than exist is one line
-    assert loop.Trainer(GrokkingTask(three), dataclasses.replace(three.train, data_parallel=False, devices=1)) \
-        .state_sharding is None
+    assert devices.plan(GrokkingTask(three), dataclasses.replace(three.train, data_parallel=False, devices=1)) \
+        .state is None
     with pytest.raises(mj.ConfigError, match="train.devices=3 but only 2 devices exist"):
-        loop.data_sharding(GrokkingTask(three), dataclasses.replace(three.train, devices=3))
+        devices.plan(GrokkingTask(three), dataclasses.replace(three.train, devices=3))
 
 
-def test_a_padded_ensemble_saves_only_its_members_and_resumes_exactly(tmp_path, capsys):
-    # 3 seeds on 2 devices compute a 4th (a copy of seed 7); the run dir and its train state hold 3,
-    # and a resume pads again: bit-identical to the uninterrupted run
-    cfg = tiny_grokking(seeds=(3, 5, 7), steps=50, ckpt_every=25, data_parallel=True)
+ONE_DEVICE_RESUME = """
+import sys, jax
+jax.config.update("jax_num_cpu_devices", 1)
+import mi_jax as mj
+mj.resume(sys.argv[1], wandb="off", progress=False)
+"""
+
+
+def test_a_padded_ensemble_writes_only_its_members_and_resumes_exactly_on_any_layout(tmp_path, capsys):
+    # 3 seeds on 2 devices compute a 4th (a copy of seed 7): the series holds the 3, the train state the
+    # 4 computed, each device's shard as it is; a resume on the 2 devices is bit-identical to the
+    # uninterrupted run, and one on a single device reads that state on the host and goes on with the 3
+    cfg = tiny_grokking(seeds=(3, 5, 7), steps=50, ckpt_every=25, data_parallel=True, chunk_steps=25)
     cut = tmp_path / "cut"
     cut.mkdir()
-    (cut / store.CONFIG).write_text(config_lib.dumps(cfg))
-    loop.train(GrokkingTask(cfg), cut, progress=False, stop_after_chunks=1)
+    (cut / run_dir_lib.CONFIG).write_text(config_lib.dumps(cfg))
+    loop.train_task(GrokkingTask(cfg), cut, progress=False, stop_after_chunks=1)
     assert "2 devices, 3 members: padded to 4 (1 dummy member not saved)" in capsys.readouterr().err
-    saved, _ = store.StateStore(cut, read_only=True).restore_latest(None)
-    assert saved["params"]["W_E"].shape == (3, 14, 32)
+    assert StateStore(cut, read_only=True).latest_meta()["computed_members"] == 4
+    one_device = tmp_path / "one_device"
+    shutil.copytree(cut, one_device)
     mj.resume(cut, wandb="off", progress=False)
     mj.train(cfg, tmp_path / "whole", wandb="off", progress=False)
     a, b = mj.Trajectory.load(cut, on_corrupt="raise"), mj.Trajectory.load(tmp_path / "whole")
     assert a.params["W_E"].shape == (3, 3, 14, 32) and a.metrics["test_loss"].shape == (3, 3)
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         assert np.array_equal(x, y)
+    done = subprocess.run([sys.executable, "-c", ONE_DEVICE_RESUME, str(one_device)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    c = mj.Trajectory.load(one_device, on_corrupt="raise")
+    assert c.params["W_E"].shape == (3, 3, 14, 32) and c.steps.tolist() == [0, 25, 50]
+    np.testing.assert_array_equal(c.params["W_E"][:2], a.params["W_E"][:2])  # the rows written before the cut
+    np.testing.assert_allclose(c.params["W_E"][2], a.params["W_E"][2], rtol=1e-2, atol=1e-3)
 
 
 RESUME_SCRIPT = """
 import sys
 import mi_jax as mj
 from conftest import tiny_grokking
-cfg = tiny_grokking(steps=400, ckpt_every=20, eval_every=20)
+cfg = tiny_grokking(steps=400, ckpt_every=20, eval_every=20, chunk_steps=20)
 mj.train(cfg, sys.argv[1], wandb="off", progress=False)
 """
 
 
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
-    cfg = tiny_grokking(steps=400, ckpt_every=20, eval_every=20)
+    cfg = tiny_grokking(steps=400, ckpt_every=20, eval_every=20, chunk_steps=20)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-c", RESUME_SCRIPT, str(killed)], cwd=Path(__file__).parent,
@@ -258,14 +277,14 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     a, b = mj.Trajectory.load(killed, on_corrupt="raise"), mj.Trajectory.load(tmp_path / "straight")
     assert list(a.steps) == list(b.steps) == list(range(0, 401, 20))
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a.params)[0], jax.tree.leaves(b.params)):
-        assert np.array_equal(x, y), f"{store.leaf_name(path)} differs after resume"
+        assert np.array_equal(x, y), f"{leaf_name(path)} differs after resume"
     assert np.array_equal(a.metrics["step"], b.metrics["step"])
     assert np.array_equal(a.metrics["test_loss"], b.metrics["test_loss"])
 
 
 def chunk_file(run_dir: Path, name: str, row: int) -> Path:
     """The file holding snapshot `row` of parameter `name` (every member of a one-process run)."""
-    (path,) = [p for p in (run_dir / store.SNAPSHOTS / name / "c" / str(row)).rglob("*") if p.is_file()]
+    (path,) = [p for p in (run_dir / run_dir_lib.SNAPSHOTS / name / "c" / str(row)).rglob("*") if p.is_file()]
     return path
 
 
@@ -340,11 +359,11 @@ def test_a_bfloat16_forward_pass_trains_float32_parameters_close_to_the_float32_
     for dtype in ("float32", "bfloat16"):
         cfg = tiny_grokking(steps=50, ckpt_every=50, compute_dtype=dtype)
         trainer = loop.Trainer(GrokkingTask(cfg), cfg.train)
-        state, metrics, _ = trainer.run_chunk(trainer.init_state())
+        state, metrics = trainer.train_steps(trainer.init_state(), 50, 25)
         runs[dtype] = (state, metrics)
     (f32, f32_metrics), (bf16, bf16_metrics) = runs["float32"], runs["bfloat16"]
     assert bf16["params"]["W_E"].dtype == jnp.float32 and bf16["opt_state"][0].mu["W_E"].dtype == jnp.float32
     assert not np.array_equal(bf16["params"]["W_E"], f32["params"]["W_E"])  # the bfloat16 pass did run
     # bfloat16 keeps ~3 significant digits: 50 steps drift apart a little, not far
     np.testing.assert_allclose(bf16_metrics["train_loss"], f32_metrics["train_loss"], rtol=0.05)
-    assert float(bf16_metrics["train_loss"][-1]) < float(bf16_metrics["train_loss"][0])
+    assert float(bf16_metrics["train_loss"][-1, 0]) < float(bf16_metrics["train_loss"][0, 0])

@@ -17,7 +17,7 @@ minibatches are one shuffled pass cycled (mi_jax: drawn uniformly with replaceme
 
 Model: the grokking transformer in plain torch (`GrokkingTransformer`, TransformerLens' forward pass
 and parameter names: embed.W_E, blocks.0.attn.W_Q, ...; no layer norm), loaded from the TL state dicts
-mi_jax exports (`mi_jax.io.transformer_lens.to_tl_state_dict`). Not TransformerLens itself: devinterp
+mi_jax exports (`mi_jax.interop.transformer_lens.to_tl_state_dict`). Not TransformerLens itself: devinterp
 2.0.1 needs zarr >= 3.1 and xarray >= 2025.7 (pandas >= 2.1), TransformerLens 2.18 pandas < 2.1, so
 devinterp has a venv of its own, /tmp/peer-di (torch 2.13.0 CPU + devinterp 2.0.1 and its own
 dependencies), built by `benchmarks/peer_runs.py:setup_devinterp`. --check first checks the torch
@@ -27,7 +27,7 @@ Run, in two venvs:
     PYTHONPATH=. .venv/bin/python benchmarks/peers/devinterp_llc.py --dump-mi-jax RUN_DIR /tmp/series.npz [--checkpoints 0,10,60]
     /tmp/peer-di/bin/python benchmarks/peers/devinterp_llc.py --series /tmp/series.npz --check
 The dump holds the checkpoints as TL state dicts stacked [time, ...], the TL config, the training
-set, the sampler settings and mi_jax's own estimates (from RUN_DIR/analysis/landscape.npz, written by
+set, the sampler settings and mi_jax's own estimates (from RUN_DIR/analysis/llc.npz, written by
 `mi-jax llc`); --check prints one JSON line: per checkpoint both estimates, the difference and the
 chains' spread. --serve: warm up on one checkpoint, print a line, then for each line N on stdin run
 N more checkpoints (cycling) and print {"s_per_checkpoint": ...}.
@@ -53,15 +53,15 @@ def dump_series(steps, params, cfg, settings, out_path, mi_jax=None, frozen=None
     import jax
 
     from mi_jax.config import to_dict
-    from mi_jax.io.transformer_lens import tl_config_fields, tl_key, to_tl_state_dict
-    from mi_jax.io import store
-    from mi_jax.kinds import make_task
+    from mi_jax.interop.transformer_lens import tl_config_fields, tl_key, to_tl_state_dict
+    from mi_jax.tasks import make_task
+    from mi_jax.trees import flatten
 
     task = make_task(cfg)
     tokens, labels = task.llc_data()
     dicts = [to_tl_state_dict(jax.tree.map(lambda x, t=t: np.asarray(x[t]), params), cfg.transformer)
              for t in range(len(steps))]
-    flat = store.flatten(jax.tree.map(lambda x: np.asarray(x[0]), params))
+    flat = flatten(jax.tree.map(lambda x: np.asarray(x[0]), params))
     frozen_names = sorted(tl_key(name) for name in flat if task.frozen(tuple(_Key(k) for k in name.split("."))))
     out = {f"sd/{k}": np.stack([d[k] for d in dicts]) for k in dicts[0]}
     extra = {} if mi_jax is None else {f"mi_jax/{k}": np.asarray(v) for k, v in mi_jax.items()}
@@ -80,18 +80,18 @@ class _Key:
 
 def dump_run(run_dir, out_path, checkpoints=None, member=0) -> str:
     """`dump_series` of a run's checkpoints (all, or the given indices) with mi_jax's estimates from
-    RUN_DIR/analysis/landscape.npz and its settings from landscape_summary.json (`mi-jax llc` wrote both)."""
+    RUN_DIR/analysis/llc.npz and its settings from llc_summary.json (`mi-jax llc` wrote both)."""
     import jax
 
     from mi_jax import config as config_lib
-    from mi_jax.analysis.run_landscape import LandscapeConfig
+    from mi_jax.analysis.llc_task import LLCSettings
     from mi_jax.io.results import load_results
-    from mi_jax.io.trajectory import Trajectory
+    from mi_jax.runs.trajectory import Trajectory
 
     traj = Trajectory.load(run_dir)
-    steps, results = load_results(os.path.join(run_dir, "analysis", "landscape.npz"))
-    summary = json.load(open(os.path.join(run_dir, "analysis", "landscape_summary.json")))
-    settings = config_lib.from_dict(LandscapeConfig, summary["settings"])
+    steps, results = load_results(os.path.join(run_dir, "analysis", "llc.npz"))
+    summary = json.load(open(os.path.join(run_dir, "analysis", "llc_summary.json")))
+    settings = config_lib.from_dict(LLCSettings, summary["settings"])
     chosen = np.arange(len(steps)) if checkpoints is None else np.asarray(checkpoints)
     index = [int(np.flatnonzero(traj.steps == steps[t])[0]) for t in chosen]
     params = jax.tree.map(lambda x: np.asarray(x)[index, member], traj.params)
@@ -230,7 +230,7 @@ def serve(peer: Peer) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dump-mi-jax", nargs=2, metavar=("RUN_DIR", "OUT_NPZ"))
-    parser.add_argument("--checkpoints", help="indices into landscape.npz's checkpoints for --dump-mi-jax")
+    parser.add_argument("--checkpoints", help="indices into llc.npz's checkpoints for --dump-mi-jax")
     parser.add_argument("--series", help="a dump to run devinterp on")
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--serve", action="store_true")

@@ -16,6 +16,8 @@ checkpoints in Python. This folder holds pure measures only; writing results and
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -23,11 +25,24 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mi_jax import runtime
 from mi_jax.config import ConfigError
-from mi_jax.io.snapshots import read_tree
+from mi_jax.io.series import read_tree
 
 Measure = Callable[[dict, Any], Any]
 STREAM_BYTES = 64 << 20  # params read from disk (and copied to the device) per block of checkpoints
+_PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("progress", default=False)
+
+
+@contextlib.contextmanager
+def showing_progress(enabled: bool = True):
+    """While this block runs, calls of `analyze` over several blocks of checkpoints show a progress bar
+    (what `mi-jax analyze` and `mi-jax llc` do unless --quiet)."""
+    token = _PROGRESS.set(enabled)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 def evaluate_measures(measures: dict[str, Measure], params: dict, data: Any) -> dict:
@@ -119,6 +134,11 @@ def _map_over_time(per_time: Callable, params: dict, chunk_size: int,
 
     starts = range(0, n_time, block)
     outs = []
+    bar = None
+    if _PROGRESS.get() and len(starts) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_time, unit="checkpoint", dynamic_ncols=True, leave=False)
     with ThreadPoolExecutor(1) as reader:
         pending = reader.submit(read, 0)
         for k, start in enumerate(starts):
@@ -130,8 +150,12 @@ def _map_over_time(per_time: Callable, params: dict, chunk_size: int,
             outs.append(run(host))
             if k >= 1:
                 outs[k - 1] = to_host(outs[k - 1])
+                if bar is not None:
+                    bar.update(block)
             del host
     outs[-1] = to_host(outs[-1])
+    if bar is not None:
+        bar.close()
     out = outs[0] if len(outs) == 1 else jax.tree.map(lambda *ys: np.concatenate(ys), *outs)
     return jax.tree.map(lambda y: y[:n_time], out)
 
@@ -164,5 +188,6 @@ def analyze(traj, measures: dict[str, Measure], data: Any = None, *, per_member:
     `analyze_params`); chunk_size: checkpoints per vmapped batch of the map over time; block_bytes:
     params per block streamed from disk (host and device memory hold about two blocks).
     """
+    runtime.configure()
     return analyze_params(traj.params, measures, data, per_member=per_member, chunk_size=chunk_size,
                           block_bytes=block_bytes)

@@ -49,7 +49,8 @@ from mi_jax.analysis import fourier
 from mi_jax.analysis.core import analyze, analyze_params
 from mi_jax.config import ConfigError, check
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks.grokking import GrokkingConfig, GrokkingData
+from mi_jax.models.fast import grid_forward, grid_forward_applies, rough_mean
+from mi_jax.tasks.grokking import GrokkingConfig, GrokkingData, correct, label_nll
 
 # ----------------------------------------------------------------------------- fixed data
 
@@ -108,21 +109,6 @@ def gini(x: jax.Array) -> jax.Array:
     return jnp.where(total > 0, ((2 * i - n - 1) * x).sum(-1) / (n * jnp.where(total > 0, total, 1)), 0.0)
 
 
-def label_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """-log softmax(logits)[label] of each row: logits [row, c], labels [row] -> [row], to float32's
-    relative precision at any size, losses of ~1e-7 included (logsumexp - x_label keeps no digit there).
-
-    With t = max(x_l, max_c x_c - 60): -log p(l) = (t - x_l) + log1p(expm1(x_l - t) + Σ_{c≠l} e^(x_c - t)).
-    When the label is within 60 of the top, t = x_l and this is log1p of the other classes' e^(x_c - x_l);
-    the label is left out by its index, not by comparing values (XLA may recompute the logits in each
-    fusion, rounded differently); no term exceeds e^60, so 10^6 classes still fit in float32.
-    """
-    at_label = jnp.take_along_axis(logits, labels[:, None], 1)[:, 0]
-    shift = jnp.maximum(at_label, logits.max(-1) - 60.0)
-    others = jnp.where(jnp.arange(logits.shape[-1]) == labels[:, None], 0.0, jnp.exp(logits - shift[:, None]))
-    return (shift - at_label) + jnp.log1p(jnp.expm1(at_label - shift) + others.sum(-1))
-
-
 def residue_sums(x: jax.Array, data: dict) -> jax.Array:
     """Y[s] = Σ over the pairs with a + b ≡ s of x[pair]: x [pair, n] -> [residue, n]."""
     return jax.ops.segment_sum(x, data["residue"], num_segments=data["cos_c"].shape[0])
@@ -175,13 +161,6 @@ def key_wave_component(x: jax.Array, data: dict, mask: jax.Array) -> jax.Array:
     return key_wave_residues(x, data, mask)[data["residue"]]
 
 
-def rough_mean(x: jax.Array) -> jax.Array:
-    """x [row, n] -> [n], the mean of its first rows (at most 128): a per-column constant within a few
-    standard deviations of the column's mean, all `centred_sums` needs to lose nothing to cancellation
-    (and exactly a constant column's value: 128 rows sum and divide without rounding)."""
-    return x[:128].mean(0)
-
-
 PAIR_SUMS = ("pair_a", "pair_b", "residue", "diff_residue")  # the sums `centred_sums` forms, in order
 
 
@@ -230,67 +209,6 @@ def weight_norm(params: dict, data=None) -> jax.Array:
     """Σ of every squared parameter."""
     # one reduction over every leaf together: a sum per leaf was a kernel per leaf to compile and launch
     return jnp.sum(jnp.square(jnp.concatenate([x.astype(jnp.float32).ravel() for x in jax.tree.leaves(params)])))
-
-
-# ----------------------------------------------------------------------------- forward pass
-
-
-def stored(x: jax.Array) -> jax.Array:
-    """x itself (exactly, when finite), written so that XLA:CPU computes it once and stores it. Its fusion
-    pass re-derives a cheap elementwise producer inside each consumer: the p² x d_mlp activations and the
-    logits were each made two to four times a checkpoint (~2 ms of 25 each, on 2 cores). A divide counts
-    as expensive and is never duplicated, and x / (1 + 0 x) cannot be folded (0 x is NaN for infinite x).
-    """
-    return x / (1.0 + 0.0 * x)
-
-
-def grid_forward_applies(tcfg: tfm.TransformerConfig) -> bool:
-    """`grid_forward` is exact for one-layer models with an MLP and no layer norm."""
-    return tcfg.n_layers == 1 and tcfg.d_mlp is not None and not tcfg.layer_norm and tcfg.n_ctx >= 3
-
-
-def grid_forward(params: dict, tcfg: tfm.TransformerConfig, p: int,
-                 roughly_centred: bool = False) -> tuple[jax.Array, jax.Array]:
-    """The `=`-position logits and neuron activations for all p² inputs (a, b, =) of a one-layer model.
-
-    -> logits [a*p + b, vocab_out], acts [a*p + b, d_mlp]; the same numbers as `tfm.apply`
-    (a test checks it), computed from per-token tables: the residual at position 0 depends
-    on a only, at 1 on b only, at 2 not at all, so keys, values and their images under W_O,
-    W_in and W_U are [p]-sized tables and only the attention weights and the MLP run per pair.
-    roughly_centred: the activations less their `rough_mean` (the logits unchanged), for measures of
-    the centred activations (`centred_sums`), with no second pass over them to centre them.
-    """
-    blk = params["blocks"][0]
-    att, mlp = blk["attn"], blk["mlp"]
-    pos = params["W_pos"][:3] if tcfg.positional_embedding == "learned" else jnp.zeros((3, tcfg.d_model), params["W_E"].dtype)
-    x_num = params["W_E"][:p][None] + pos[:2, None]  # [pos 0|1, token, d_model]
-    x_eq = params["W_E"][p] + pos[2]  # [d_model]
-    q = jnp.einsum("d,hde->he", x_eq, att["W_Q"]) + att["b_Q"]  # [head, d_head]
-    keys = jnp.einsum("itd,hde->ithe", x_num, att["W_K"]) + att["b_K"]  # [pos, token, head, d_head]
-    key_eq = jnp.einsum("d,hde->he", x_eq, att["W_K"]) + att["b_K"]
-    scale = 1 / float(np.sqrt(tcfg.d_head))
-    s_a, s_b = (jnp.einsum("he,the->th", q, keys[i]) * scale for i in (0, 1))  # [token, head]
-    s_eq = (q * key_eq).sum(-1) * scale  # [head]
-    scores = jnp.stack(jnp.broadcast_arrays(s_a.T[:, :, None], s_b.T[:, None, :], s_eq[:, None, None]))
-    pattern = jax.nn.softmax(scores, axis=0)  # [3, head, a, b]: each (position, head) a contiguous [a, b] plane
-    out_num = jnp.einsum("ithe,hed->ithd", jnp.einsum("itd,hde->ithe", x_num, att["W_V"]) + att["b_V"], att["W_O"])
-    out_eq = jnp.einsum("he,hed->hd", jnp.einsum("d,hde->he", x_eq, att["W_V"]) + att["b_V"], att["W_O"])
-    resid_base = x_eq + att["b_O"]  # [d_model]: the residual at `=` before the weighted values
-
-    def read(W):  # the residual at `=` after attention, read through W [d_model, n] -> [a, b, n]
-        on_a, on_b, on_eq = out_num[0] @ W, out_num[1] @ W, out_eq @ W  # [token, head, n], [head, n]
-        # a sum of broadcast products, one fused loop (as einsums over the heads, the one batched over
-        # b ran ~10x slower on CPU: a transposed output)
-        return (resid_base @ W) + sum(
-            pattern[0, h, :, :, None] * on_a[:, None, h] + pattern[1, h, :, :, None] * on_b[None, :, h]
-            + pattern[2, h, :, :, None] * on_eq[h] for h in range(tcfg.n_heads))
-
-    acts = tfm.ACTIVATIONS[tcfg.act_fn](read(mlp["W_in"]) + mlp["b_in"]).reshape(p * p, -1)  # [pair, d_mlp]
-    offset = rough_mean(acts) if roughly_centred else jnp.zeros(acts.shape[-1], acts.dtype)  # [d_mlp]
-    acts = stored(acts - offset)
-    W_L = mlp["W_out"] @ params["W_U"]
-    logits = read(params["W_U"]).reshape(p * p, -1) + acts @ W_L + (offset @ W_L + mlp["b_out"] @ params["W_U"] + params["b_U"])
-    return stored(logits), acts
 
 
 # ----------------------------------------------------------------------------- measures
@@ -349,14 +267,6 @@ def family(cfg: GrokkingConfig, names=None):
         idx = data["train_idx"]
         s, labels = jnp.asarray(data["residue"])[idx], jnp.asarray(data["labels"])[idx]
         return label_nll(table[s], labels).mean()
-
-    def correct(logits, labels):
-        """argmax(logits) == label per row, ties to the first maximum as argmax: [row] bool
-        (as compares and maxima: a CPU argmax reduction is ~10x slower)."""
-        top = logits.max(-1)
-        at_label = jnp.take_along_axis(logits, labels[:, None], 1)[:, 0]
-        before = jnp.where(jnp.arange(logits.shape[-1]) < labels[:, None], logits, -jnp.inf).max(-1)
-        return (at_label >= top) & (before < top)
 
     def values(params, data):
         out = {"weight_norm": weight_norm(params)}

@@ -39,7 +39,7 @@ import numpy as np
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
 from mi_jax.tasks import induction as task_lib
-from mi_jax.tasks import training_hooks
+from mi_jax.tasks.common import training_hooks
 
 HEAD_SCORES = ("previous_token", "duplicate_token", "induction", "prefix_matching")
 

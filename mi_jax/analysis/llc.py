@@ -21,7 +21,7 @@ inverse temperature, γ the localisation strength, ε the step size, ξ ~ N(0, I
                    the step's own minibatch (before its update) is recorded every
                    steps_between_draws steps after the burn-in: loss_trace [chain, draw]
     estimate       llc_c = n_β (mean_draws L_m(w) - L_n(w*)) per chain c, L_n(w*) on the WHOLE
-                   training set (`landscape.dataset_loss`, chunked), then mean and std over chains
+                   training set (`hessian.dataset_loss`, chunked), then mean and std over chains
     n_β default    B / log B (devinterp's `default_nbeta`), B the SGLD minibatch size: n_β = n β reads
                    n as the minibatch size here, not the training set's size
 
@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from mi_jax.analysis.landscape import LossFn, dataset_loss, n_examples
+from mi_jax.analysis.hessian import LossFn, dataset_loss, n_examples
 from mi_jax.config import check
 
 

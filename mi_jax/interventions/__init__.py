@@ -10,12 +10,14 @@ so an intervention vmaps over components, checkpoints and seeds like any measure
     head_patching(params, cfg, clean, corrupt, metric)                  # [layer, head]
     analyze_params(series, {"p": head_patching_measure(cfg, clean, corrupt, answer, wrong)})
 
-Files: ablation (zero / mean / resample, heads, neurons, subspaces), metrics, patching (activation
-patching grids), path_patching, attribution, measures (trajectory factories), probes and
-probe_measures, spec (training-time interventions from strings), names (hook-name checks).
+Files: metrics, patching (activation patching grids), path_patching, attribution, measures
+(trajectory factories), probes and probe_measures. The hook dicts themselves are edits of the model,
+below the tasks that train with them, and live beside it (re-exported here): `mi_jax.models.ablation`
+(zero / mean / resample, heads, neurons, subspaces), `mi_jax.models.hook_specs` (training-time
+interventions from strings) and `mi_jax.models.names` (hook-name checks).
 """
 
-from mi_jax.interventions.ablation import (
+from mi_jax.models.ablation import (
     ablate,
     ablate_head,
     ablate_neurons,
@@ -35,7 +37,7 @@ from mi_jax.interventions.measures import (
     patching_measure,
 )
 from mi_jax.interventions.metrics import make_metric, normalise
-from mi_jax.interventions.names import check_hook_name
+from mi_jax.models.names import check_hook_name
 from mi_jax.interventions.path_patching import path_patching
 from mi_jax.interventions.patching import (
     SITES,
@@ -48,7 +50,7 @@ from mi_jax.interventions.patching import (
 )
 from mi_jax.interventions.probe_measures import grokking_probe_measure, induction_probe_measure, linear_probe_measure
 from mi_jax.interventions.probes import logistic_accuracy, ridge_r2
-from mi_jax.interventions.spec import parse_interventions
+from mi_jax.models.hook_specs import parse_interventions
 
 __all__ = [
     "SITES", "ablate", "ablate_head", "ablate_neurons", "activation_patching", "agreement", "attribution_measure",

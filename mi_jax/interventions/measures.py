@@ -17,7 +17,7 @@ from mi_jax.config import check
 from mi_jax.interventions import attribution as attr
 from mi_jax.interventions import metrics as mt
 from mi_jax.interventions import patching as pt
-from mi_jax.interventions.names import check_layer_head
+from mi_jax.models.names import check_layer_head
 from mi_jax.interventions.path_patching import check_order, path_patching
 from mi_jax.models import transformer as tfm
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from mi_jax.config import check
 from mi_jax.interventions.metrics import Metric, normalise
-from mi_jax.interventions.names import check_layer_head
+from mi_jax.models.names import check_layer_head
 from mi_jax.interventions.patching import baseline_metrics
 from mi_jax.models import transformer as tfm
 

@@ -19,7 +19,7 @@ import numpy as np
 from mi_jax.config import check
 from mi_jax.interventions import probes
 from mi_jax.interventions.metrics import position_indices
-from mi_jax.interventions.names import check_hook_name
+from mi_jax.models.names import check_hook_name
 from mi_jax.models import transformer as tfm
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-ANALYSIS = "analysis"
+from mi_jax.io.run_dir import ANALYSIS
 
 
 def save_results(run_dir: Path, name: str, steps: np.ndarray, results: dict[str, np.ndarray]) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mi_jax.config import check, to_dict
-from mi_jax.io.members import member_key, members_of
+from mi_jax.io.run_dir import member_key, members_of
 
 MODES = ("offline", "online", "off")
 

@@ -41,14 +41,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mi_jax.config import check
-from mi_jax.models import _fast
+from mi_jax.models import fast as fast_paths
+from mi_jax.models.ops import ACTIVATIONS, causal_mask
 
 ActFn = Literal["relu", "gelu", "silu"]
-ACTIVATIONS: dict[str, Callable] = {
-    "relu": jax.nn.relu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=True),
-    "silu": jax.nn.silu,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,24 +235,23 @@ def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str, fast: bool)
         pattern = softmax(scores) over key_pos;  z = pattern v              [batch, pos, head, d_head]
         out = sum over heads of z W_O, + b_O
 
-    `fast` computes the same with `_fast`'s CPU paths where no hook needs what they skip.
+    `fast` computes the same with `fast`'s CPU paths where no hook needs what they skip.
     """
-    project = _fast.project if fast else (lambda x, W, b: jnp.einsum("bpd,hde->bphe", x, W) + b)
+    project = fast_paths.project if fast else (lambda x, W, b: jnp.einsum("bpd,hde->bphe", x, W) + b)
     q = hk(f"{name}.hook_q", project(x_q, p["W_Q"], p["b_Q"]))
     k = hk(f"{name}.hook_k", project(x_kv, p["W_K"], p["b_K"]))
     v = hk(f"{name}.hook_v", project(x_kv, p["W_V"], p["b_V"]))
     scores_name, pattern_name = f"{name}.hook_attn_scores", f"{name}.hook_pattern"
     if fast and q.shape[1] == 1 and not hk.active:
-        return _fast.last_query_attention(p, q, k, v)
+        return fast_paths.last_query_attention(p, q, k, v)
     if fast and (hk.wants(scores_name) or hk.wants(pattern_name)):
-        z = _fast.attend_hooked(q, k, v, causal, lambda s: hk(scores_name, s), lambda a: hk(pattern_name, a))
+        z = fast_paths.attend_hooked(q, k, v, causal, lambda s: hk(scores_name, s), lambda a: hk(pattern_name, a))
     elif fast:
-        z = _fast.attend(q, k, v, causal)
+        z = fast_paths.attend(q, k, v, causal)
     else:
         scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
-        if causal:  # query i (of the last n_q positions) sees keys up to its own position
-            n_q, n_k = scores.shape[-2:]
-            scores = jnp.where(jnp.arange(n_q)[:, None] + (n_k - n_q) >= jnp.arange(n_k)[None, :], scores, -jnp.inf)
+        if causal:
+            scores = jnp.where(causal_mask(*scores.shape[-2:]), scores, -jnp.inf)
         pattern = hk(pattern_name, jax.nn.softmax(hk(scores_name, scores), axis=-1))
         z = jnp.einsum("bhqk,bkhe->bqhe", pattern, v)
     z = hk(f"{name}.hook_z", z)
@@ -284,7 +279,7 @@ def apply(
     `last_position_only`: compute queries, MLP and unembedding of the *last layer* at the
     final position only (logits [batch, 1, vocab_out]); the training fast path for tasks
     scored at the last token. The earlier layers still run at every position.
-    `fast=False` runs the reference computation only (no `_fast` CPU paths): the same values.
+    `fast=False` runs the reference computation only (no `fast` CPU paths): the same values.
     """
     hk = _Hooks(cache, hooks)
     check(
@@ -303,7 +298,7 @@ def apply(
         resid = hk(f"{name}.hook_resid_pre", resid)
         x = hk(f"{name}.ln1.hook_normalized", _layer_norm(resid, p["ln1"])) if cfg.layer_norm else resid
         if fast and last and layer == 0 and not cfg.layer_norm and tokens.shape[0] > cfg.d_vocab:
-            attn_out, resid = _fast.first_layer_last_query(params, tokens)
+            attn_out, resid = fast_paths.first_layer_last_query(params, tokens)
         else:
             x_q = x[:, -1:] if last else x
             if last:  # the last position attends to every key: no mask needed

@@ -1,52 +1,84 @@
-"""Reports: what `mi-jax analyze RUN_DIR` computes, writes and draws, one module per experiment kind.
+"""Reports: what `mi-jax analyze RUN_DIR` computes, writes and draws for each experiment kind, and the
+registry of them (kind name -> report), which the built-in kinds join here as every other kind does.
 
-Each kind's module has `report(traj, out_dir, logger) -> list[str]` (lines telling what was
-written): it runs the kind's measures (`mi_jax.analysis`) over every checkpoint and member, then
-saves the results (npz, summary JSON), logs them to wandb and draws the figures. `mi_jax.kinds`
-names each kind's report; `analyze_run` is the whole command. `landscape` is `mi-jax llc`'s report
-(LLC and Hessian over the checkpoints), for every kind whose task has a fixed training set.
+A report is `report(traj, out_dir, logger=None) -> list[str]` (lines telling what was written): it
+runs the kind's measures (`mi_jax.analysis`) over every checkpoint and member, then saves the results
+(npz, summary JSON), logs them to wandb and draws the figures. `analyze_run` is the whole command: the
+training curves of any run, then its kind's report. `llc` is `mi-jax llc`'s report (LLC and Hessian
+over the checkpoints) and `sweep` that of a sweep dir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
+from typing import Callable
 
-from mi_jax.io import store
-from mi_jax.io.lock import run_dir_lock
+from mi_jax.analysis.core import showing_progress
+from mi_jax.config import check
+from mi_jax.io import CheckpointError
+from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.io.wandb_logger import WandbLogger
 from mi_jax.plots import training_curves
+from mi_jax.reports import boolean_and, grokking, induction, superposition
+from mi_jax.reports import sweep as sweep_report
+from mi_jax.runs import sweep as sweep_lib
+from mi_jax.runs.trajectory import Trajectory
+
+Report = Callable[..., list[str]]
+
+REPORTS: dict[str, Report] = {
+    "grokking": grokking.report,
+    "induction": induction.report,
+    "superposition": superposition.report,
+    "boolean_and": boolean_and.report,
+}
 
 
-def analyze_run(run_dir, *, wandb: str = "offline") -> list[str]:
-    """Analyse a run dir under its lock: training curves, then its kind's report -> lines to print.
-    A sweep dir: each program's run dir so, then the sweep's summary against its grid."""
-    # imported here, not above: mi_jax.kinds (which the trajectory loader uses) imports this package
-    from mi_jax.io.trajectory import Trajectory
-    from mi_jax.kinds import kind_of
+def register(kind: str, report: Report) -> None:
+    """Register `report(traj, out_dir, logger=None) -> lines` as what `mi-jax analyze` runs for `kind`."""
+    check(callable(report), f"the report of kind {kind!r} must be a function (traj, out_dir, logger=None) -> lines")
+    REPORTS[kind] = report
 
+
+@contextlib.contextmanager
+def opened(run_dir, what: str = "analysing"):
+    """A run dir loaded under its lock for analysis -> (traj, out_dir RUN_DIR/analysis, lines to print:
+    the load's warnings and what was loaded)."""
     run_dir = Path(run_dir)
-    from mi_jax.training.sweep import Sweep, is_sweep_dir
-
-    if is_sweep_dir(run_dir):  # every program's report, then the measures against the swept values
-        from mi_jax.reports import sweep as sweep_report
-
-        return sweep_report.report(Sweep.load(run_dir), wandb=wandb)
-    if not (run_dir / store.CONFIG).exists():
-        raise store.CheckpointError(f"{run_dir} is not a mi_jax run dir (no {store.CONFIG})")
-    with run_dir_lock(run_dir, "analysing"):
+    if not run_dir_lib.is_run_dir(run_dir):
+        raise CheckpointError(f"{run_dir} is not a mi_jax run dir (no {run_dir_lib.CONFIG})")
+    with run_dir_lib.lock(run_dir, what):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             traj = Trajectory.load(run_dir, on_corrupt="warn")
         lines = [f"warning: {w.message}" for w in caught]
-        out_dir = run_dir / "analysis"
+        out_dir = run_dir / run_dir_lib.ANALYSIS
         out_dir.mkdir(parents=True, exist_ok=True)
         lines.append(f"loaded {len(traj)} checkpoints (steps {traj.steps[0]}..{traj.steps[-1]}) of "
                      f"{traj.n_members} member(s) from {run_dir}")
+        yield traj, out_dir, lines
+
+
+def analyze_run(run_dir, *, wandb: str = "offline", progress: bool = False) -> list[str]:
+    """Analyse a run dir under its lock: training curves, then its kind's report -> lines to print.
+    A sweep dir: each program's run dir so, then the sweep's summary against its grid. `progress`:
+    a progress bar over long series."""
+    if sweep_lib.is_sweep_dir(run_dir):
+        sweep = sweep_lib.Sweep.load(run_dir)
+        lines = [line for traj in sweep.trajectories for line in analyze_run(traj.run_dir, wandb=wandb, progress=progress)]
+        return lines + sweep_report.report(sweep)
+    with opened(run_dir) as (traj, out_dir, lines), showing_progress(progress):
         lines.append(f"wrote {training_curves(traj, out_dir / 'training_curves.png')}")
+        kind = type(traj.config).kind
+        report = REPORTS.get(kind)
+        if report is None:
+            return lines + [f"no report registered for kind {kind!r}: training curves only "
+                            "(register one with mj.register_kind(..., report=fn))"]
         logger = WandbLogger(run_dir, traj.config, wandb, members=list(traj.members))
         try:
-            lines += kind_of(traj.config).report(traj, out_dir, logger=logger)
+            lines += report(traj, out_dir, logger=logger)
         finally:
             logger.finish()
         return lines

@@ -10,7 +10,7 @@ import numpy as np
 from mi_jax.analysis import induction as ind
 from mi_jax.analysis.core import analyze
 from mi_jax.io.results import save_results, save_summary
-from mi_jax.io.members import member_key
+from mi_jax.io.run_dir import member_key
 from mi_jax.plots import induction as plots
 
 MAX_MEMBER_FIGURES = 8  # members beyond these are in the results and summary, not drawn one by one

@@ -18,7 +18,7 @@ from mi_jax.analysis import superposition as sp
 from mi_jax.analysis.core import analyze
 from mi_jax.analysis.superposition_dynamics import find_jumps
 from mi_jax.io.results import save_results
-from mi_jax.io.members import member_key
+from mi_jax.io.run_dir import member_key
 from mi_jax.models import toy
 from mi_jax.plots import superposition as plots
 from mi_jax.tasks.superposition import SuperpositionTask

@@ -1,5 +1,5 @@
-"""`mi-jax analyze SWEEP_DIR`: every program's own report (its kind's measures for every member in one
-call), then each member's summary measures drawn against the swept values.
+"""`mi-jax analyze SWEEP_DIR`, after every program's own report (`analyze_run` of its run dir): each
+member's summary measures drawn against the swept values.
 
 Summary measures, from each member's metrics: the final value of every scalar metric,
 `steps_to_generalise` and `steps_to_memorise`, the first evaluation step with test (train) accuracy
@@ -13,7 +13,8 @@ import json
 
 import numpy as np
 
-from mi_jax.io.results import ANALYSIS
+from mi_jax.io.run_dir import ANALYSIS
+from mi_jax.plots import sweep as plots
 
 GENERALISED = 0.99
 PHASES = ("comprehension", "grokking", "memorisation", "confusion")
@@ -60,20 +61,14 @@ def summary_rows(sweep) -> list[dict]:
     return rows
 
 
-def report(sweep, wandb: str = "offline") -> list[str]:
-    """Analyse every program of a loaded `Sweep`, then write the sweep's summary and figures."""
-    from mi_jax.plots import sweep as plots
-    from mi_jax.reports import analyze_run
-
-    lines = []
-    for traj in sweep.trajectories:
-        lines += analyze_run(traj.run_dir, wandb=wandb)
+def report(sweep) -> list[str]:
+    """Write a loaded `Sweep`'s summary and figures -> lines to print."""
     rows = summary_rows(sweep)
     out = sweep.sweep_dir / ANALYSIS
     out.mkdir(parents=True, exist_ok=True)
     path = out / "sweep_summary.json"
     path.write_text(json.dumps({"grid": sweep.grid, "members": rows}, indent=1))
-    lines.append(f"wrote {path} ({len(rows)} members)")
+    lines = [f"wrote {path} ({len(rows)} members)"]
     keys = list(sweep.grid)
     measures = [name for name in rows[0] if name.startswith("final_") or name.startswith("steps_to_")]
     for name in measures:

@@ -1,30 +1,29 @@
-"""Tasks: the data and objective of each experiment kind, as pure functions for training.
+"""Tasks: the data and objective of each experiment kind, as pure functions for training, and the
+registry of kinds (`registry`: name -> config class and task class), which the built-in kinds join
+here as every other kind does.
 
-A task class takes its config and supplies `init_params(key)`, `batch(key, step)`,
-`loss(params, batch)`, `evaluate(params)` and `frozen(path)` (see `mi_jax.training.loop`);
-`mi_jax.kinds` maps each kind's name to its config and task.
+    grokking        modular arithmetic a op b mod p (Nanda et al. 2023)
+    induction       in-context sequences that only induction heads predict (Olsson et al. 2022)
+    superposition   toy models of superposition (Elhage et al. 2022)
+    boolean_and     computation in superposition: pairwise ANDs of sparse features
 """
 
 from __future__ import annotations
 
-import jax
+from mi_jax.tasks.boolean_and import BooleanAndConfig, BooleanAndTask
+from mi_jax.tasks.grokking import GrokkingConfig, GrokkingTask
+from mi_jax.tasks.induction import InductionConfig, InductionTask
+from mi_jax.tasks.registry import KINDS, Kind, config_dict, config_from_dict, find_kind, kind_of, make_task, register
+from mi_jax.tasks.superposition import SuperpositionConfig, SuperpositionTask
 
+BUILT_IN = {
+    "grokking": (GrokkingConfig, GrokkingTask),
+    "induction": (InductionConfig, InductionTask),
+    "superposition": (SuperpositionConfig, SuperpositionTask),
+    "boolean_and": (BooleanAndConfig, BooleanAndTask),
+}
+for _config, _task in BUILT_IN.values():
+    register(_config, _task)
 
-def label_log_probs(log_probs, labels):
-    """log_probs [..., vocab] at labels [...] -> [...].
-
-    A one-hot contraction, not a gather: the gradient of `take_along_axis` is a scatter, which
-    XLA on CPU runs serially.
-    """
-    return (log_probs * jax.nn.one_hot(labels, log_probs.shape[-1], dtype=log_probs.dtype)).sum(-1)
-
-
-def training_hooks(cfg) -> dict:
-    """The hooks dict of `cfg.train.interventions` for a transformer task's forward passes ({} when none);
-    a spec that names no hook point is one ConfigError line, raised when the task is made."""
-    if not cfg.train.interventions:
-        return {}
-    # imported here: mi_jax.interventions' measures import the tasks
-    from mi_jax.interventions.spec import parse_interventions
-
-    return parse_interventions(cfg.train.interventions, cfg.transformer)
+__all__ = ["BUILT_IN", "KINDS", "Kind", "config_dict", "config_from_dict", "find_kind", "kind_of", "make_task",
+           "register"]

@@ -121,6 +121,11 @@ def best_random_construction(n: int, n_hidden: int, seed: int = 0) -> dict[str, 
 
 
 class BooleanAndTask:
+    """The training-side definition of an AND run (pure functions of params): every input, every step."""
+
+    # `mi-jax llc`'s settings for this kind, as calibrated in experiments/results/llc.md
+    LLC_SETTINGS = {"llc.epsilon": 1e-4, "llc.gamma": 100.0, "llc.n_chains": 4, "llc.n_draws": 200, "llc.batch_size": 32}
+
     def __init__(self, cfg: BooleanAndConfig):
         check(not cfg.train.interventions, "train.interventions hooks a transformer; the AND model has none")
         self.cfg = cfg
@@ -132,7 +137,7 @@ class BooleanAndTask:
     def frozen(self, path: tuple) -> bool:
         return self.cfg.train.freeze_biases and str(getattr(path[-1], "key", "")).startswith("b_")
 
-    def llc_data(self) -> tuple[np.ndarray, np.ndarray]:
+    def llc_data(self, n_examples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The LLC's fixed training set: every input and its labels (all of the task, as each step trains on)."""
         return self.x, self.labels
 

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mi_jax.config import check
-from mi_jax.io.store import leaf_name
+from mi_jax.trees import leaf_name
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks import label_log_probs, training_hooks
+from mi_jax.tasks.common import label_log_probs, training_hooks
 from mi_jax.training.config import TrainConfig
 
 Op = Literal["+", "-", "*", "/", "x2+y2"]
@@ -139,6 +139,30 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, f64: bool = False, weigh
     return -(label_log_probs(logp, labels) * weights).sum() / weights.sum()
 
 
+def label_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """-log softmax(logits)[label] of each row: logits [row, c], labels [row] -> [row], to float32's
+    relative precision at any size, losses of ~1e-7 included (logsumexp - x_label keeps no digit there).
+
+    With t = max(x_l, max_c x_c - 60): -log p(l) = (t - x_l) + log1p(expm1(x_l - t) + Σ_{c≠l} e^(x_c - t)).
+    When the label is within 60 of the top, t = x_l and this is log1p of the other classes' e^(x_c - x_l);
+    the label is left out by its index, not by comparing values (XLA may recompute the logits in each
+    fusion, rounded differently); no term exceeds e^60, so 10^6 classes still fit in float32.
+    """
+    at_label = jnp.take_along_axis(logits, labels[:, None], 1)[:, 0]
+    shift = jnp.maximum(at_label, logits.max(-1) - 60.0)
+    others = jnp.where(jnp.arange(logits.shape[-1]) == labels[:, None], 0.0, jnp.exp(logits - shift[:, None]))
+    return (shift - at_label) + jnp.log1p(jnp.expm1(at_label - shift) + others.sum(-1))
+
+
+def correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """argmax(logits) == label per row, ties to the first maximum as argmax: logits [row, c], labels [row]
+    -> [row] bool (as compares and maxima: a CPU argmax reduction is far slower)."""
+    top = logits.max(-1)
+    at_label = jnp.take_along_axis(logits, labels[:, None], 1)[:, 0]
+    before = jnp.where(jnp.arange(logits.shape[-1]) < labels[:, None], logits, -jnp.inf).max(-1)
+    return (at_label >= top) & (before < top)
+
+
 class GrokkingTask:
     """The training-side definition of a grokking run (pure functions of params).
 
@@ -149,6 +173,9 @@ class GrokkingTask:
     """
 
     MEMBER_KEYS = ("train_frac", "data_seed", "model.init_std")
+    # `mi-jax llc`'s settings for this kind, as calibrated in experiments/results/llc.md
+    LLC_SETTINGS = {"llc.epsilon": 3e-3, "llc.gamma": 100.0, "llc.n_beta": 2.0, "llc.n_chains": 4, "llc.n_draws": 200,
+                    "llc.batch_size": 64}
 
     def __init__(self, cfg: GrokkingConfig):
         self.cfg = cfg
@@ -183,8 +210,8 @@ class GrokkingTask:
     def frozen(self, path: tuple) -> bool:
         return self.cfg.train.freeze_biases and tfm.is_bias(path)
 
-    def llc_data(self) -> tuple[np.ndarray, np.ndarray]:
-        """The LLC's fixed training set: the train pairs, (tokens [example, 3], labels [example])."""
+    def llc_data(self, n_examples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The LLC's fixed training set: every train pair, (tokens [example, 3], labels [example])."""
         return self.train_tokens, self.train_labels
 
     def batch(self, key: jax.Array, step: jax.Array, member: dict | None = None) -> tuple[jax.Array, ...]:
@@ -216,12 +243,13 @@ class GrokkingTask:
         return cross_entropy(self.last_logits(params, tokens), labels, self.cfg.train.logsoftmax_f64, *weight)
 
     def evaluate(self, params: dict, member: dict | None = None) -> dict[str, jax.Array]:
+        """train/test loss (`label_nll`) and accuracy (`correct`), as the grokking measures compute them."""
         if member is not None:  # a member's splits as weights over every pair
             logits, labels = self.last_logits(params, jnp.asarray(self.data.tokens)), jnp.asarray(self.data.labels)
-            right = (logits.argmax(-1) == labels).astype(jnp.float32)
+            nll, right = label_nll(logits, labels), correct(logits, labels).astype(jnp.float32)
             out = {}
             for split, weight in (("train", member["train_weight"]), ("test", 1 - member["train_weight"])):
-                out[f"{split}_loss"] = cross_entropy(logits, labels, self.cfg.train.logsoftmax_f64, weight).astype(jnp.float32)
+                out[f"{split}_loss"] = (nll * weight).sum() / weight.sum()
                 out[f"{split}_acc"] = (right * weight).sum() / weight.sum()
             return out
         out = {}
@@ -231,8 +259,7 @@ class GrokkingTask:
         ):
             if len(labels) == 0:
                 continue
-            logits = self.last_logits(params, jnp.asarray(tokens))
-            labels = jnp.asarray(labels)
-            out[f"{split}_loss"] = cross_entropy(logits, labels, self.cfg.train.logsoftmax_f64).astype(jnp.float32)
-            out[f"{split}_acc"] = (logits.argmax(-1) == labels).mean(dtype=jnp.float32)
+            logits, labels = self.last_logits(params, jnp.asarray(tokens)), jnp.asarray(labels)
+            out[f"{split}_loss"] = label_nll(logits, labels).mean()
+            out[f"{split}_acc"] = correct(logits, labels).mean(dtype=jnp.float32)
         return out

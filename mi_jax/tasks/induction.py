@@ -32,7 +32,7 @@ import numpy as np
 
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks import label_log_probs, training_hooks
+from mi_jax.tasks.common import label_log_probs, training_hooks
 from mi_jax.training.config import TrainConfig
 from mi_jax.training.parallel import split_batch
 
@@ -187,6 +187,10 @@ def uniform_loss(cfg: InductionConfig) -> float:
 class InductionTask:
     """The training-side definition of an induction run (pure functions of params)."""
 
+    # `mi-jax llc`'s settings for this kind, as calibrated in experiments/results/llc.md
+    LLC_SETTINGS = {"llc.epsilon": 1e-3, "llc.gamma": 100.0, "llc.n_chains": 4, "llc.n_draws": 100, "llc.batch_size": 16,
+                    "n_examples": 256, "lanczos_steps": 12, "trace_probes": 4}
+
     def __init__(self, cfg: InductionConfig):
         self.cfg = cfg
         self.model = cfg.transformer
@@ -203,9 +207,10 @@ class InductionTask:
     def frozen(self, path: tuple) -> bool:
         return self.cfg.train.freeze_biases and tfm.is_bias(path)
 
-    def llc_data(self, n: int = 1024) -> np.ndarray:
-        """The LLC's fixed training set: n task sequences [example, seq_len], seeded apart from the eval batch."""
-        return np.asarray(sample(self.cfg, jax.random.fold_in(jax.random.key(self.cfg.eval_seed), 2), n))
+    def llc_data(self, n_examples: int = 1024) -> np.ndarray:
+        """The LLC's fixed training set: n_examples task sequences [example, seq_len], seeded apart from the
+        eval batch."""
+        return np.asarray(sample(self.cfg, jax.random.fold_in(jax.random.key(self.cfg.eval_seed), 2), n_examples))
 
     def batch(self, key: jax.Array, step: jax.Array) -> jax.Array:
         """Fresh sequences for `step`: tokens [batch_size, seq_len]."""

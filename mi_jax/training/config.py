@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Literal
+
+import jax
 
 from mi_jax.config import check
 
@@ -16,18 +19,23 @@ class TrainConfig:
     lr, weight_decay, beta1, beta2   AdamW (optax.adamw; decoupled weight decay, set explicitly)
     warmup_steps   linear learning-rate warm-up from 0 (lr at step s is lr * min(s / warmup, 1))
     batch_size     None = full batch (the whole training set every step)
-    eval_every     metrics (train/test loss and accuracy) every this many steps, inside the compiled chunk
-    ckpt_every     parameter snapshot (and resumable train state) every this many steps
+    eval_every     metrics (train/test loss and accuracy, ...) every this many steps and at the last
+                   step, inside the compiled chunk
+    ckpt_every     a parameter snapshot every this many steps (and at the last step); snapshots need
+                   no evaluation and do not end a compiled chunk, so dense series (every step) are cheap
     ckpt_schedule  "linear": snapshots at 0, ckpt_every, 2 ckpt_every, ...; "log": dense early, at
                    0, 1, 2, 4, ... (the powers of two below ckpt_every), then every ckpt_every
     snapshot_dtype, snapshot_compression
                    how the parameter series is stored: "float32", "float16" or "bfloat16" (the
                    analysis reads float32 back), "none" or "zstd"
     ckpt_watch     adaptive snapshots: an evaluation metric ("test_loss", "test_acc", ...); any
-                   evaluation between two scheduled snapshots where it has moved more than
+                   evaluation that is not a scheduled snapshot where it has moved more than
                    ckpt_delta since the last snapshot (losses in log10, other metrics as they are;
                    the largest move over the members) gets an extra snapshot, at most ckpt_extra
-                   in the run. None: off. Extra snapshots need eval_every < ckpt_every
+                   in the run. None: off
+    chunk_steps    optimiser steps per compiled chunk, between which the resumable train state is
+                   saved and the progress bar moves; None: about 4 s of compute each, once the speed
+                   is known. The results are the same whatever it is
     seed           model seed of a solo run; `seeds` (e.g. (0, 1, 2)) trains an ensemble as one program
     freeze_biases  keep biases at their initial value (zero), as the TransformerLens grokking demo does
     logsoftmax_f64 take the final log-softmax in float64 (needs jax x64 for the run; avoids the
@@ -37,7 +45,7 @@ class TrainConfig:
                    the logits come back in float32 for the loss); the parameters, the optimiser and
                    the evaluations stay float32
     interventions  hooks applied at every training step and evaluation, as spec strings
-                   (`mi_jax.interventions.spec`: "ablate_head:0.1", "zero:blocks.0.hook_mlp_out",
+                   (`mi_jax.models.hook_specs`: "ablate_head:0.1", "zero:blocks.0.hook_mlp_out",
                    "project_off:hook_embed:FILE.npy", ...); transformer kinds only. The checkpoints
                    are the weights, so an analysis sees the model without the intervention
     data_parallel  split every step over the local devices: a solo run shards each batch and its
@@ -70,6 +78,7 @@ class TrainConfig:
     snapshot_compression: Literal["none", "zstd"] = "none"
     ckpt_delta: float = 0.1
     ckpt_extra: int = 100
+    chunk_steps: int | None = None
     seed: int = 0
     seeds: tuple[int, ...] | None = None
     freeze_biases: bool = False
@@ -88,14 +97,7 @@ class TrainConfig:
         check(self.batch_size is None or self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
         check(self.eval_every >= 1, f"train.eval_every must be >= 1, got {self.eval_every}")
         check(self.ckpt_every >= 1, f"train.ckpt_every must be >= 1, got {self.ckpt_every}")
-        check(
-            self.ckpt_every % self.eval_every == 0,
-            f"train.ckpt_every={self.ckpt_every} must be a multiple of train.eval_every={self.eval_every}",
-        )
-        check(
-            self.steps % self.ckpt_every == 0,
-            f"train.steps={self.steps} must be a multiple of train.ckpt_every={self.ckpt_every}",
-        )
+        check(self.chunk_steps is None or self.chunk_steps >= 1, f"train.chunk_steps must be >= 1, got {self.chunk_steps}")
         check(self.ckpt_delta > 0, f"train.ckpt_delta must be > 0, got {self.ckpt_delta}")
         check(self.ckpt_extra >= 0, f"train.ckpt_extra must be >= 0, got {self.ckpt_extra}")
         check(self.devices is None or self.devices >= 1, f"train.devices must be >= 1, got {self.devices}")
@@ -110,3 +112,8 @@ class TrainConfig:
     @property
     def seed_list(self) -> tuple[int, ...]:
         return self.seeds if self.seeds is not None else (self.seed,)
+
+    def precision(self):
+        """The context a run's losses are computed in, training and analysis alike: jax's float64 enabled
+        when the log-softmax is taken in float64 (`logsoftmax_f64`)."""
+        return jax.enable_x64(True) if self.logsoftmax_f64 else contextlib.nullcontext()

@@ -4,12 +4,13 @@
     mi-jax sweep ... --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0  # anywhere else
 
 Every process runs the same program on its own devices; the [member] axis (or a solo run's batch)
-is split over the devices of all processes (`loop.data_sharding`). Process 0 alone writes the run
-dir (config, members, metrics, snapshots, wandb, the progress bar) and holds its lock; the train
-state is saved by all processes together (orbax's multi-host save, in which process 0 writes the
-replicated host arrays). Between the checks every process makes of a run dir and process 0's
-writes, the processes wait for each other (`writer_lock`, `sync`), so no process reads a half-made
-run dir and a failure on process 0 stops every process with one line.
+is split over the devices of all processes (`devices.plan`). Each process writes the snapshot blocks
+of the members on its own devices, and the train state is saved by all processes together (orbax's
+multi-host save: each its own shards); process 0 alone writes the rest of the run dir (config,
+members, the snapshot index, metrics, wandb, the progress bar) and holds its lock. Between the
+checks every process makes of a run dir and process 0's writes, the processes wait for each other
+(`writer_lock`, `sync`), so no process reads a half-made run dir and a failure on process 0 stops
+every process with one line.
 
 With one process (the default) every function here is a no-op or the obvious identity.
 """
@@ -28,6 +29,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mi_jax.config import ConfigError, check
+from mi_jax.io import run_dir as run_dir_lib
 
 
 def initialize(*, auto: bool = False, coordinator: str | None = None, num_processes: int | None = None,
@@ -113,6 +115,15 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def agree(value: int) -> int:
+    """Process 0's `value`, on every process (with one process: `value`)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
 def all_ok(ok: bool) -> bool:
     """Whether every process got through a step (a barrier: every process must call it)."""
     if jax.process_count() == 1:
@@ -124,19 +135,17 @@ def all_ok(ok: bool) -> bool:
 
 @contextlib.contextmanager
 def writer_lock(run_dir: Path, what: str, before: Callable[[], object] = lambda: None):
-    """`io.lock.run_dir_lock(run_dir, what)` held by the writer alone, after `before()` (e.g. making
+    """`io.run_dir.lock(run_dir, what)` held by the writer alone, after `before()` (e.g. making
     the dir) on the writer; yields whether this process writes. Every process first waits for the
     others to finish their checks of the run dir (they must not see what the writer makes); a
     ConfigError on the writer (the dir busy or unwritable) is raised on every process."""
-    from mi_jax.io.lock import run_dir_lock
-
     sync(f"mi_jax: checked {run_dir}")
     with contextlib.ExitStack() as held:
         error = None
         if is_writer():
             try:
                 before()
-                held.enter_context(run_dir_lock(run_dir, what))
+                held.enter_context(run_dir_lib.lock(run_dir, what))
             except ConfigError as e:
                 error = e
         if not all_ok(error is None):

@@ -1,69 +1,42 @@
-"""The jitted training loop: chunks of steps inside `lax.scan`, ensembles as one vmapped program.
+"""The training loop: compiled chunks of steps, the snapshots they emit, the state saved between them.
 
-A *task* supplies pure functions (see `mi_jax.tasks`):
-    init_params(key) -> params
-    batch(key, step) -> batch             (jittable; the data order is a function of (seed, step))
-    loss(params, batch) -> scalar
-    evaluate(params) -> {name: scalar}    (train/test loss and accuracy, ...; its fixed arrays
-                                           may pass `parallel.split_batch`, to be split in data-parallel chunks)
-    frozen(path) -> bool                  (parameters the optimiser leaves alone)
-
-One compiled *chunk* runs the steps between two scheduled snapshots (`schedule`: every
-`ckpt_every` steps, or log-spaced), with an evaluation every `eval_every` steps and at its end.
-Between chunks (Python, outside jit): parameter snapshots, the resumable state, metrics rows,
-logging. A run with `seeds=(0, 1, ...)` vmaps the chunk over a leading [seed] axis;
-member k equals the solo run with seed k up to float reassociation. With `data_parallel` (or
-`devices`, or several processes: `training.distributed`) the chunk is one SPMD program over the
-devices of every process (see `data_sharding`), the members padded to a multiple of the devices.
+A *task* supplies pure functions (`mi_jax.tasks.registry` lists them): `init_params(key)`,
+`batch(key, step)`, `loss(params, batch)`, `evaluate(params)`, and optionally `frozen(path)`. The
+`Trainer` compiles them once for a run's device plan (`devices.plan`): `chunk.init_state` and
+`chunk.run_segments`, vmapped over the members of an ensemble or a sweep program. `train_task` then
+runs chunk after chunk (`schedule.next_chunk`); between chunks, in Python, it writes the snapshots
+the chunk emitted (one write per array, each process its own members' blocks), the metrics rows and
+the resumable state, once per chunk. A run killed at any point resumes from its last saved state
+bit-identically: the data of a step is a function of (seed, step), and the step function is the
+same whatever the chunking.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import SingleDeviceSharding
 
 from mi_jax.config import check
-from mi_jax.io import store
-from mi_jax.io.members import member_config
-from mi_jax.training import distributed, schedule
+from mi_jax.io import CheckpointError
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.io.run_dir import member_config
+from mi_jax.io.series import SeriesWriter
+from mi_jax.io.state import StateStore
+from mi_jax.training import chunk, devices, distributed, schedule
 from mi_jax.training.config import TrainConfig
-from mi_jax.training.parallel import mean_value_and_grad, split_batch, splitting_batches
+from mi_jax.training.optimizer import HYPERPARAMETERS, TRAIN_KEYS
+from mi_jax.training.progress import ProgressBar
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run dir keeps the last good checkpoint."""
-
-
-# the TrainConfig fields in which the members of one compiled program may differ (as [member] arrays)
-HYPERPARAMETERS = ("lr", "weight_decay", "beta1", "beta2", "warmup_steps")
-TRAIN_KEYS = tuple(f"train.{name}" for name in HYPERPARAMETERS)
-
-
-def make_optimizer(h, params, frozen: Callable[[tuple], bool], warm_up: bool) -> optax.GradientTransformation:
-    """AdamW with linear warm-up (lr at step s: lr * min(s / warmup_steps, 1)); parameters for which
-    `frozen(path)` holds are never updated. h: the HYPERPARAMETERS by name (a TrainConfig, or one
-    member's traced values); `warm_up`: whether any member warms up (the state then counts steps)."""
-    h = {name: getattr(h, name) for name in HYPERPARAMETERS} if isinstance(h, TrainConfig) else h
-    if warm_up:
-        lr, warmup = h["lr"], h["warmup_steps"]
-        schedule = lambda count: lr * jnp.where(warmup > 0, jnp.minimum(count / jnp.maximum(warmup, 1), 1.0), 1.0)  # noqa: E731
-    else:
-        schedule = h["lr"]
-    adamw = optax.adamw(schedule, b1=h["beta1"], b2=h["beta2"], weight_decay=h["weight_decay"])
-    labels = jax.tree_util.tree_map_with_path(lambda p, _: "frozen" if frozen(p) else "train", params)
-    if "frozen" not in jax.tree.leaves(labels):
-        return adamw
-    return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels)
 
 
 def train_keys(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -72,380 +45,308 @@ def train_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return init_key, data_key
 
 
-def check_devices(tc: TrainConfig) -> None:
-    """A ConfigError (one line) when tc asks for more devices than this run has (those of every process)."""
-    count = jax.device_count()
-    check(tc.devices is None or tc.devices <= count,
-          f"train.devices={tc.devices} but only {count} device{'s' * (count > 1)} exist{'s' * (count == 1)} "
-          f"({jax.devices()[0].platform}; on CPU set JAX_NUM_CPU_DEVICES)")
-
-
-def split_devices(task, tc: TrainConfig, n_members: int | None = None) -> int:
-    """How many devices a run's leading axis is split over (1: a plain one-device run).
-
-    Several members (`n_members`): `tc.devices`, or min(devices, members) with data_parallel (with
-    several processes: every device of every process); the Trainer pads the members to a multiple
-    of it. A solo run splits its batch over `tc.devices`, which must divide it, or with data_parallel
-    over the most devices that divide it. Asking for more devices than exist is a ConfigError.
-    """
-    check_devices(tc)
-    count = jax.device_count()
-    several_processes = jax.process_count() > 1
-    check(not several_processes or tc.devices in (None, count),
-          f"train.devices={tc.devices}: a run of {jax.process_count()} processes splits over all {count} devices")
-    if not (tc.data_parallel or tc.devices or several_processes):
-        return 1
-    if n_members:
-        return tc.devices or (count if several_processes else min(count, n_members))
-    batch = jax.eval_shape(task.batch, jax.random.key(0), jnp.zeros((), jnp.int32))
-    size = math.gcd(*(leaf.shape[0] for leaf in jax.tree.leaves(batch)))
-    if tc.devices or several_processes:  # every process must hold a share: no smaller split
-        n = tc.devices or count
-        check(size % n == 0, f"a batch of {size} rows does not split over {n} devices: set train.batch_size "
-                             f"to a multiple of {n}")
-        return n
-    return max(k for k in range(1, count + 1) if size % k == 0)
-
-
-def data_sharding(task, tc: TrainConfig, n_members: int | None = None) -> tuple[NamedSharding, NamedSharding | None] | None:
-    """(sharding of the train state, of each step's batch) over `split_devices` devices, or None for
-    a plain one-device run.
-
-    A solo run replicates its state and splits the batch's leading axis; a run of several members
-    (`n_members`, by default tc's seeds) splits its leading [member] axis (state, keys and metrics)
-    and keeps each member's batch whole (batch sharding None: the vmapped batch follows its member).
-    """
-    n_members = n_members or (len(tc.seeds) if tc.ensemble else None)
-    n = split_devices(task, tc, n_members)
-    if n == 1 and jax.process_count() == 1:
-        return None
-    mesh = Mesh(np.array(jax.devices()[:n]), ("data",))
-    split = NamedSharding(mesh, PartitionSpec("data"))
-    return (split, None) if n_members else (NamedSharding(mesh, PartitionSpec()), split)
+def _varying(task, tc: TrainConfig, computed: list[dict]) -> dict:
+    """What differs by member in one program, each a [member] array: {"h": the optimiser's
+    hyperparameters, "task": the task's per-member arrays}; one ConfigError line for a key the
+    members of one program cannot differ in."""
+    h = {name: jnp.asarray([float(m.get(f"train.{name}", getattr(tc, name))) for m in computed], jnp.float32)
+         for name in HYPERPARAMETERS}
+    task_keys = sorted({k for m in computed for k in m if k != "seed" and k not in TRAIN_KEYS})
+    own = getattr(task, "MEMBER_KEYS", ())
+    for key in task_keys:
+        check(key in own, f"members of one program cannot differ in {key!r}: only in the seed, "
+                          f"{', '.join(TRAIN_KEYS)} and {', '.join(own) or 'no task setting'}")
+    if not task_keys:
+        return {"h": h}
+    each = [task.member_data(member_config(task.cfg, m)) for m in computed]
+    return {"h": h, "task": jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *each)}
 
 
 class Trainer:
-    """Compiled training of one task: `init_state`, `run_chunk` and `evaluate` (all jitted).
+    """Compiled training of one task on one device plan: `init_state`, `run_chunk` and `evaluate`.
 
     members: one dict of settings per member of a sweep program (`{"seed": 3, "train.lr": 1e-3}`;
-    keys among TRAIN_KEYS, or the task's MEMBER_KEYS), each member's hyperparameters a [member]
-    array of ONE vmapped program and its task arrays (`task.member_data`) passed to the task's
-    `init_params`, `batch` and `evaluate`; None: tc's own seed (a solo run) or seeds (an ensemble,
-    vmapped over its seeds).
-
-    Split over devices, the program computes `n_dummies` more members, copies of the last, so that
-    the devices divide them; `run_chunk`, `evaluate`, `member_params` and `saved_state` return the
-    real members only, as whole host arrays when the run spans several processes.
+    keys among TRAIN_KEYS, or the task's MEMBER_KEYS), each member's hyperparameters a [member] array
+    of ONE vmapped program and its task arrays (`task.member_data`) passed to the task's functions;
+    None: tc's own seed (a solo run) or seeds (an ensemble). Padded over devices (`plan.n_dummies`),
+    the program computes copies of the last member, which `run_chunk` and `evaluate` leave out.
+    Params, metrics and snapshots come out with a [member] axis, a solo run's of length 1.
     """
 
-    def __init__(self, task, tc: TrainConfig, members: list[dict] | None = None):
+    def __init__(self, task, tc: TrainConfig, members: list[dict] | None = None,
+                 plan: devices.DevicePlan | None = None):
         self.task, self.tc = task, tc
-        per_member = members is not None
-        self.members = list(members) if per_member else [{"seed": s} for s in tc.seed_list]
-        self.vmapped = per_member or tc.ensemble
-        self.seeds = tuple(m["seed"] for m in self.members)
-        # the state (and the members' keys and metrics) live on `state_sharding`; None: one device
-        self.state_sharding, batch_sharding = data_sharding(task, tc, len(self.members) if self.vmapped else None) \
-            or (None, None)
-        # members padded to a multiple of the devices with copies of the last: computed like it, never saved
-        n_split = self.state_sharding.mesh.size if self.vmapped and self.state_sharding is not None else 1
-        self.n_dummies = -len(self.members) % n_split
-        computed = self.members + [self.members[-1]] * self.n_dummies
-        self.padding = (f"{n_split} devices, {len(self.members)} members: padded to {len(computed)} "
-                        f"({self.n_dummies} dummy member{'s' * (self.n_dummies > 1)} not saved)") if self.n_dummies else None
-        # what varies by member, vmapped with its key: {"h": hyperparameters [member], "task": task arrays
-        # [member, ...]}; what does not is a constant of the program (tc's hyperparameters, the task's data)
-        varying = {}
-        if per_member:
-            varying["h"] = {name: jnp.asarray([float(m.get(f"train.{name}", getattr(tc, name))) for m in computed],
-                                              jnp.float32) for name in HYPERPARAMETERS}
-            task_keys = sorted({k for m in computed for k in m if k != "seed" and k not in TRAIN_KEYS})
-            own = getattr(task, "MEMBER_KEYS", ())
-            for key in task_keys:
-                check(key in own, f"members of one program cannot differ in {key!r}: only in the seed, "
-                                  f"{', '.join(TRAIN_KEYS)} and {', '.join(own) or 'no task setting'}")
-            if task_keys:
-                each = [task.member_data(member_config(task.cfg, m)) for m in computed]
-                varying["task"] = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *each)
+        self.plan = plan or devices.plan(task, tc, members)
+        self.members = list(members) if members is not None else [{"seed": s} for s in tc.seed_list]
+        computed = self.members + [self.members[-1]] * self.plan.n_dummies
+        varying = _varying(task, tc, computed) if members is not None else {}
         warm_up = any(m.get("train.warmup_steps", tc.warmup_steps) > 0 for m in self.members)
         template = jax.eval_shape(task.init_params, jax.random.key(0))
-        # adaptive snapshots need the params at every evaluation of a chunk, not only at its end
-        keep_slot_params = schedule.watched_metric(tc) is not None
-
-        def task_fn(name):  # the task's function, given this member's task arrays where it has them
-            fn = getattr(task, name)
-            return (lambda *a, v: fn(*a, v["task"])) if "task" in varying else (lambda *a, v: fn(*a))
-
-        init_params, batch_of, evaluate = task_fn("init_params"), task_fn("batch"), task_fn("evaluate")
-
-        def optimizer(v):
-            return make_optimizer(v.get("h", tc), template, task.frozen, warm_up)
-
-        def init_one(seed_key, v):
-            init_key, _ = jax.random.split(seed_key)
-            params = jax.tree.map(lambda x: x.astype(jnp.float32), init_params(init_key, v=v))
-            return {"params": params, "opt_state": optimizer(v).init(params), "step": jnp.zeros((), jnp.int32)}
-
-        loss = task.loss
-        if tc.compute_dtype == "bfloat16":  # the float32 parameters cast for the step; their gradients float32
-            loss = lambda params, batch: task.loss(jax.tree.map(lambda x: x.astype(jnp.bfloat16), params), batch)  # noqa: E731
-        value_and_grad = (jax.value_and_grad(loss) if batch_sharding is None
-                          else mean_value_and_grad(loss, batch_sharding))
-
-        def chunk_one(state, seed_key, v, lengths):
-            """lengths: None, a chunk of `slots` evaluations eval_every steps apart (one scan of
-            static length, the linear schedule's chunk); or [slots] steps before each evaluation."""
-            _, data_key = jax.random.split(seed_key)
-            tx = optimizer(v)
-
-            def one_step(state):
-                batch = split_batch(batch_of(data_key, state["step"], v=v))
-                loss, grads = value_and_grad(state["params"], batch)
-                updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-                params = optax.apply_updates(state["params"], updates)
-                return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss.astype(jnp.float32)
-
-            def evaluated(state, step_loss, finite):
-                metrics = dict(evaluate(state["params"], v=v))
-                metrics["step_loss"], metrics["step_loss_finite"] = step_loss, finite
-                return state, (metrics, state["params"] if keep_slot_params else None)
-
-            def fixed_eval(state, _):
-                state, losses = jax.lax.scan(lambda state, _: one_step(state), state, length=tc.eval_every)
-                return evaluated(state, losses.mean(), jnp.isfinite(losses).all())
-
-            def steps_then_eval(state, n):
-                def step(_, carry):
-                    state, total, finite = carry
-                    state, loss = one_step(state)
-                    return state, total + loss, finite & jnp.isfinite(loss)
-
-                start = (state, jnp.zeros((), jnp.float32), jnp.ones((), bool))
-                state, total, finite = jax.lax.fori_loop(0, n, step, start)
-                return evaluated(state, total / n, finite)
-
-            def variable_eval(state, n):  # n steps, then an evaluation; n = 0: an unused slot, skipped
-                _, outputs = jax.eval_shape(steps_then_eval, state, n)
-                skip = lambda state, n: (state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), outputs))  # noqa: E731
-                return jax.lax.cond(n > 0, steps_then_eval, skip, state, n)
-
-            with splitting_batches(batch_sharding):  # the batch, and the evaluation if the task splits it
-                if lengths is None:
-                    return jax.lax.scan(fixed_eval, state, length=schedule.eval_slots(tc))
-                return jax.lax.scan(variable_eval, state, lengths)
-
+        self.program = chunk.Program(task, tc, template, warm_up, "task" in varying, self.plan.batch)
         keys = jnp.stack([jax.random.key_data(jax.random.key(m["seed"])) for m in computed])
-        self._seed_keys = keys if self.vmapped else keys[0]
-        self._varying = varying
-        wrap = jax.vmap if self.vmapped else (lambda f, in_axes=None: f)
-        placed = {}
-        if self.state_sharding is not None:  # every output (state, metrics) on the state's sharding
-            self._seed_keys = distributed.put(self._seed_keys, self.state_sharding)
-            self._varying = distributed.put(self._varying, self.state_sharding)
-            placed = {"out_shardings": self.state_sharding}
-        self._init = jax.jit(wrap(lambda k, v: init_one(jax.random.wrap_key_data(k), v)), **placed)
-        self._chunk = jax.jit(wrap(lambda s, k, v: chunk_one(s, jax.random.wrap_key_data(k), v, None)),
-                              donate_argnums=0, **placed)
-        # a chunk of other evaluation lengths (log-spaced snapshots): [slots] steps, one array for every member
-        self._variable_chunk = jax.jit(wrap(lambda s, k, v, n: chunk_one(s, jax.random.wrap_key_data(k), v, n),
-                                            in_axes=(0, 0, 0, None)), donate_argnums=0, **placed)
-        self._evaluate = jax.jit(wrap(lambda p, v: evaluate(p, v=v)))
+        self._keys, self._varying = (keys if self.plan.vmapped else keys[0]), varying
+        program, placed = self.program, {}
+        if self.plan.state is not None:  # every output (state, metrics, params) on the state's sharding
+            self._keys, self._varying = distributed.put((self._keys, self._varying), self.plan.state)
+            placed = {"out_shardings": self.plan.state}
+        key = jax.random.wrap_key_data
+
+        def run(state, acc, k, v, lengths, evaluations):
+            state, acc, metrics, params = chunk.run_segments(program, state, acc, key(k), v, lengths, evaluations)
+            return state, acc, metrics, params
+
+        if self.plan.vmapped:
+            self._init = jax.jit(jax.vmap(lambda k, v: chunk.init_state(program, key(k), v)), **placed)
+            self._run = jax.jit(jax.vmap(run, in_axes=(0, 0, 0, 0, None, None)), donate_argnums=(0, 1), **placed)
+            self._evaluate = jax.jit(jax.vmap(lambda p, v: chunk.evaluate(program, p, v)))
+        else:  # a solo run's metrics and params given the [member] axis of 1 that every run's have
+            one = lambda tree: jax.tree.map(lambda x: x[None], tree)  # noqa: E731
+            self._init = jax.jit(lambda k, v: chunk.init_state(program, key(k), v), **placed)
+            self._run = jax.jit(lambda *a: (lambda s, c, m, p: (s, c, one(m), one(p)))(*run(*a)),
+                                donate_argnums=(0, 1), **placed)
+            self._evaluate = jax.jit(lambda p, v: one(chunk.evaluate(program, p, v)))
+        state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(template))
+        self.slots = schedule.slots(state_bytes * self.plan.n_computed)
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
 
     def init_state(self):
-        return self._init(self._seed_keys, self._varying)
+        return self._init(self._keys, self._varying)
+
+    def fresh_acc(self, values: dict | None = None):
+        """The step-loss accumulator, fresh or from a saved state's `values` ({name: [member] list},
+        `acc_values`), on the state's devices."""
+        fresh = jax.tree.map(np.asarray, chunk.fresh_acc())
+        if values is None:
+            acc = jax.tree.map(lambda x: np.repeat(x[None], self.n_members, 0), fresh)
+        else:
+            acc = {name: np.asarray(values[name], fresh[name].dtype) for name in fresh}
+        return self.place(acc if self.plan.vmapped else jax.tree.map(lambda x: x[0], acc))
+
+    def acc_values(self, acc) -> dict:
+        """The accumulator as a saved state's meta keeps it: {name: [member] list} of the real members."""
+        host = distributed.gather(acc)
+        return {name: np.atleast_1d(np.asarray(x))[: self.n_members].tolist() for name, x in host.items()}
+
+    def acc_finite(self, acc) -> bool:
+        """Whether no loss since the last evaluation was NaN or infinite (any member's)."""
+        return bool(np.all(distributed.gather(acc)["finite"]))
+
+    def abstract_state(self, n_computed: int | None = None):
+        """The train state's shapes, dtypes and shardings (what a resume restores onto); `n_computed`:
+        the shapes of a state saved for that many members instead."""
+        shapes = jax.eval_shape(self._init, self._keys, self._varying)
+        sharding = self.plan.state or SingleDeviceSharding(jax.devices()[0])
+        if n_computed is not None and self.plan.vmapped:
+            shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct((n_computed, *s.shape[1:]), s.dtype), shapes)
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+    def place(self, tree, pad: bool = True):
+        """Host arrays (of the real members, when `pad`) where the program expects them: padded with copies
+        of the last member and put on the state's devices."""
+        if pad and self.plan.n_dummies:
+            tree = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], self.plan.n_dummies, 0)]), tree)
+        return jax.device_put(tree) if self.plan.state is None else distributed.put(tree, self.plan.state)
+
+    def relayout(self, host_state, meta: dict):
+        """A state read on the host, saved for another layout of the members, placed for this one."""
+        if self.plan.vmapped:
+            host_state = jax.tree.map(lambda x: np.asarray(x)[: self.n_members], host_state)
+        return self.place(host_state)
+
+    def saved_meta(self) -> dict:
+        """What a saved state records of its layout."""
+        return {"computed_members": self.plan.n_computed if self.plan.vmapped else None}
 
     def _real(self, tree):
-        """`tree` whole on this host ([member, ...] leaves of the real members only, dummies dropped)."""
-        tree = distributed.gather(tree)
-        return jax.tree.map(lambda x: x[: len(self.members)], tree) if self.n_dummies else tree
+        """[member, ...] leaves whole on this host, the real members only."""
+        return jax.tree.map(lambda x: np.asarray(x)[: self.n_members], distributed.gather(tree))
 
-    def place(self, state):
-        """Put a host state (a restored checkpoint, real members only) where `run_chunk` expects it."""
-        if self.n_dummies:
-            state = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], self.n_dummies, axis=0)]), state)
-        if self.state_sharding is None:
-            return jax.device_put(state)
-        return distributed.put(state, self.state_sharding)
+    def run_chunk(self, state, acc, lengths, evaluations):
+        """One chunk -> (state, acc, metrics {name: [slot, member]} of the real members on the host,
+        params {leaf: [member, slot, ...]} on the devices, the padding included)."""
+        state, acc, metrics, params = self._run(state, acc, self._keys, self._varying,
+                                                jnp.asarray(lengths, jnp.int32), jnp.asarray(evaluations, bool))
+        metrics = {name: np.swapaxes(m, 0, 1) for name, m in self._real(metrics).items()}
+        return state, acc, metrics, params
 
-    def saved_state(self, state):
-        """The train state as host arrays, as the run dir keeps it (dummy members dropped; `place` undoes it)."""
-        return jax.device_get(self._real(state))
+    def train_steps(self, state, n: int, eval_every: int | None = None):
+        """`n` steps from `state` as one chunk, evaluating every `eval_every` of them and at the end (default:
+        at the end only) -> (state, metrics {name: [eval, member]} of the real members). A run's loop is
+        `train_task`; this is for trying a task's training out (tests, benchmarks)."""
+        every = eval_every or n
+        lengths = [every] * (n // every) + ([n % every] if n % every else [])
+        check(len(lengths) <= self.slots, f"{len(lengths)} evaluations do not fit one chunk of {self.slots} slots")
+        pad = self.slots - len(lengths)
+        state, _, metrics, _ = self.run_chunk(state, self.fresh_acc(), lengths + [0] * pad,
+                                              [True] * len(lengths) + [False] * pad)
+        return state, {name: m[: len(lengths)] for name, m in metrics.items()}
 
-    def run_chunk(self, state, lengths=None):
-        """Run one chunk: `lengths` [slots] steps before each of its evaluations (0: an unused slot;
-        None: eval_every each, a chunk of ckpt_every steps).
-        -> (state after sum(lengths) more steps, metrics {name: [slots, (member)]} of the real members, the params after
-        each evaluation {leaf: [slots, (member), ...]} where `ckpt_watch` asks for them, else None)."""
-        if lengths is None or np.all(np.asarray(lengths) == self.tc.eval_every):
-            state, (metrics, slot_params) = self._chunk(state, self._seed_keys, self._varying)
-        else:
-            state, (metrics, slot_params) = self._variable_chunk(state, self._seed_keys, self._varying,
-                                                                 jnp.asarray(lengths, jnp.int32))
-        metrics, slot_params = self._real((metrics, slot_params))
-        if self.vmapped:  # vmap puts [member] first; rows and snapshots want [eval, member]
-            metrics, slot_params = jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), (metrics, slot_params))
-        return state, metrics, slot_params
+    def member_params(self, params) -> dict:
+        """The params as the run dir keeps them: leaves [member, ...] of the real members, on the host."""
+        return self._real(self.snapshot(params))
 
-    def evaluate(self, params):
+    def evaluate(self, params) -> dict:
+        """{name: [member]} of the real members, on the host."""
         return self._real(self._evaluate(params, self._varying))
 
     def metric_names(self, params) -> list[str]:
         """The names `evaluate` returns, from its shapes alone (nothing computed or gathered)."""
         return list(jax.eval_shape(self._evaluate, params, self._varying))
 
-    def member_params(self, params):
-        """Params with leaves [member, ...] of the real members, as the run dir keeps them (a solo run is one member)."""
-        return self._real(params) if self.vmapped else jax.tree.map(lambda x: x[None], distributed.gather(params))
+    def snapshot(self, params):
+        """The params as a snapshot row takes them: leaves [member, ...] (a solo run's member axis added)."""
+        return params if self.plan.vmapped else jax.tree.map(lambda x: x[None], params)
+
+    def snapshot_shapes(self):
+        """The shapes of a snapshot row of the real members: leaves [member, ...]."""
+        params = jax.eval_shape(self._init, self._keys, self._varying)["params"]
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct((self.n_members, *s.shape[self.plan.vmapped:]), s.dtype),
+                            params)
 
 
-def _rows(steps: list[int], metrics: dict[str, np.ndarray]) -> list[dict]:
+def _rows(steps: list[int], metrics: dict[str, np.ndarray], solo: bool) -> list[dict]:
+    """Metrics rows {"step": s, name: value or [value per member]} from metrics {name: [eval, member, ...]}."""
     rows = []
     for i, step in enumerate(steps):
         row: dict[str, Any] = {"step": int(step)}
         for name, values in metrics.items():
-            if name == "step_loss_finite":
-                continue
-            value = np.asarray(values[i])
-            row[name] = value.tolist() if value.ndim else float(value)
+            if name != "step_loss_finite":
+                value = np.asarray(values[i])[0] if solo else np.asarray(values[i])  # a solo run's rows: no member axis
+                row[name] = value.tolist() if value.ndim else float(value)
         rows.append(row)
     return rows
 
 
-def train(
-    task,
-    run_dir: Path,
-    *,
-    resume: bool = False,
-    logger=None,
-    progress: bool = True,
-    stop_after_chunks: int | None = None,
-    members: list[dict] | None = None,
-) -> dict:
-    """Train `task` into `run_dir` (which holds config.json already); returns final metrics.
+def train_task(task, run_dir: Path, *, resume: bool = False, logger=None, progress: bool = True,
+               stop_after_chunks: int | None = None, members: list[dict] | None = None,
+               plan: devices.DevicePlan | None = None) -> dict:
+    """Train `task` into `run_dir` (which holds config.json already) -> the final metrics row.
 
     With `resume`, continue from the newest good state in `run_dir`; the result is bit-identical
-    to an uninterrupted run on the same machine. `stop_after_chunks` ends early (for tests).
-    `members`: the members of a sweep program (see `Trainer`).
+    to an uninterrupted run on the same device layout. `stop_after_chunks` ends early (for tests).
+    `members`: the members of a sweep program (see `Trainer`); `plan`: the device plan, if made already.
     """
     tc: TrainConfig = task.cfg.train
-    run_dir = Path(run_dir)
-    x64 = jax.enable_x64(True) if tc.logsoftmax_f64 else contextlib.nullcontext()
-    with x64:
-        return _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, members)
+    with tc.precision():
+        trainer = Trainer(task, tc, members, plan)
+        return _train(trainer, Path(run_dir), resume, logger, progress, stop_after_chunks)
 
 
-def _train(task, tc, run_dir, resume, logger, progress, stop_after_chunks, members):
-    trainer = Trainer(task, tc, members)
-    base = schedule.base_steps(tc)
-    slots = schedule.eval_slots(tc)
+def _train(trainer: Trainer, run_dir: Path, resume: bool, logger, progress: bool, stop_after_chunks) -> dict:
+    tc, writer = trainer.tc, distributed.is_writer()  # process 0 writes the run dir; all write their snapshots
+    if trainer.plan.padding and writer:
+        print(f"mi-jax: {trainer.plan.padding}", file=sys.stderr)
     watch = schedule.watched_metric(tc)
-    writer = distributed.is_writer()  # process 0 writes the run dir; every process saves the state (orbax)
-    snapshot_series = store.SnapshotWriter if writer else _SnapshotSteps
-    if trainer.padding and writer:
-        print(f"mi-jax: {trainer.padding}", file=sys.stderr)
-    states = store.StateStore(run_dir)
+    capacity = len(schedule.base_steps(tc)) + (tc.ckpt_extra if watch else 0)
+    states = StateStore(run_dir)
+    try:
+        if resume:
+            state, acc, snapshots, step, watched = _restored(trainer, run_dir, states, capacity)
+        else:
+            state, acc, snapshots, step, watched = _started(trainer, run_dir, states, capacity, watch)
+        return _chunks(trainer, run_dir, states, state, acc, snapshots, step, watched, logger,
+                       ProgressBar(tc.steps, step, progress and writer), stop_after_chunks)
+    finally:
+        states.close()
+
+
+def _started(trainer: Trainer, run_dir: Path, states: StateStore, capacity: int, watch: str | None):
+    """A fresh run: the state at step 0, its evaluation (metrics row 0) and snapshot (row 0), saved."""
+    tc, snap_dir = trainer.tc, run_dir / run_dir_lib.SNAPSHOTS
     state = trainer.init_state()
+    first = trainer.evaluate(state["params"])
     if watch is not None:
         names = trainer.metric_names(state["params"])
         check(watch in names, f"train.ckpt_watch={watch!r} is not a metric of this task: {', '.join(sorted(names))}")
-    capacity = len(base) + (tc.ckpt_extra if watch else 0)
-    if resume:
-        state, meta = states.restore_latest(trainer.saved_state(state))
-        state = trainer.place(state)
-        step, n_rows = int(meta["step"]), int(meta["snapshots"])
-        if step not in base:
-            raise store.CheckpointError(f"the train state in {run_dir} is at step {step}, not on the run's schedule")
-        start_chunk, watched = base.index(step), meta.get("watched")
-        if writer:
-            store.truncate_metrics(run_dir, step)
-        snapshots = snapshot_series(run_dir, trainer.member_params(state["params"]), capacity, resume_rows=n_rows)
-    else:
-        start_chunk = 0
-        snapshots = snapshot_series(run_dir, trainer.member_params(state["params"]), capacity,
-                                    dtype=tc.snapshot_dtype, compression=tc.snapshot_compression)
-        first = jax.device_get(trainer.evaluate(state["params"]))
-        if writer:
-            store.append_metrics(run_dir, _rows([0], jax.tree.map(lambda m: np.asarray(m)[None], first)))
-        snapshots.write(0, trainer.member_params(state["params"]))
-        watched = schedule.watched_value(watch, first[watch]).ravel().tolist() if watch else None
-        states.save(0, trainer.saved_state(state), {"snapshots": snapshots.rows, "watched": watched})
-    bar = _progress_bar(tc.steps, base[start_chunk], progress and writer)
-    last: dict = {}
+    params = trainer.snapshot(state["params"])
+    if distributed.is_writer():
+        series = SeriesWriter.create(snap_dir, params, capacity, trainer.n_members, dtype=tc.snapshot_dtype,
+                                     compression=tc.snapshot_compression)
+        series.write_index()
+    distributed.sync(f"mi_jax: made {snap_dir}")
+    if not distributed.is_writer():
+        series = SeriesWriter.open(snap_dir, 0, None)
+    series.write(0, params, trainer.n_members)
+    _commit(run_dir, series, _rows([0], {k: v[None] for k, v in first.items()}, not trainer.plan.vmapped))
+    acc = trainer.fresh_acc()
+    watched = schedule.watched_value(watch, first[watch]).tolist() if watch else None
+    _save(states, trainer, 0, state, acc, series, watched)
+    return state, acc, series, 0, watched
+
+
+def _restored(trainer: Trainer, run_dir: Path, states: StateStore, capacity: int):
+    """A resumed run: the newest good state, the series cut back to the rows it knew, the metrics to its step."""
+    snap_dir = run_dir / run_dir_lib.SNAPSHOTS
+    state, meta = states.restore_latest(
+        trainer.abstract_state(),
+        saved_as=lambda meta: trainer.abstract_state(meta.get("computed_members") or trainer.n_members),
+        relayout=trainer.relayout)
+    step, rows = int(meta["step"]), int(meta["snapshots"])
+    if distributed.is_writer():
+        run_dir_lib.truncate_metrics(run_dir, step)
+        series = SeriesWriter.open(snap_dir, rows, trainer.snapshot_shapes(), capacity)
+    distributed.sync(f"mi_jax: reopened {snap_dir}")
+    if not distributed.is_writer():
+        series = SeriesWriter.open(snap_dir, rows, None)
+    acc = trainer.fresh_acc(meta.get("acc"))
+    return state, acc, series, step, meta.get("watched")
+
+
+def _commit(run_dir: Path, series: SeriesWriter, rows: list[dict]) -> None:
+    """Once every process has written its blocks of the new snapshots: process 0 lists them in the
+    index and appends the metrics rows."""
+    distributed.sync(f"mi_jax: wrote snapshots up to row {series.rows}")
+    if distributed.is_writer():
+        series.write_index()
+        run_dir_lib.append_metrics(run_dir, rows)
+
+
+def _save(states: StateStore, trainer: Trainer, step: int, state, acc, series: SeriesWriter, watched) -> None:
+    states.save(step, state, {"snapshots": series.rows, "watched": watched, "acc": trainer.acc_values(acc),
+                              **trainer.saved_meta()})
+
+
+def _chunks(trainer, run_dir, states, state, acc, series, step, watched, logger, bar, stop_after_chunks) -> dict:
+    tc, watch, solo = trainer.tc, schedule.watched_metric(trainer.tc), not trainer.plan.vmapped
+    n_base = lambda upto: sum(1 for s in schedule.base_steps(tc) if s <= upto)  # noqa: E731
+    last, seconds_per_step, done = {}, None, 0
     try:
-        for chunk in range(start_chunk, len(base) - 1):
-            if stop_after_chunks is not None and chunk - start_chunk >= stop_after_chunks:
-                break
+        while step < tc.steps and (stop_after_chunks is None or done < stop_after_chunks):
             t0 = time.perf_counter()
-            begin, end = base[chunk], base[chunk + 1]
-            lengths = schedule.eval_lengths(begin, end, tc.eval_every, slots)
-            state, metrics, slot_params = trainer.run_chunk(state, lengths)
-            used = int(np.count_nonzero(lengths))
-            metrics = {name: np.asarray(m)[:used] for name, m in jax.device_get(metrics).items()}
-            steps = (begin + np.cumsum(lengths[:used])).tolist()
-            if not np.all(metrics["step_loss_finite"]):
-                raise TrainingDiverged(
-                    f"loss became NaN/inf between steps {begin} and {end}; "
-                    f"the last good checkpoint (step {snapshots.steps[-1]}) is kept in {run_dir}"
-                )
-            rows = _rows(steps, metrics)
-            if watch:  # extra snapshots where the watched metric moved fast, then the chunk's end
-                values = schedule.watched_value(watch, metrics[watch]).reshape(used, -1)
-                budget = tc.ckpt_extra - (snapshots.rows - chunk - 1)  # rows so far: chunk + 1 base ones
-                for i in schedule.extra_snapshots(values, np.asarray(watched), tc.ckpt_delta, budget):
-                    snapshots.write(steps[i], trainer.member_params(jax.tree.map(lambda x: x[i], slot_params)))
-                watched = values[-1].tolist()
-            snapshots.write(end, trainer.member_params(state["params"]))
-            if writer:
-                store.append_metrics(run_dir, rows)
-            states.save(end, trainer.saved_state(state), {"snapshots": snapshots.rows, "watched": watched})
-            dt = time.perf_counter() - t0
-            last = rows[-1]
-            if logger is not None:
-                logger.log(rows, steps_per_s=(end - begin) / dt)
-            bar.update(end - begin, last, (end - begin) / dt)
+            work = distributed.agree(schedule.chunk_steps(seconds_per_step, tc))  # every process cuts the same chunks
+            planned = schedule.next_chunk(step, tc, trainer.slots, work)
+            state, acc, metrics, params = trainer.run_chunk(state, acc, planned.lengths, planned.evaluations)
+            end = planned.ends[-1]
+            at_evals = [i for i in range(planned.used) if planned.evaluations[i]]
+            metrics = {name: m[at_evals] for name, m in metrics.items()}  # [eval, member]
+            finite = trainer.acc_finite(acc) and bool(np.all(metrics["step_loss_finite"]))
+            if not finite:
+                raise TrainingDiverged(f"loss became NaN/inf between steps {step} and {end}; the last good "
+                                       f"checkpoint (step {series.steps[-1]}) is kept in {run_dir}")
+            keep = [i for i in range(planned.used) if planned.snapshots[i]]
+            if watch:  # extra snapshots where the watched metric moved fast since the last snapshot
+                values = schedule.watched_value(watch, metrics[watch])
+                budget = tc.ckpt_extra - (series.rows - n_base(step))
+                picks, now = schedule.extra_snapshots(values, planned.snapshots[at_evals], np.asarray(watched),
+                                                      tc.ckpt_delta, budget)
+                keep = sorted(keep + [at_evals[i] for i in picks])
+                watched = now.tolist()
+            series.write_rows([planned.ends[i] for i in keep], params, keep, trainer.n_members)
+            rows = _rows([planned.ends[i] for i in at_evals], metrics, solo)
+            _commit(run_dir, series, rows)
+            _save(states, trainer, end, state, acc, series, watched)
+            seconds = time.perf_counter() - t0
+            seconds_per_step = seconds / (end - step) if done else None  # the first chunk compiles
+            if rows:
+                last = rows[-1]
+                if logger is not None:
+                    logger.log(rows, steps_per_s=(end - step) / seconds)
+            bar.update(end - step, last, (end - step) / seconds)
+            step, done = end, done + 1
     finally:
         bar.close()
-        states.close()
     return last
 
-
-class _SnapshotSteps:
-    """A process other than the writer keeps only the steps of the snapshot series (`store.SnapshotWriter`'s
-    `steps` and `rows`); process 0 writes the rows."""
-
-    def __init__(self, run_dir: Path, template, capacity: int, resume_rows: int | None = None, **storage):
-        self.steps = store.read_index(Path(run_dir) / store.SNAPSHOTS)["steps"][:resume_rows] if resume_rows else []
-
-    @property
-    def rows(self) -> int:
-        return len(self.steps)
-
-    def write(self, step: int, params) -> None:
-        self.steps.append(int(step))
-
-
-class _progress_bar:
-    """tqdm bar showing step, steps/s and the current losses (silent when disabled)."""
-
-    def __init__(self, total: int, initial: int, enabled: bool):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-
-    def update(self, n: int, row: dict, steps_per_s: float):
-        if self.bar is None:
-            return
-        shown = {}
-        for key in ("train_loss", "test_loss", "test_acc", "step_loss"):
-            if key in row:
-                value = np.mean(row[key])
-                shown[key] = f"{value:.3g}" if math.isfinite(value) else str(value)
-        shown["steps/s"] = f"{steps_per_s:.0f}"
-        self.bar.set_postfix(shown, refresh=False)
-        self.bar.update(n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()

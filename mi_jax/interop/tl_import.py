@@ -2,7 +2,8 @@
 
 `grokking_config(series)` gives the experiment config of the imported weights (p from the
 vocabulary, the file's own train split as explicit `train_indices`); `write_run_dir` writes the
-series as a run directory that `Trajectory.load` and every mi_jax analysis read like a run of its own.
+series as a run directory that `Trajectory.load` and every mi_jax analysis read like a run of its own;
+`import_run` is the whole of `mi-jax import`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mi_jax import config as config_lib
 from mi_jax.config import check
-from mi_jax.io.tl_series import ImportedSeries
-from mi_jax.io.transformer_lens import expected_shapes
+from mi_jax.interop.tl_series import ImportedSeries, read_series
+from mi_jax.interop.transformer_lens import expected_shapes, tl_config_fields
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.io.series import SeriesWriter
+from mi_jax.tasks import config_dict
 from mi_jax.tasks.grokking import N_INPUT_TOKENS, GrokkingConfig, all_pairs
-from mi_jax.io import store
-from mi_jax.io.lock import run_dir_lock
 from mi_jax.training.config import TrainConfig
+from mi_jax.trees import flatten
 
 
 def series_schedule(steps: np.ndarray, has_metrics: bool) -> TrainConfig:
@@ -70,14 +72,30 @@ def write_run_dir(series: ImportedSeries, cfg: GrokkingConfig, out_dir: str | Pa
     """
     out_dir = Path(out_dir)
     check(not (out_dir.exists() and any(out_dir.iterdir())), f"run dir {out_dir} already exists and is not empty")
-    shapes = {k: np.shape(v)[1:] for k, v in store.flatten(series.params).items()}
+    shapes = {k: np.shape(v)[1:] for k, v in flatten(series.params).items()}
     check(shapes == expected_shapes(cfg.transformer), f"the config's model does not fit the weights of {series.source}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with run_dir_lock(out_dir, "importing"):
-        (out_dir / store.CONFIG).write_text(config_lib.dumps(cfg))
+    with run_dir_lib.lock(out_dir, "importing"):
+        run_dir_lib.write_config(out_dir, config_dict(cfg))
         member = lambda i: jax.tree.map(lambda x: np.asarray(x[i])[None], series.params)  # noqa: E731  [member 1, ...]
-        snapshots = store.SnapshotWriter(out_dir, member(0), len(series.steps))
+        snapshots = SeriesWriter.create(out_dir / run_dir_lib.SNAPSHOTS, member(0), len(series.steps))
         for i, step in enumerate(series.steps):
             snapshots.write(int(step), member(i))
-        store.append_metrics(out_dir, series.metrics)
+        snapshots.write_index()
+        run_dir_lib.append_metrics(out_dir, series.metrics)
     return out_dir
+
+
+def import_run(src, out, cfg=None, op: str = "+") -> tuple[ImportedSeries, object, Path]:
+    """A TransformerLens checkpoint series (a .pth/.pt file, or a folder of per-step state dicts,
+    safetensors or npz files) written as the run dir `out` -> (the series, the run's config, out).
+
+    `cfg`: the run's config, whose model must fit the weights (any kind with a transformer); None: the
+    file must be a grokking series that carries its train/test split, with operation `op`."""
+    if cfg is None:
+        series = read_series(src)
+        cfg = grokking_config(series, op=op)
+    else:
+        check(hasattr(cfg, "transformer"), f"a {type(cfg).kind} config has no transformer to import weights into")
+        series = read_series(src, tl_config=tl_config_fields(cfg.transformer))
+    return series, cfg, write_run_dir(series, cfg, out)

@@ -1,8 +1,8 @@
-"""The loss landscape of a run's checkpoints: LLC, top Hessian eigenvalues and Hessian trace of the
-task's own loss, as measures of ONE model that `analyze` maps over [time, member].
+"""What `mi-jax llc` measures of a run's checkpoints: the LLC, top Hessian eigenvalues and Hessian trace
+of the task's own loss, as measures of ONE model that `analyze` maps over [time, member].
 
 The loss is the task's training loss `task.loss(params, batch)` on its fixed training set
-`task.llc_data()` (leaves [example, ...]): L_n(w*) and the Hessian on all of it, SGLD minibatches
+`task.llc_data(n_examples)` (leaves [example, ...]): L_n(w*) and the Hessian on all of it, SGLD minibatches
 drawn from it. Parameters the run kept frozen (`task.frozen(path)`, e.g. the grokking biases held at
 zero) are not parameters of the model: they are held at the checkpoint's values, so d, the LLC's
 d/2 bound and the Hessian are over the trained parameters only.
@@ -16,12 +16,13 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from mi_jax.analysis import landscape, llc
+from mi_jax import config as config_lib
+from mi_jax.analysis import hessian, llc
 from mi_jax.config import ConfigError, check
 
 
 @dataclasses.dataclass(frozen=True)
-class LandscapeConfig:
+class LLCSettings:
     """What `mi-jax llc` computes: the LLC sampler's settings (`--set llc.epsilon=...`) and the Hessian's."""
 
     llc: llc.LLCConfig = llc.LLCConfig()
@@ -40,13 +41,18 @@ class LandscapeConfig:
         check(self.n_examples >= 1, f"n_examples must be >= 1, got {self.n_examples}")
 
 
-def training_set(task, settings: LandscapeConfig) -> Any:
+def settings_for(task, sets: dict[str, str] | None = None) -> LLCSettings:
+    """The settings for `task`'s kind (the task's LLC_SETTINGS over the defaults), then `--set` assignments
+    (`{"llc.epsilon": "3e-4"}`)."""
+    own = config_lib.override(LLCSettings(), getattr(task, "LLC_SETTINGS", {}))
+    return config_lib.override(own, sets or {})
+
+
+def training_set(task, settings: LLCSettings) -> Any:
     """The task's fixed LLC training set (leaves [example, ...]); one line for a kind without one."""
-    kind = type(task.cfg).kind
     if not hasattr(task, "llc_data"):
-        raise ConfigError(f"no LLC for {kind} runs: the task has no fixed training set (llc_data); "
-                          "a superposition run is a sweep of independent models, one loss summed over them")
-    return task.llc_data(settings.n_examples) if kind == "induction" else task.llc_data()
+        raise ConfigError(f"no LLC for {type(task.cfg).kind} runs: the task has no fixed training set (llc_data)")
+    return task.llc_data(settings.n_examples)
 
 
 def check_series_fits(series_config, params_one: dict, task) -> None:
@@ -92,7 +98,7 @@ def llc_measure(task, cfg: llc.LLCConfig, data: Any) -> Callable:
     return family
 
 
-def hessian_measure(task, settings: "LandscapeConfig", data: Any) -> Callable:
+def hessian_measure(task, settings: LLCSettings, data: Any) -> Callable:
     """A measure family: params -> {hessian_top [k], hessian_trace, hessian_trace_se} of the training
     loss over the trained params of ONE model."""
     cfg = settings.llc
@@ -100,15 +106,15 @@ def hessian_measure(task, settings: "LandscapeConfig", data: Any) -> Callable:
     def family(params, _unused=None):
         trained, full = split_frozen(task, params)
         loss = lambda t, batch: task.loss(full(t), batch)  # noqa: E731
-        top = landscape.hessian_top_eigenvalues_measure(loss, data, settings.hessian_k, settings.lanczos_steps,
+        top = hessian.hessian_top_eigenvalues_measure(loss, data, settings.hessian_k, settings.lanczos_steps,
                                                         cfg.seed, cfg.loss_chunk_size)(trained)
-        trace = landscape.hessian_trace_measure(loss, data, settings.trace_probes, cfg.seed, cfg.loss_chunk_size)(trained)
+        trace = hessian.hessian_trace_measure(loss, data, settings.trace_probes, cfg.seed, cfg.loss_chunk_size)(trained)
         return {"hessian_top": top, **trace}
 
     return family
 
 
-def measures(task, settings: LandscapeConfig, data: Any) -> dict[str, Callable]:
+def measures(task, settings: LLCSettings, data: Any) -> dict[str, Callable]:
     """{"llc": `llc_measure`, "hessian": `hessian_measure`}: what `mi-jax llc` maps over a run."""
     data = llc.checked_train_data(data, settings.llc)
     return {"llc": llc_measure(task, settings.llc, data), "hessian": hessian_measure(task, settings, data)}

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from mi_jax.config import check
-from mi_jax.interventions import ablation as abl
-from mi_jax.interventions.names import check_hook_name, check_layer_head
+from mi_jax.models import ablation as abl
+from mi_jax.models.names import check_hook_name, check_layer_head
 from mi_jax.models import transformer as tfm
 
 FORMS = "ablate_head:L.H[:mean], ablate_neurons:L:N1,N2, zero:HOOK, mean:HOOK, project_off:HOOK:BASIS, project_onto:HOOK:BASIS"

@@ -26,8 +26,8 @@ import jax
 import numpy as np
 
 from mi_jax.config import ConfigError, check
-from mi_jax.io import torch_pickle
-from mi_jax.io.transformer_lens import from_tl_state_dict, transformer_config
+from mi_jax.interop import torch_pickle
+from mi_jax.interop.transformer_lens import from_tl_state_dict, transformer_config
 from mi_jax.models import transformer as tfm
 
 STEP_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")

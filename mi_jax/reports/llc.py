@@ -1,15 +1,13 @@
-"""`mi-jax llc RUN_DIR`: the loss landscape over a run's checkpoints (LLC with chain diagnostics, top
-Hessian eigenvalues, Hessian trace) for every checkpoint and member in one compiled call, saved to
-RUN_DIR/analysis/landscape.npz ([time, member, ...]) and landscape_summary.json, drawn in
-landscape_llc.png; with `--calibrate`, first a grid of sampler settings on a few checkpoints
-(landscape_calibration.json and .png).
+"""`mi-jax llc RUN_DIR`: the LLC (with chain diagnostics), top Hessian eigenvalues and Hessian trace of
+every checkpoint and member in one compiled call, saved to RUN_DIR/analysis/llc.npz ([time, member, ...])
+and llc_summary.json, drawn in llc.png; with `--calibrate`, first a grid of sampler settings on a few
+checkpoints (llc_calibration.json and .png).
 
 A separate command, not part of `mi-jax analyze`: sampling costs minutes and has settings of its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
@@ -18,37 +16,17 @@ import jax
 import numpy as np
 
 from mi_jax import config as config_lib
-from mi_jax.analysis import llc, run_landscape
+from mi_jax.analysis import llc, llc_task
 from mi_jax.analysis import llc_diagnostics as diag
-from mi_jax.analysis.core import analyze
-from mi_jax.analysis.run_landscape import LandscapeConfig
+from mi_jax.analysis.core import analyze, showing_progress
+from mi_jax.analysis.llc_task import LLCSettings
 from mi_jax.io.results import save_results, save_summary
-from mi_jax.plots import landscape as plots
+from mi_jax.io.wandb_logger import WandbLogger
+from mi_jax.plots import llc as plots
+from mi_jax.reports import opened
+from mi_jax.tasks import make_task
 
-RESULTS_NAME = "landscape"
-
-# per kind, settings calibrated on the shipped presets (experiments/results/llc.md): stable chains at the
-# first, middle and last checkpoint, and a localisation weak enough that the chains move (γ = 1000 gave
-# "stable" chains whose LLC was ~0: the localisation, not the loss, held them)
-DEFAULTS = {
-    "grokking": LandscapeConfig(llc=llc.LLCConfig(epsilon=3e-3, gamma=100.0, n_beta=2.0, n_chains=4, n_draws=200,
-                                                  batch_size=64)),
-    "induction": LandscapeConfig(llc=llc.LLCConfig(epsilon=1e-3, gamma=100.0, n_chains=4, n_draws=100, batch_size=16),
-                                 n_examples=256, lanczos_steps=12, trace_probes=4),
-    "boolean_and": LandscapeConfig(llc=llc.LLCConfig(epsilon=1e-4, gamma=100.0, n_chains=4, n_draws=200, batch_size=32)),
-}
-
-
-def settings_for(kind: str, sets: dict[str, str] | None = None) -> LandscapeConfig:
-    """The kind's default settings with `--set` assignments (`{"llc.epsilon": "3e-4"}`) applied."""
-    return config_lib.override(DEFAULTS.get(kind, LandscapeConfig()), sets or {})
-
-
-def precision(cfg):
-    """float64 for the loss when the run trained with a float64 log-softmax (as its measures do)."""
-    f64 = getattr(getattr(cfg, "train", None), "logsoftmax_f64", False)
-    return jax.enable_x64(True) if f64 else contextlib.nullcontext()
-
+RESULTS_NAME = "llc"
 
 def _json_number(x) -> float | None:
     """A float for JSON; None (null) for NaN or inf, which JSON has no word for."""
@@ -56,17 +34,15 @@ def _json_number(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def landscape(traj, settings: LandscapeConfig, task=None) -> tuple[dict, diag.LLCDiagnostics, int]:
-    """(results {name: [time, member, ...]}, the chains' diagnostics, d) over the checkpoints of `traj`
-    (every `settings.every`-th and the last). task: whose loss (default: the run's own)."""
-    from mi_jax.kinds import make_task
-
+def measure(traj, settings: LLCSettings, task=None) -> tuple[dict, diag.LLCDiagnostics, int]:
+    """(results {name: [time, member, ...]}, the chains' diagnostics, d) over the checkpoints of `traj`.
+    task: whose loss (default: the run's own)."""
     task = make_task(traj.config) if task is None else task
-    run_landscape.check_series_fits(traj.config, traj.at(0), task)
-    data = run_landscape.training_set(task, settings)
-    n_params = run_landscape.n_trained(task, traj.at(0))
-    with precision(traj.config):
-        results = analyze(traj, run_landscape.measures(task, settings, data))
+    llc_task.check_series_fits(traj.config, traj.at(0), task)
+    data = llc_task.training_set(task, settings)
+    n_params = llc_task.n_trained(task, traj.at(0))
+    with traj.config.train.precision():
+        results = analyze(traj, llc_task.measures(task, settings, data))
     results = {k: np.asarray(v) for k, v in results.items()}
     checks = diag.diagnose(results, settings.llc.resolved_n_beta, n_params, steps=traj.steps, warn=False)  # the report prints them
     return results, checks, n_params
@@ -102,11 +78,11 @@ def summary(traj, settings, results, checks, n_params) -> dict:
             "members": members}
 
 
-def report(traj, out_dir: Path, settings: LandscapeConfig) -> list[str]:
-    """Compute, save and draw the landscape of every member of a run -> lines to print."""
+def report(traj, out_dir: Path, settings: LLCSettings, logger=None) -> list[str]:
+    """Compute, save, log and draw the LLC and Hessian of every member of a run -> lines to print."""
     out_dir = Path(out_dir)
     traj = thinned(traj, settings.every)
-    results, checks, n_params = landscape(traj, settings)
+    results, checks, n_params = measure(traj, settings)
     saved = {**results, "chain_status": checks.status, "llc_mean": checks.llc_mean, "llc_std": checks.llc_std,
              "llc_mean_finite_chains": results["llc_mean"], "r_hat": checks.r_hat, "ess": checks.ess,
              "usable": checks.usable}
@@ -115,31 +91,32 @@ def report(traj, out_dir: Path, settings: LandscapeConfig) -> list[str]:
              f"{traj.n_members} members; d = {n_params} trained params, n_beta = {settings.llc.resolved_n_beta:.4g})"]
     lines += [f"warning: {line}" for line in checks.messages]
     lines.append(f"wrote {save_summary(out_dir.parent, RESULTS_NAME, summary(traj, settings, results, checks, n_params))}")
+    if logger is not None:
+        logger.log_series(traj.steps, {"llc": checks.llc_mean, "hessian_top": results["hessian_top"][..., 0],
+                                       "hessian_trace": results["hessian_trace"]})
     metrics = {k: np.asarray(v, float) for k, v in traj.metrics.items() if k in ("train_loss", "test_loss")}
     labels = [traj.member_label(m) for m in range(traj.n_members)]
     figure = plots.llc_over_training(
         traj.steps, checks.llc_mean.T, checks.llc_std.T, results["llc_mean"].T, checks.usable.T,
         np.asarray(traj.metrics["step"]), {k: v.T for k, v in metrics.items()},
-        results["hessian_top"][..., 0].T, results["hessian_trace"].T, labels, out_dir / "landscape_llc.png")
+        results["hessian_top"][..., 0].T, results["hessian_trace"].T, labels, out_dir / f"{RESULTS_NAME}.png")
     return lines + [f"wrote {figure}"]
 
 
-def calibration(traj, settings: LandscapeConfig, epsilons, gammas=None, n_betas=None, checkpoints=None,
+def calibration(traj, settings: LLCSettings, epsilons, gammas=None, n_betas=None, checkpoints=None,
                 task=None) -> dict:
     """`llc.calibrate` on a few checkpoints of member 0 (default: first, middle, last), one compiled call.
     -> {"checkpoints": [steps], "grid": {epsilon, gamma, n_beta: [eps, gamma, n_beta]}, "rows": one list of
     `calibration_report` rows per checkpoint, "stable": [eps, gamma, n_beta] stable at every checkpoint}."""
-    from mi_jax.kinds import make_task
-
     task = make_task(traj.config) if task is None else task
-    run_landscape.check_series_fits(traj.config, traj.at(0), task)
-    data = llc.checked_train_data(run_landscape.training_set(task, settings), settings.llc)
+    llc_task.check_series_fits(traj.config, traj.at(0), task)
+    data = llc.checked_train_data(llc_task.training_set(task, settings), settings.llc)
     chosen = np.unique([0, len(traj) // 2, len(traj) - 1] if checkpoints is None else checkpoints)
-    loss, _ = run_landscape.calibration_loss(task, traj.at(0))  # frozen leaves stay as initialised: checkpoint 0's
-    trained = [run_landscape.split_frozen(task, traj.at(int(t)))[0] for t in chosen]
+    loss, _ = llc_task.calibration_loss(task, traj.at(0))  # frozen leaves stay as initialised: checkpoint 0's
+    trained = [llc_task.split_frozen(task, traj.at(int(t)))[0] for t in chosen]
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *trained)
-    n_params = run_landscape.n_trained(task, traj.at(0))
-    with precision(traj.config):
+    n_params = llc_task.n_trained(task, traj.at(0))
+    with traj.config.train.precision():
         grid = llc.calibrate(loss, data, stacked, settings.llc, epsilons, gammas, n_betas, stacked=True)
     axes = ("epsilon", "gamma", "n_beta")
     rows = [diag.calibration_report({k: (v if k in axes else v[i]) for k, v in grid.items()}, n_params)
@@ -149,7 +126,7 @@ def calibration(traj, settings: LandscapeConfig, epsilons, gammas=None, n_betas=
             "grid": {k: grid[k] for k in axes}, "rows": rows, "stable": stable}
 
 
-def calibration_report(traj, out_dir: Path, settings: LandscapeConfig, epsilons, gammas=None, n_betas=None) -> list[str]:
+def calibration_report(traj, out_dir: Path, settings: LLCSettings, epsilons, gammas=None, n_betas=None) -> list[str]:
     """Run `calibration`, save its rows (JSON) and draw the stable/unstable heatmap -> lines to print."""
     out = calibration(traj, settings, epsilons, gammas, n_betas)
     grid, stable = out["grid"], out["stable"]
@@ -160,7 +137,7 @@ def calibration_report(traj, out_dir: Path, settings: LandscapeConfig, epsilons,
     path = out_dir / f"{RESULTS_NAME}_calibration.json"
     path.write_text(json.dumps(doc, indent=1))
     llc_last = np.array([r["llc_mean"] for r in out["rows"][-1]]).reshape(stable.shape)
-    figure = plots.calibration_heatmap(grid, stable, llc_last, out["checkpoints"], out_dir / "landscape_calibration.png")
+    figure = plots.calibration_heatmap(grid, stable, llc_last, out["checkpoints"], out_dir / f"{RESULTS_NAME}_calibration.png")
     n_stable = len(doc["stable_settings"])
     return [f"calibration at steps {out['checkpoints']}: {n_stable} of {stable.size} settings stable at all of them",
             *[f"  stable: {s}" for s in doc["stable_settings"]], f"wrote {path}", f"wrote {figure}"]
@@ -179,24 +156,16 @@ def parse_grid(text: str | None, name: str) -> list[float] | None:
 
 
 def llc_run(run_dir, sets: dict[str, str] | None = None, calibrate: bool = False, epsilons=None, gammas=None,
-            n_betas=None) -> list[str]:
-    """The whole `mi-jax llc` command: load, (calibrate,) compute, save, draw -> lines to print."""
-    from mi_jax.io import store
-    from mi_jax.io.lock import run_dir_lock
-    from mi_jax.io.trajectory import Trajectory
-
-    run_dir = Path(run_dir)
-    if not (run_dir / store.CONFIG).exists():
-        raise store.CheckpointError(f"{run_dir} is not a mi_jax run dir (no {store.CONFIG})")
-    with run_dir_lock(run_dir, "analysing"):
-        traj = Trajectory.load(run_dir, on_corrupt="warn")
-        settings = settings_for(type(traj.config).kind, sets)
-        out_dir = run_dir / "analysis"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        lines = [f"loaded {len(traj)} checkpoints (steps {traj.steps[0]}..{traj.steps[-1]}) of {traj.n_members} "
-                 f"member(s) from {run_dir}"]
+            n_betas=None, *, wandb: str = "offline", progress: bool = False) -> list[str]:
+    """The whole `mi-jax llc` command: load, (calibrate,) compute, save, log, draw -> lines to print."""
+    with opened(run_dir) as (traj, out_dir, lines), showing_progress(progress):
+        settings = llc_task.settings_for(make_task(traj.config), sets)
         if calibrate:
             eps = epsilons or [settings.llc.epsilon * f for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
             gam = gammas or [settings.llc.gamma * f for f in (0.1, 1.0, 10.0)]
             lines += calibration_report(traj, out_dir, settings, eps, gam, n_betas)
-        return lines + report(traj, out_dir, settings)
+        logger = WandbLogger(traj.run_dir, traj.config, wandb, members=list(traj.members))
+        try:
+            return lines + report(traj, out_dir, settings, logger=logger)
+        finally:
+            logger.finish()

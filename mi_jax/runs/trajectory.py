@@ -9,17 +9,16 @@ or vmaps over the member axis, which is always there.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from mi_jax import config as config_lib
-from mi_jax.io import snapshots, store
-from mi_jax.io.lock import run_dir_lock
-from mi_jax.io.members import member_config, member_label, members_of
-from mi_jax.kinds import config_class
+from mi_jax.io import CheckpointError, series
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.io.run_dir import is_solo, member_config, member_label, members_of
+from mi_jax.tasks import config_from_dict
+from mi_jax.trees import unflatten
 
 
 @dataclasses.dataclass
@@ -28,7 +27,7 @@ class Trajectory:
 
     steps    [time] training step of each checkpoint
     params   the model's param dict (as `init_params` gives it), every leaf [time, member, ...]:
-             numpy arrays, or lazy views of the run dir (`snapshots.LazyArray`, read on
+             numpy arrays, or lazy views of the run dir (`mi_jax.io.series.LazyArray`, read on
              `np.asarray` or indexing-then-reading; `materialize()` reads them all)
     config   the run's config object
     metrics  {"step": [n_evals], name: [n_evals, member, ...]}
@@ -58,7 +57,7 @@ class Trajectory:
 
     def at(self, index: int, member: int = 0) -> dict:
         """The params of one model, read into memory: checkpoint `index` of member `member`."""
-        return snapshots.read_tree(jax.tree.map(lambda x: x[index, member], self.params))
+        return series.read_tree(jax.tree.map(lambda x: x[index, member], self.params))
 
     def member_config(self, member: int):
         """The config member `member` would have trained alone."""
@@ -81,7 +80,7 @@ class Trajectory:
 
     def materialize(self) -> Trajectory:
         """The same series with every parameter read into memory (numpy arrays)."""
-        return dataclasses.replace(self, params=snapshots.read_tree(self.params))
+        return dataclasses.replace(self, params=series.read_tree(self.params))
 
     @classmethod
     def load(cls, run_dir, on_corrupt: str = "warn", verify: bool = True) -> "Trajectory":
@@ -89,41 +88,28 @@ class Trajectory:
         skipped (`on_corrupt="raise"` to stop); finding them reads the series once, in bounded memory
         (`verify=False` skips that: a corrupt snapshot is then named when read)."""
         run_dir = Path(run_dir)
-        cfg_path = run_dir / store.CONFIG
-        if not cfg_path.exists():
-            raise store.CheckpointError(f"{run_dir} is not a mi_jax run dir (no {store.CONFIG})")
-        cfg = load_config(cfg_path)
-        table = store.read_members(run_dir)
-        solo = _solo(table, cfg)
-        steps, flat, member_axis = store.load_snapshots(run_dir, on_corrupt, verify)
+        cfg = load_config(run_dir)
+        table = run_dir_lib.read_members(run_dir)
+        solo = is_solo(table, cfg)
+        steps, flat, member_axis = series.load(run_dir / run_dir_lib.SNAPSHOTS, on_corrupt, verify)
         if not member_axis and solo:  # written before runs had a member axis
             flat = {k: v[:, None] for k, v in flat.items()}
-        metrics = store.metrics_arrays(store.read_metrics(run_dir), solo=solo)
-        return cls(steps, store.unflatten(flat), cfg, metrics, tuple(table or members_of(cfg)), run_dir)
+        metrics = run_dir_lib.metrics_arrays(run_dir_lib.read_metrics(run_dir), solo=solo)
+        return cls(steps, unflatten(flat), cfg, metrics, tuple(table or members_of(cfg)), run_dir)
 
 
-def _solo(member_table, cfg) -> bool:
-    """Whether a run dir holds one model trained alone: its metric rows carry no member axis, nor do its
-    snapshot files if written before runs had one."""
-    return member_table is None and not cfg.train.ensemble
-
-
-def load_config(path: Path):
-    """The config object a run dir's config.json describes (its kind picks the class)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise store.CheckpointError(f"cannot read config {path}: {e}") from None
-    return config_lib.from_dict(config_class(data.get("kind")), data)
+def load_config(run_dir):
+    """The config object of a run dir (its config.json; the kind it names picks the class)."""
+    return config_from_dict(run_dir_lib.read_config(run_dir))
 
 
 def convert(run_dir, dtype: str | None = None, compression: str = "none") -> int:
-    """Rewrite a run dir's .npy series in the zarr layout (`store.convert_npy`), holding the run dir's
+    """Rewrite a run dir's .npy series in the zarr layout (`series.convert_npy`), holding the run dir's
     lock; -> snapshots written."""
     run_dir = Path(run_dir)
-    index = store.read_index(run_dir / store.SNAPSHOTS)
-    if index.get("layout") == snapshots.ZARR_LAYOUT:
-        raise store.CheckpointError(f"{run_dir} is already in the zarr layout")
-    solo = _solo(store.read_members(run_dir), load_config(run_dir / store.CONFIG))
-    with run_dir_lock(run_dir, "converting"):
-        return store.convert_npy(run_dir, solo=solo, dtype=dtype, compression=compression)
+    snap_dir = run_dir / run_dir_lib.SNAPSHOTS
+    if series.read_index(snap_dir).get("layout") == series.ZARR_LAYOUT:
+        raise CheckpointError(f"{run_dir} is already in the zarr layout")
+    solo = is_solo(run_dir_lib.read_members(run_dir), load_config(run_dir))
+    with run_dir_lib.lock(run_dir, "converting"):
+        return series.convert_npy(snap_dir, solo=solo, dtype=dtype, compression=compression)

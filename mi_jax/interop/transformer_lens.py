@@ -1,6 +1,6 @@
 """TransformerLens (TL) state dicts and configs <-> mi_jax params and `TransformerConfig`, without TL or torch.
 
-A TL state-dict key is mi_jax's flat parameter name (`mi_jax.io.store.flatten`) with the four
+A TL state-dict key is mi_jax's flat parameter name (`mi_jax.trees.flatten`) with the four
 top-level weights renamed; shapes are the same on both sides (mi_jax's transformer keeps TL's layout):
 
     embed.W_E <-> W_E     pos_embed.W_pos <-> W_pos     unembed.W_U <-> W_U     unembed.b_U <-> b_U
@@ -16,7 +16,7 @@ and MLP, grouped-query attention, an attention scale other than sqrt(d_head), ..
 line (ConfigError), never dropped silently.
 
 Export writes safetensors files (TL key names, the TL config fields as JSON in the file's metadata
-under "tl_config"), which `read_series` in mi_jax/io/tl_series.py reads back bit for bit.
+under "tl_config"), which `read_series` in mi_jax/interop/tl_series.py reads back bit for bit.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
-from mi_jax.io import store
+from mi_jax.trees import flatten, unflatten
 
 _TOP_LEVEL = {"W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_U": "unembed.W_U", "b_U": "unembed.b_U"}
 _BUFFER = re.compile(r"blocks\.\d+\.attn\.(mask|IGNORE)$")
@@ -134,7 +134,7 @@ def expected_shapes(cfg: tfm.TransformerConfig) -> dict[str, tuple[int, ...]]:
     """mi_jax flat param name -> shape, for a model of this config (read off the model, not restated)."""
     cfg.require_complete()
     abstract = jax.eval_shape(lambda key: tfm.init_params(cfg, key), jax.random.key(0))
-    return {name: tuple(leaf.shape) for name, leaf in store.flatten(abstract).items()}
+    return {name: tuple(leaf.shape) for name, leaf in flatten(abstract).items()}
 
 
 def from_tl_state_dict(
@@ -156,7 +156,7 @@ def from_tl_state_dict(
         want = expected[name]
         check(value.shape == want, f"{source}: {key} has shape {value.shape}, the config gives {want}")
         flat[name] = value
-    return store.unflatten(flat)
+    return unflatten(flat)
 
 
 def to_tl_state_dict(params: dict, cfg: tfm.TransformerConfig) -> dict[str, np.ndarray]:
@@ -166,7 +166,7 @@ def to_tl_state_dict(params: dict, cfg: tfm.TransformerConfig) -> dict[str, np.n
     runs the same way (TL always has one).
     """
     expected = expected_shapes(cfg)
-    flat = store.flatten(params)
+    flat = flatten(params)
     odd = sorted(set(flat) ^ set(expected))
     check(not odd, f"params and this config disagree on {odd[:1]} (present in one, not the other)")
     out = {}

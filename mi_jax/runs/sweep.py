@@ -5,7 +5,7 @@
     mi-jax sweep grokking_small --grid train.lr=1e-3,3e-3 --grid train.weight_decay=0.1,1 --seeds 0,1
 
 Members are every point of the grid (the product of its values) with every seed. Members that
-differ only in the optimiser's hyperparameters (`training.loop.HYPERPARAMETERS`: lr, weight decay,
+differ only in the optimiser's hyperparameters (`training.optimizer.HYPERPARAMETERS`: lr, weight decay,
 betas, warm-up), the settings the kind's task takes per member (grokking: the train fraction and the
 data seed, as a per-member mask over all pairs, and the init scale) and the seed share ONE vmapped
 program, each member's values a [member] array; any other key (p, model.d_model, ...) splits the
@@ -25,12 +25,15 @@ import json
 from pathlib import Path
 
 from mi_jax import config as config_lib
+from mi_jax import runtime
 from mi_jax.config import check
-from mi_jax.io import store
-from mi_jax.io.trajectory import Trajectory
-from mi_jax.kinds import kind_of, make_task
-from mi_jax.training import distributed, loop, run
-from mi_jax.training.loop import TRAIN_KEYS
+from mi_jax.io import CheckpointError
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.runs import run
+from mi_jax.runs.trajectory import Trajectory
+from mi_jax.tasks import config_dict, config_from_dict, kind_of, make_task
+from mi_jax.training import devices, distributed
+from mi_jax.training.optimizer import TRAIN_KEYS
 
 SWEEP = "sweep.json"
 
@@ -110,10 +113,17 @@ class Sweep:
         return cls(spec["grid"], tuple(spec["seeds"]), table, trajectories, sweep_dir)
 
 
+def resume_sweep(sweep_dir, *, wandb: str = "offline", progress: bool = True) -> Sweep:
+    """Continue a killed sweep with its own config, grid and seeds (programs already finished are kept)."""
+    spec = read_spec(Path(sweep_dir))
+    return sweep(config_from_dict(spec["config"]), spec["grid"], sweep_dir, seeds=spec["seeds"], resume=True,
+                 wandb=wandb, progress=progress)
+
+
 def read_spec(sweep_dir: Path) -> dict:
     path = Path(sweep_dir) / SWEEP
     if not path.exists():
-        raise store.CheckpointError(f"{sweep_dir} is not a sweep dir (no {SWEEP})")
+        raise CheckpointError(f"{sweep_dir} is not a sweep dir (no {SWEEP})")
     return json.loads(path.read_text())
 
 
@@ -138,6 +148,7 @@ def sweep(cfg, grid: dict[str, list], out, *, seeds=None, one_program: bool = Fa
     one compiled program. `resume` continues a killed sweep with the same grid (programs already
     finished are kept).
     """
+    runtime.configure()
     out = Path(out)
     grid = {key: list(values) for key, values in grid.items()}
     table = members(cfg, grid, seeds)
@@ -146,7 +157,7 @@ def sweep(cfg, grid: dict[str, list], out, *, seeds=None, one_program: bool = Fa
           f"the grid makes {len(plan)} programs: only {', '.join(shared_keys(cfg))} and seeds can share one "
           f"(drop --one-program, or sweep the other keys in separate sweeps)")
     names = [f"program_{k}" for k in range(len(plan))]
-    spec = {"config": config_lib.to_dict(cfg), "grid": {k: [str(v) for v in vs] for k, vs in grid.items()},
+    spec = {"config": config_dict(cfg), "grid": {k: [str(v) for v in vs] for k, vs in grid.items()},
             "seeds": sorted({m["seed"] for m in table}), "programs": names}
     if resume:
         found = read_spec(out)
@@ -156,9 +167,8 @@ def sweep(cfg, grid: dict[str, list], out, *, seeds=None, one_program: bool = Fa
     elif out.exists() and any(out.iterdir()):
         check(overwrite, f"sweep dir {out} already exists (pass --overwrite to replace it, or --resume it)")
         check(is_sweep_dir(out), f"refusing to overwrite {out}: it is not a mi_jax sweep dir")
-    for program_cfg, _ in plan:  # every program's config is valid before any trains
-        make_task(program_cfg)
-        loop.check_devices(program_cfg.train)
+    for program_cfg, program_members in plan:  # every program's config is valid before any trains
+        devices.plan(make_task(program_cfg), program_cfg.train, program_members)
     with distributed.writer_lock(out, "sweeping", before=lambda: out.mkdir(parents=True, exist_ok=True)) as writer:
         if writer and not resume:
             run.empty(out)
@@ -168,16 +178,16 @@ def sweep(cfg, grid: dict[str, list], out, *, seeds=None, one_program: bool = Fa
         distributed.sync(f"mi_jax: made {out}")
         for (program_cfg, program_members), name in zip(plan, names):
             program_dir = out / name
-            if resume and (program_dir / store.CONFIG).exists():
+            if resume and run_dir_lib.is_run_dir(program_dir):
                 if not _finished(program_dir, program_cfg):
                     run.resume(program_dir, wandb=wandb, progress=progress)
                 continue
-            run.start(program_cfg, program_dir, overwrite=True, wandb=wandb, progress=progress,
+            run.train(program_cfg, program_dir, overwrite=True, wandb=wandb, progress=progress,
                       members=program_members, group=out.name)
     return Sweep.load(out)
 
 
 def _finished(run_dir: Path, cfg) -> bool:
-    rows = store.read_metrics(run_dir)
+    rows = run_dir_lib.read_metrics(run_dir)
     return bool(rows) and rows[-1]["step"] >= cfg.train.steps
 

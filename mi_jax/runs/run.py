@@ -1,10 +1,10 @@
-"""Starting and resuming runs: the run directory's life cycle (I/O at the edge).
+"""Training and resuming runs: the run directory's life cycle (I/O at the edge).
 
     mj.train(cfg, "checkpoints/my_run")     # -> the final metrics row
     mj.resume("checkpoints/my_run")         # continue a killed run where its last state left off
 
-Both hold the run dir's lock (`mi_jax.io.lock`) from before the first write to the end, so a
-second writer stops with one line before any compute and writes nothing. In a run of several
+Both hold the run dir's lock (`mi_jax.io.run_dir.lock`) from before the first write to the end, so
+a second writer stops with one line before any compute and writes nothing. In a run of several
 processes (`training.distributed`) process 0 holds the lock and writes; the others wait for it.
 """
 
@@ -15,14 +15,14 @@ import os
 import shutil
 from pathlib import Path
 
-from mi_jax import config as config_lib
+from mi_jax import runtime
 from mi_jax.config import ConfigError, check
-from mi_jax.io import store
-from mi_jax.io.lock import LOCK, OWNER
-from mi_jax.io.trajectory import load_config
+from mi_jax.io import run_dir as run_dir_lib
+from mi_jax.io.run_dir import LOCK, OWNER
 from mi_jax.io.wandb_logger import MODES, WandbLogger
-from mi_jax.kinds import make_task
-from mi_jax.training import distributed, loop
+from mi_jax.runs.trajectory import load_config
+from mi_jax.tasks import config_dict, make_task
+from mi_jax.training import devices, distributed, loop
 
 
 def _writable_dir(run_dir: Path) -> Path:
@@ -40,7 +40,7 @@ def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
     """An existing, non-empty run dir is replaced only with `overwrite`, and only if it is a run dir."""
     if run_dir.exists() and any(p.name not in (LOCK, OWNER) for p in run_dir.iterdir()):
         check(overwrite, f"run dir {run_dir} already exists (pass --overwrite to replace it, or --resume it)")
-        check((run_dir / store.CONFIG).exists(), f"refusing to overwrite {run_dir}: it is not a mi_jax run dir")
+        check(run_dir_lib.is_run_dir(run_dir), f"refusing to overwrite {run_dir}: it is not a mi_jax run dir")
 
 
 def empty(run_dir: Path) -> None:
@@ -59,44 +59,47 @@ def with_seeds(cfg, seeds: tuple[int, ...] | None):
     return dataclasses.replace(cfg, train=train)
 
 
-def start(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", progress: bool = True,
+def train(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", progress: bool = True,
           members: list[dict] | None = None, group: str | None = None) -> dict:
     """Train `cfg` into a new run dir (`overwrite` replaces an existing one) -> the final metrics row.
 
     `wandb`: "offline" (default: logs in RUN_DIR/wandb, no account or network), "online" or "off".
     `members`, `group`: a sweep program's members (see `training.loop.Trainer`) and wandb group.
     """
+    runtime.configure()
     task = make_task(cfg)  # validates task-level settings before touching the disk
     check(wandb in MODES, f"--wandb must be one of {', '.join(MODES)}, got {wandb!r}")
-    loop.check_devices(cfg.train)
+    plan = devices.plan(task, cfg.train, members)  # the devices, once, before anything is written
     run_dir = Path(run_dir)
     _check_replaceable(run_dir, overwrite)
     with distributed.writer_lock(run_dir, "training", before=lambda: _writable_dir(run_dir)) as writer:
         if writer:
             empty(run_dir)
-            (run_dir / store.CONFIG).write_text(config_lib.dumps(cfg))
+            run_dir_lib.write_config(run_dir, config_dict(cfg))
             if members is not None:
-                store.write_members(run_dir, members)
+                run_dir_lib.write_members(run_dir, members)
         distributed.sync(f"mi_jax: made {run_dir}")
-        return _go(task, run_dir, resume=False, wandb=wandb, progress=progress, members=members, group=group)
+        return _go(task, run_dir, plan, resume=False, wandb=wandb, progress=progress, members=members, group=group)
 
 
 def resume(run_dir, *, wandb: str = "offline", progress: bool = True) -> dict:
     """Continue a killed run from its newest good train state -> the final metrics row. The result
     is bit-identical to an uninterrupted run on the same machine."""
+    runtime.configure()
     run_dir = Path(run_dir)
-    check((run_dir / store.CONFIG).exists(), f"cannot resume {run_dir}: not a mi_jax run dir (no config.json)")
+    check(run_dir_lib.is_run_dir(run_dir), f"cannot resume {run_dir}: not a mi_jax run dir (no config.json)")
     check(wandb in MODES, f"--wandb must be one of {', '.join(MODES)}, got {wandb!r}")
     with distributed.writer_lock(run_dir, "training"):
-        task = make_task(load_config(run_dir / store.CONFIG))
-        loop.check_devices(task.cfg.train)
-        return _go(task, run_dir, resume=True, wandb=wandb, progress=progress, members=store.read_members(run_dir))
+        task, members = make_task(load_config(run_dir)), run_dir_lib.read_members(run_dir)
+        plan = devices.plan(task, task.cfg.train, members)
+        return _go(task, run_dir, plan, resume=True, wandb=wandb, progress=progress, members=members)
 
 
-def _go(task, run_dir: Path, *, resume: bool, wandb: str, progress: bool, members=None, group=None) -> dict:
+def _go(task, run_dir: Path, plan, *, resume: bool, wandb: str, progress: bool, members=None, group=None) -> dict:
     logger = WandbLogger(run_dir, task.cfg, wandb if distributed.is_writer() else "off", members=members, group=group)
     try:
-        final = loop.train(task, run_dir, resume=resume, logger=logger, progress=progress, members=members)
+        final = loop.train_task(task, run_dir, resume=resume, logger=logger, progress=progress, members=members,
+                                plan=plan)
     finally:
         logger.finish()
     distributed.sync(f"mi_jax: wrote {run_dir}")  # no process reads the run dir before process 0 has written it

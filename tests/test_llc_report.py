@@ -12,15 +12,15 @@ import pytest
 
 import mi_jax as mj
 from mi_jax.analysis import llc_diagnostics as diag
-from mi_jax.analysis import run_landscape
+from mi_jax.analysis import llc_task
 from mi_jax.io.results import load_results
-from mi_jax.kinds import make_task
-from mi_jax.reports import landscape
+from mi_jax.tasks import make_task
+from mi_jax.reports import llc as llc_report
 from tests.conftest import tiny_grokking
 from tests.test_cli import assert_one_line_error, run_cli
 
 SMALL = ["--set", "llc.n_draws=40", "--set", "llc.n_chains=3", "--set", "llc.batch_size=16",
-         "--set", "lanczos_steps=6", "--set", "trace_probes=4"]
+         "--set", "lanczos_steps=6", "--set", "trace_probes=4", "--wandb", "off", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +36,18 @@ def test_llc_command_writes_every_checkpoint_and_member_and_names_a_diverging_ch
     # ε = 2 with γ = 100: the localisation term alone overshoots (εγ/2 = 100 > 2), so every chain diverges
     code, out, _ = run_cli(capsys, "llc", str(tiny_run), *SMALL, "--set", "llc.epsilon=2", "--set", "llc.gamma=100")
     assert code == 0, out
-    steps, results = load_results(tiny_run / "analysis" / "landscape.npz")
+    steps, results = load_results(tiny_run / "analysis" / "llc.npz")
     assert steps.tolist() == [0, 50, 100]
     assert results["llc_mean"].shape == (3, 2) and results["loss_trace"].shape == (3, 2, 3, 40)
     assert results["hessian_top"].shape == (3, 2, 3) and results["chain_status"].shape == (3, 2, 3)
     assert (results["chain_status"] != diag.OK).all() and not results["usable"].any()
-    summary = json.loads((tiny_run / "analysis" / "landscape_summary.json").read_text())
+    summary = json.loads((tiny_run / "analysis" / "llc_summary.json").read_text())
     assert summary["n_flagged_checkpoints"] == 6
     first = summary["members"][0]["flagged"][0]
     assert first["step"] == 0 and set(first["chains"]) == {"0", "1", "2"}
     assert summary["members"][0]["llc_mean"] == [None, None, None]  # null in JSON, named under "flagged"
     assert "warning: LLC step 0 (checkpoint 0), member 0, chain 0: diverged" in out.splitlines()
-    assert (tiny_run / "analysis" / "landscape_llc.png").stat().st_size > 0
+    assert (tiny_run / "analysis" / "llc.png").stat().st_size > 0
 
 
 @pytest.mark.slow  # the calibration command end to end (its one-program grid is tested in test_llc.py)
@@ -55,22 +55,22 @@ def test_llc_command_with_stable_settings_gives_finite_estimates_below_the_regul
     code, out, _ = run_cli(capsys, "llc", str(tiny_run), *SMALL, "--set", "llc.epsilon=1e-4",
                            "--set", "llc.gamma=1000", "--calibrate", "--epsilons", "1e-4,3", "--gammas", "1000")
     assert code == 0, out
-    _, results = load_results(tiny_run / "analysis" / "landscape.npz")
-    summary = json.loads((tiny_run / "analysis" / "landscape_summary.json").read_text())
+    _, results = load_results(tiny_run / "analysis" / "llc.npz")
+    summary = json.loads((tiny_run / "analysis" / "llc_summary.json").read_text())
     finite = np.isfinite(results["llc_mean"])
     assert finite.all() and (results["llc_mean"] < summary["n_params"] / 2).all()
-    calib = json.loads((tiny_run / "analysis" / "landscape_calibration.json").read_text())
+    calib = json.loads((tiny_run / "analysis" / "llc_calibration.json").read_text())
     assert calib["checkpoints"] == [0, 50, 100]
     assert [s["epsilon"] for s in calib["stable_settings"]] == [1e-4]  # ε = 3 diverges, ε = 1e-4 does not
-    assert (tiny_run / "analysis" / "landscape_calibration.png").stat().st_size > 0
+    assert (tiny_run / "analysis" / "llc_calibration.png").stat().st_size > 0
 
 
 def test_frozen_biases_are_not_parameters_of_the_llc():
     task = make_task(tiny_grokking(freeze_biases=True))
     params = task.init_params(jax.random.key(0))
-    trained, full = run_landscape.split_frozen(task, params)
+    trained, full = llc_task.split_frozen(task, params)
     assert not any("b_" in name for name in trained)
-    assert run_landscape.n_trained(task, params) == sum(np.size(v) for v in trained.values())
+    assert llc_task.n_trained(task, params) == sum(np.size(v) for v in trained.values())
     np.testing.assert_array_equal(full(trained)["blocks"][0]["mlp"]["b_in"], params["blocks"][0]["mlp"]["b_in"])
 
 
@@ -83,7 +83,7 @@ def test_frozen_biases_are_not_parameters_of_the_llc():
     (["llc.batch_size=500"], "the training set has 84 examples, fewer than batch_size=500"),
 ])
 def test_each_bad_llc_setting_is_one_line(tiny_run, capsys, sets, message):
-    argv = ["llc", str(tiny_run)] + [a for s in sets for a in ("--set", s)]
+    argv = ["llc", str(tiny_run), "--wandb", "off"] + [a for s in sets for a in ("--set", s)]
     assert_one_line_error(capsys, argv, message)
 
 
@@ -91,16 +91,16 @@ def test_a_series_of_another_kind_than_the_loss_is_refused(tiny_run):
     traj = mj.Trajectory.load(tiny_run)
     with pytest.raises(mj.ConfigError, match=r"^the checkpoint series is a grokking run; the loss given is a "
                                              r"boolean_and task's$"):
-        landscape.landscape(traj, landscape.settings_for("grokking"), task=make_task(mj.BooleanAndConfig()))
+        llc_report.measure(traj, llc_task.settings_for(make_task(traj.config)), task=make_task(mj.BooleanAndConfig()))
     other = make_task(dataclasses.replace(tiny_grokking(), p=17))
     with pytest.raises(mj.ConfigError, match=r"^the checkpoint series' \['W_E'\] has shape \(14, 32\), "
                                              r"the loss's model \(18, 32\)$"):
-        landscape.landscape(traj, landscape.settings_for("grokking"), task=other)
+        llc_report.measure(traj, llc_task.settings_for(make_task(traj.config)), task=other)
 
 
 def test_a_superposition_run_has_no_llc_and_says_so():
     with pytest.raises(mj.ConfigError, match=r"^no LLC for superposition runs"):
-        run_landscape.training_set(make_task(mj.SuperpositionConfig()), run_landscape.LandscapeConfig())
+        llc_task.training_set(make_task(mj.SuperpositionConfig()), llc_task.LLCSettings())
 
 
 def test_calibration_over_stacked_checkpoints_equals_each_checkpoint_alone():
