@@ -25,7 +25,7 @@ def sweep(ns=(12, 20), widths=(4, 8, 16, 32, 64, 128), seeds=(0, 1, 2)) -> list[
                                      ckpt_every=BOOLEAN_AND_TRAIN.steps)
             cfg = mj.BooleanAndConfig(n_inputs=n, n_hidden=h, train=tc)
             trainer = Trainer(BooleanAndTask(cfg), tc)
-            state, _ = trainer.run_chunk(trainer.init_state())
+            state, _ = trainer.train_steps(trainer.init_state(), tc.steps)
             m = jax.tree.map(np.asarray, trainer.evaluate(state["params"]))
             rand = best_random_construction(n, h)
             rows.append({"n": n, "pairs": cfg.n_pairs, "n_hidden": h, "acc": float(m["acc"].mean()),

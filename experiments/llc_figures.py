@@ -49,7 +49,7 @@ def llc_panel(ax, steps, land, crit):
 
 
 def grokking(run_dir: Path, out: Path) -> dict:
-    steps, land = load_results(run_dir / "analysis" / "landscape.npz")
+    steps, land = load_results(run_dir / "analysis" / "llc.npz")
     g_steps, g = load_results(run_dir / "analysis" / "grokking.npz")
     phases = json.loads((run_dir / "analysis" / "grokking_summary.json").read_text())["members"][0]["phases"]
     crit = critical_points(steps, land["llc_mean"][:, 0])
@@ -86,7 +86,7 @@ def grokking(run_dir: Path, out: Path) -> dict:
 
 
 def induction(run_dir: Path, out: Path) -> dict:
-    steps, land = load_results(run_dir / "analysis" / "landscape.npz")
+    steps, land = load_results(run_dir / "analysis" / "llc.npz")
     i_steps, ind = load_results(run_dir / "analysis" / "induction.npz")
     summary = json.loads((run_dir / "analysis" / "induction_summary.json").read_text())["members"][0]
     head = summary["induction_head"]

@@ -37,3 +37,28 @@ def test_every_public_name_has_a_docstring():
 
     missing = [name for name in mj.__all__ if not (getattr(mj, name).__doc__ or "").strip()]
     assert not missing, missing
+
+
+KIND_OF_YOUR_OWN = """
+import sys
+import mi_jax as mj
+import my_kinds
+
+final = mj.train(my_kinds.ParityConfig(), sys.argv[1], wandb="off", progress=False)
+lines = mj.analyze_run(sys.argv[1], wandb="off")
+print(final["test_acc"], lines[-1])
+"""
+
+
+def test_the_kind_of_your_own_trains_and_analyses_as_written(tmp_path):
+    text = README.read_text()
+    block = re.search(r"## A kind of your own.*?```python\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "my_kinds.py").write_text(block)
+    out = subprocess.run([sys.executable, "-c", KIND_OF_YOUR_OWN, str(tmp_path / "run")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    acc, *line = out.stdout.split()
+    assert float(acc) > 0.95, "it learns the parity of 2 bits"
+    start, end = float(line[1]), float(line[3])
+    assert line[0] == "relevant_share" and end > start, "the first layer comes to weigh the 2 relevant bits"
+    assert len(block.splitlines()) <= 45

@@ -116,8 +116,8 @@ def _map_over_time(per_time: Callable, params: dict, chunk_size: int,
     """`lax.map` of per_time over the leading [time] axis of params, jitted, split over the local devices,
     streamed in blocks of checkpoints (the next block read while this one computes), so host and
     device memory hold about two blocks whatever the series' length; `params` may be lazy arrays."""
-    # batch_size=1 means a plain map: passed as such, since lax.map's batch-of-one form (a vmap of size 1)
-    # gave wrong, run-to-run different neuron fractions (FFT) in the split program on 2 CPU devices
+    # batch_size=1 means a plain map, passed as such: lax.map's batch-of-one form (a vmap of size 1) gave
+    # wrong, run-to-run different results in the program split over CPU devices
     over_time = lambda ps: jax.lax.map(per_time, ps, batch_size=chunk_size if chunk_size > 1 else None)  # noqa: E731
     n_time = jax.tree.leaves(params)[0].shape[0]
     n_dev = min(jax.local_device_count(), n_time)

@@ -1,1 +1,1 @@
-"""The models: the hooked transformer (`transformer`, its CPU fast paths in `_fast`) and the toy models of superposition (`toy`)."""
+"""The models: the hooked transformer (`transformer`; its fast paths, tested equal, in `fast`; what both share in `ops`), the toy models of superposition (`toy`), and edits of the model as hook dicts (`ablation`, `hook_specs`, `names`)."""
