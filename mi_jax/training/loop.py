@@ -311,7 +311,6 @@ def _save(states: StateStore, trainer: Trainer, step: int, state, acc, series: S
 
 def _chunks(trainer, run_dir, states, state, acc, series, step, watched, logger, bar, stop_after_chunks) -> dict:
     tc, watch, solo = trainer.tc, schedule.watched_metric(trainer.tc), not trainer.plan.vmapped
-    n_base = lambda upto: sum(1 for s in schedule.base_steps(tc) if s <= upto)  # noqa: E731
     last, seconds_per_step, done = {}, None, 0
     try:
         while step < tc.steps and (stop_after_chunks is None or done < stop_after_chunks):
@@ -329,7 +328,7 @@ def _chunks(trainer, run_dir, states, state, acc, series, step, watched, logger,
             keep = [i for i in range(planned.used) if planned.snapshots[i]]
             if watch:  # extra snapshots where the watched metric moved fast since the last snapshot
                 values = schedule.watched_value(watch, metrics[watch])
-                budget = tc.ckpt_extra - (series.rows - n_base(step))
+                budget = tc.ckpt_extra - (series.rows - schedule.base_count(tc, step))
                 picks, now = schedule.extra_snapshots(values, planned.snapshots[at_evals], np.asarray(watched),
                                                       tc.ckpt_delta, budget)
                 keep = sorted(keep + [at_evals[i] for i in picks])

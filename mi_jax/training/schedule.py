@@ -23,12 +23,33 @@ EMITTED_BYTES = 64 << 20  # params a chunk emits (one copy per segment, every me
 MAX_SLOTS = 256
 
 
+def _powers(tc) -> list[int]:
+    """The log schedule's dense early steps: the powers of two below ckpt_every (and the run's end)."""
+    if tc.ckpt_schedule != "log":
+        return []
+    return [2**k for k in range(tc.ckpt_every.bit_length()) if 2**k < min(tc.ckpt_every, tc.steps)]
+
+
+def is_base(tc, step: int) -> bool:
+    """Whether `step` always gets a snapshot (see module doc)."""
+    return step % tc.ckpt_every == 0 or step == tc.steps or step in _powers(tc)
+
+
+def is_evaluation(tc, step: int) -> bool:
+    """Whether `step` gets an evaluation: every eval_every, and the last (step 0 is evaluated before training)."""
+    return step > 0 and (step % tc.eval_every == 0 or step == tc.steps)
+
+
 def base_steps(tc) -> list[int]:
     """The steps that always get a snapshot: [0, ..., tc.steps] (see module doc)."""
-    every = list(range(tc.ckpt_every, tc.steps + 1, tc.ckpt_every))
-    if tc.ckpt_schedule == "log":
-        every = [2**k for k in range(tc.ckpt_every.bit_length()) if 2**k < min(tc.ckpt_every, tc.steps)] + every
-    return sorted({0, *every, tc.steps})
+    return sorted({0, *_powers(tc), *range(tc.ckpt_every, tc.steps + 1, tc.ckpt_every), tc.steps})
+
+
+def base_count(tc, upto: int) -> int:
+    """How many base steps are <= upto (arithmetic: no list of a long run's steps)."""
+    powers = sum(1 for p in _powers(tc) if p <= upto and p % tc.ckpt_every)
+    last = 1 if tc.steps <= upto and tc.steps % tc.ckpt_every else 0
+    return 1 + min(upto, tc.steps) // tc.ckpt_every + powers + last
 
 
 def evaluation_steps(tc) -> list[int]:
@@ -66,13 +87,17 @@ def next_chunk(start: int, tc, n_slots: int, max_steps: int) -> Chunk:
     """The chunk from step `start`: segments to each snapshot or evaluation step after it, at most
     `n_slots` of them and none ending past start + max_steps (where no such step comes within
     max_steps, one segment of max_steps steps); never past tc.steps."""
-    stops = sorted(set(base_steps(tc)) | set(evaluation_steps(tc)))
     limit = min(start + max(max_steps, 1), tc.steps)
-    ends = [s for s in stops if start < s <= limit][:n_slots] or [limit]
+    ends = []
+    for every in (tc.eval_every, tc.ckpt_every):  # the multiples in (start, limit], at most n_slots of each
+        first = (start // every + 1) * every
+        ends += range(first, min(limit, first + every * (n_slots - 1)) + 1, every)
+    ends += [p for p in _powers(tc) if start < p <= limit] + ([tc.steps] if limit == tc.steps else [])
+    ends = sorted(set(ends))[:n_slots] or [limit]
     lengths = np.zeros(n_slots, np.int32)
     lengths[: len(ends)] = np.diff([start, *ends])
-    flags = lambda steps: np.isin(np.arange(n_slots), [i for i, s in enumerate(ends) if s in steps])  # noqa: E731
-    return Chunk(lengths, flags(set(evaluation_steps(tc))), flags(set(base_steps(tc))), ends)
+    flags = lambda test: np.array([i < len(ends) and test(tc, ends[i]) for i in range(n_slots)])  # noqa: E731
+    return Chunk(lengths, flags(is_evaluation), flags(is_base), ends)
 
 
 def chunk_steps(seconds_per_step: float | None, tc) -> int:
