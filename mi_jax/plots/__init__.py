@@ -1,5 +1,5 @@
 """Figures (matplotlib, Agg backend): files out, nothing shown. One module per experiment kind
-(`grokking`, `induction`, `superposition`, `boolean_and`, `interventions`); `training_curves` for any run."""
+(`grokking`, `induction`, `superposition`, `boolean_and`), `interventions`, `llc` and `sweep`; `training_curves` for any run."""
 
 from __future__ import annotations
 
