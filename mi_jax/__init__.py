@@ -51,6 +51,10 @@ _NAMES = {
     # the checkpoint series and its analysis
     "Trajectory": ("mi_jax.runs.trajectory", "Trajectory"),
     "CheckpointError": ("mi_jax.io", "CheckpointError"),
+    "TrainingDiverged": ("mi_jax.training.loop", "TrainingDiverged"),
+    "RunStopped": ("mi_jax.training.failures", "RunStopped"),
+    "DiskFull": ("mi_jax.training.failures", "DiskFull"),
+    "PeerLost": ("mi_jax.training.failures", "PeerLost"),
     "analyze": ("mi_jax.analysis.core", "analyze"),
     "analyze_run": ("mi_jax.reports", "analyze_run"),
     "llc_run": ("mi_jax.reports.llc", "llc_run"),
@@ -117,3 +121,5 @@ if TYPE_CHECKING:  # what the names are, for editors and type checkers
     from mi_jax.tasks.induction import InductionConfig
     from mi_jax.tasks.superposition import SuperpositionConfig
     from mi_jax.training.config import TrainConfig
+    from mi_jax.training.failures import DiskFull, PeerLost, RunStopped
+    from mi_jax.training.loop import TrainingDiverged

@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     from mi_jax import presets, runtime
     from mi_jax.config import ConfigError
     from mi_jax.io import CheckpointError
+    from mi_jax.training.failures import RunStopped
     from mi_jax.training.loop import TrainingDiverged
 
     runtime.configure()
@@ -294,8 +295,13 @@ def main(argv: list[str] | None = None) -> int:
             distributed.initialize(auto=args.distributed, coordinator=args.coordinator,
                                    num_processes=args.num_processes, process_id=args.process_id)
         return args.func(args)
-    except (ConfigError, CheckpointError, TrainingDiverged) as e:
+    except (ConfigError, CheckpointError, TrainingDiverged, RunStopped) as e:
+        # bad input, a bad checkpoint, a diverged loss, a full disk, a lost process: one line, exit 2
         print(f"mi-jax: error: {e}", file=sys.stderr)
+        if isinstance(e, RunStopped):  # with several processes, JAX's shutdown would wait for the stopped ones
+            from mi_jax.training import distributed
+
+            distributed.leave(2)
         return 2
     except KeyboardInterrupt:
         print("mi-jax: interrupted; resume with `mi-jax train --resume RUN_DIR`", file=sys.stderr)

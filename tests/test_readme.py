@@ -1,5 +1,6 @@
 """The README's quick tour runs as written."""
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -62,3 +63,12 @@ def test_the_kind_of_your_own_trains_and_analyses_as_written(tmp_path):
     start, end = float(line[1]), float(line[3])
     assert line[0] == "relevant_share" and end > start, "the first layer comes to weigh the 2 relevant bits"
     assert len(block.splitlines()) <= 45
+
+
+def test_the_tour_notebook_is_committed_stripped_and_built_from_its_script():
+    # .ci/run executes it (notebooks/make_tour.py --execute); here: no outputs, and the cells its script holds
+    path = README.parent / "notebooks" / "make_tour.py"
+    spec = importlib.util.spec_from_file_location("make_tour", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.problems() == []

@@ -24,6 +24,18 @@ from mi_jax.io import CheckpointError
 from mi_jax.io.run_dir import STATE
 
 
+def saved_step(run_dir: Path) -> int | None:
+    """The step of the newest train state in `run_dir` (None: none saved), read from its folder alone:
+    opening orbax's manager would wait for every process of a multi-process run, which a lost one
+    never joins."""
+    import orbax.checkpoint as ocp
+
+    try:
+        return max(ocp.utils.checkpoint_steps(Path(run_dir) / STATE), default=None)
+    except Exception:  # noqa: BLE001 - an unreadable state folder: no state to name
+        return None
+
+
 def _manager(run_dir: Path, read_only: bool = False):
     import orbax.checkpoint as ocp
 

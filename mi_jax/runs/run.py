@@ -6,11 +6,15 @@
 Both hold the run dir's lock (`mi_jax.io.run_dir.lock`) from before the first write to the end, so
 a second writer stops with one line before any compute and writes nothing. In a run of several
 processes (`training.distributed`) process 0 holds the lock and writes; the others wait for it.
+A full disk or a lost process stops a run with one line (`training.failures.RunStopped`) that names the
+last step the run dir holds and the command that continues it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -19,10 +23,11 @@ from mi_jax import runtime
 from mi_jax.config import ConfigError, check
 from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.io.run_dir import LOCK, OWNER
+from mi_jax.io.state import saved_step
 from mi_jax.io.wandb_logger import MODES, WandbLogger
 from mi_jax.runs.trajectory import load_config
 from mi_jax.tasks import config_dict, make_task
-from mi_jax.training import devices, distributed, loop
+from mi_jax.training import devices, distributed, failures, loop
 
 
 def _writable_dir(run_dir: Path) -> Path:
@@ -84,7 +89,7 @@ def train(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", prog
 
 def resume(run_dir, *, wandb: str = "offline", progress: bool = True) -> dict:
     """Continue a killed run from its newest good train state -> the final metrics row. The result
-    is bit-identical to an uninterrupted run on the same machine."""
+    is bit-identical to an uninterrupted run on the same device layout."""
     runtime.configure()
     run_dir = Path(run_dir)
     check(run_dir_lib.is_run_dir(run_dir), f"cannot resume {run_dir}: not a mi_jax run dir (no config.json)")
@@ -96,14 +101,39 @@ def resume(run_dir, *, wandb: str = "offline", progress: bool = True) -> dict:
 
 
 def _go(task, run_dir: Path, plan, *, resume: bool, wandb: str, progress: bool, members=None, group=None) -> dict:
-    logger = WandbLogger(run_dir, task.cfg, wandb if distributed.is_writer() else "off", members=members, group=group)
     try:
-        final = loop.train_task(task, run_dir, resume=resume, logger=logger, progress=progress, members=members,
-                                plan=plan)
-    finally:
+        logger = WandbLogger(run_dir, task.cfg, wandb if distributed.is_writer() else "off", members=members,
+                             group=group)
+        try:
+            final = loop.train_task(task, run_dir, resume=resume, logger=logger, progress=progress,
+                                    members=members, plan=plan)
+        except BaseException:
+            _finish_quietly(logger)
+            raise
         logger.finish()
-    distributed.sync(f"mi_jax: wrote {run_dir}")  # no process reads the run dir before process 0 has written it
+        distributed.sync(f"mi_jax: wrote {run_dir}")  # no process reads the run dir before process 0 has written it
+    except Exception as e:  # a full disk or a lost process, here or in the loop: one line (`failures.RunStopped`)
+        stopped = failures.stopped_by(e, run_dir)
+        if stopped is None or stopped is e:
+            raise
+        raise stopped from None
     return final
+
+
+def _finish_quietly(logger: WandbLogger) -> None:
+    """End wandb's run while an error stops training: what the error left it (a full disk: its own log
+    unwritable) is not to bury that error under its complaints."""
+    raising, logging.raiseExceptions = logging.raiseExceptions, False
+    try:
+        with contextlib.suppress(Exception):
+            logger.finish()
+    finally:
+        logging.raiseExceptions = raising
+
+
+def resumable(run_dir) -> bool:
+    """Whether `run_dir` holds a train state to resume from."""
+    return saved_step(run_dir) is not None
 
 
 def default_run_dir(name: str) -> Path:

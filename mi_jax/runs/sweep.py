@@ -9,7 +9,7 @@ differ only in the optimiser's hyperparameters (`training.optimizer.HYPERPARAMET
 betas, warm-up), the settings the kind's task takes per member (grokking: the train fraction and the
 data seed, as a per-member mask over all pairs, and the init scale) and the seed share ONE vmapped
 program, each member's values a [member] array; any other key (p, model.d_model, ...) splits the
-members into programs, one run dir each. A member trains as the solo run of its settings would (tested).
+members into programs, one run dir each. A member trains as the solo run of its settings would, up to float rounding (tested; README: Reproducibility).
 
     SWEEP_DIR/sweep.json        the preset's config, the grid, the seeds and each program's members
     SWEEP_DIR/wandb_sweep.yaml  the grid as a wandb sweep config, for wandb agents online (the sweep
@@ -26,13 +26,13 @@ from pathlib import Path
 
 from mi_jax import config as config_lib
 from mi_jax import runtime
-from mi_jax.config import check
+from mi_jax.config import ConfigError, check
 from mi_jax.io import CheckpointError
 from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.runs import run
 from mi_jax.runs.trajectory import Trajectory
 from mi_jax.tasks import config_dict, config_from_dict, kind_of, make_task
-from mi_jax.training import devices, distributed
+from mi_jax.training import devices, distributed, failures
 from mi_jax.training.optimizer import TRAIN_KEYS
 
 SWEEP = "sweep.json"
@@ -172,18 +172,32 @@ def sweep(cfg, grid: dict[str, list], out, *, seeds=None, one_program: bool = Fa
     with distributed.writer_lock(out, "sweeping", before=lambda: out.mkdir(parents=True, exist_ok=True)) as writer:
         if writer and not resume:
             run.empty(out)
-            (out / SWEEP).write_text(json.dumps(spec, indent=1))
-            # JSON is YAML: `wandb sweep wandb_sweep.yaml` reads it
-            (out / "wandb_sweep.yaml").write_text(json.dumps(wandb_sweep_config(grid, spec["seeds"], out.name), indent=1))
+            try:
+                (out / SWEEP).write_text(json.dumps(spec, indent=1))
+                # JSON is YAML: `wandb sweep wandb_sweep.yaml` reads it
+                (out / "wandb_sweep.yaml").write_text(
+                    json.dumps(wandb_sweep_config(grid, spec["seeds"], out.name), indent=1))
+            except OSError as e:
+                raise ConfigError(f"cannot write the sweep dir {out}: {e.strerror or e}") from None
         distributed.sync(f"mi_jax: made {out}")
         for (program_cfg, program_members), name in zip(plan, names):
-            program_dir = out / name
-            if resume and run_dir_lib.is_run_dir(program_dir):
-                if not _finished(program_dir, program_cfg):
-                    run.resume(program_dir, wandb=wandb, progress=progress)
-                continue
-            run.train(program_cfg, program_dir, overwrite=True, wandb=wandb, progress=progress,
-                      members=program_members, group=out.name)
+            program_dir, resume_sweep_command = out / name, f"mi-jax sweep --resume {out}"
+            try:
+                with distributed.explaining(
+                        lambda lost: str(failures.peer_lost(lost, program_dir).resumed_with(resume_sweep_command))):
+                    # a program stopped before it saved a train state (a full disk at its first save) starts again
+                    if resume and run_dir_lib.is_run_dir(program_dir) and (
+                            _finished(program_dir, program_cfg) or run.resumable(program_dir)):
+                        if not _finished(program_dir, program_cfg):
+                            run.resume(program_dir, wandb=wandb, progress=progress)
+                        continue
+                    run.train(program_cfg, program_dir, overwrite=True, wandb=wandb, progress=progress,
+                              members=program_members, group=out.name)
+            except Exception as e:  # a full disk, a lost process: continued by resuming the sweep
+                stopped = failures.stopped_by(e, program_dir)
+                if stopped is None:
+                    raise
+                raise stopped.resumed_with(resume_sweep_command) from None
     return Sweep.load(out)
 
 

@@ -13,6 +13,7 @@ same whatever the chunking.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -27,9 +28,10 @@ from mi_jax.config import check
 from mi_jax.io import CheckpointError
 from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.io.run_dir import member_config
-from mi_jax.io.series import SeriesWriter
+from mi_jax.io.series import INDEX, SeriesWriter
 from mi_jax.io.state import StateStore
-from mi_jax.training import chunk, devices, distributed, schedule
+from mi_jax.training import chunk, devices, distributed, failures, schedule
+from mi_jax.training.failures import quiet_orbax, writing
 from mi_jax.training.config import TrainConfig
 from mi_jax.training.optimizer import HYPERPARAMETERS, TRAIN_KEYS
 from mi_jax.training.progress import ProgressBar
@@ -241,16 +243,27 @@ def _train(trainer: Trainer, run_dir: Path, resume: bool, logger, progress: bool
         print(f"mi-jax: {trainer.plan.padding}", file=sys.stderr)
     watch = schedule.watched_metric(tc)
     capacity = len(schedule.base_steps(tc)) + (tc.ckpt_extra if watch else 0)
-    states = StateStore(run_dir)
+    states = None
     try:
-        if resume:
-            state, acc, snapshots, step, watched = _restored(trainer, run_dir, states, capacity)
-        else:
-            state, acc, snapshots, step, watched = _started(trainer, run_dir, states, capacity, watch)
-        return _chunks(trainer, run_dir, states, state, acc, snapshots, step, watched, logger,
-                       ProgressBar(tc.steps, step, progress and writer), stop_after_chunks)
-    finally:
+        with quiet_orbax(), distributed.explaining(lambda lost: str(failures.peer_lost(lost, run_dir))):
+            with writing(run_dir / run_dir_lib.STATE):
+                states = StateStore(run_dir)
+            if resume:
+                state, acc, snapshots, step, watched = _restored(trainer, run_dir, states, capacity)
+            else:
+                state, acc, snapshots, step, watched = _started(trainer, run_dir, states, capacity, watch)
+            final = _chunks(trainer, run_dir, states, state, acc, snapshots, step, watched, logger,
+                            ProgressBar(tc.steps, step, progress and writer), stop_after_chunks)
         states.close()
+        return final
+    except Exception as e:
+        if states is not None:  # the error that stopped the run is the one to see, not what closing says then
+            with contextlib.suppress(Exception), quiet_orbax():
+                states.close()
+        stopped = failures.stopped_by(e, run_dir)
+        if stopped is None:
+            raise
+        raise stopped from None
 
 
 def _started(trainer: Trainer, run_dir: Path, states: StateStore, capacity: int, watch: str | None):
@@ -263,13 +276,15 @@ def _started(trainer: Trainer, run_dir: Path, states: StateStore, capacity: int,
         check(watch in names, f"train.ckpt_watch={watch!r} is not a metric of this task: {', '.join(sorted(names))}")
     params = trainer.snapshot(state["params"])
     if distributed.is_writer():
-        series = SeriesWriter.create(snap_dir, params, capacity, trainer.n_members, dtype=tc.snapshot_dtype,
-                                     compression=tc.snapshot_compression)
-        series.write_index()
+        with writing(snap_dir):
+            series = SeriesWriter.create(snap_dir, params, capacity, trainer.n_members, dtype=tc.snapshot_dtype,
+                                         compression=tc.snapshot_compression)
+            series.write_index()
     distributed.sync(f"mi_jax: made {snap_dir}")
     if not distributed.is_writer():
         series = SeriesWriter.open(snap_dir, 0, None)
-    series.write(0, params, trainer.n_members)
+    with writing(snap_dir):
+        series.write(0, params, trainer.n_members)
     _commit(run_dir, series, _rows([0], {k: v[None] for k, v in first.items()}, not trainer.plan.vmapped))
     acc = trainer.fresh_acc()
     watched = schedule.watched_value(watch, first[watch]).tolist() if watch else None
@@ -286,8 +301,10 @@ def _restored(trainer: Trainer, run_dir: Path, states: StateStore, capacity: int
         relayout=trainer.relayout)
     step, rows = int(meta["step"]), int(meta["snapshots"])
     if distributed.is_writer():
-        run_dir_lib.truncate_metrics(run_dir, step)
-        series = SeriesWriter.open(snap_dir, rows, trainer.snapshot_shapes(), capacity)
+        with writing(run_dir / run_dir_lib.METRICS):
+            run_dir_lib.truncate_metrics(run_dir, step)
+        with writing(snap_dir):
+            series = SeriesWriter.open(snap_dir, rows, trainer.snapshot_shapes(), capacity)
     distributed.sync(f"mi_jax: reopened {snap_dir}")
     if not distributed.is_writer():
         series = SeriesWriter.open(snap_dir, rows, None)
@@ -300,13 +317,16 @@ def _commit(run_dir: Path, series: SeriesWriter, rows: list[dict]) -> None:
     index and appends the metrics rows."""
     distributed.sync(f"mi_jax: wrote snapshots up to row {series.rows}")
     if distributed.is_writer():
-        series.write_index()
-        run_dir_lib.append_metrics(run_dir, rows)
+        with writing(series.dir / INDEX):
+            series.write_index()
+        with writing(run_dir / run_dir_lib.METRICS):
+            run_dir_lib.append_metrics(run_dir, rows)
 
 
 def _save(states: StateStore, trainer: Trainer, step: int, state, acc, series: SeriesWriter, watched) -> None:
-    states.save(step, state, {"snapshots": series.rows, "watched": watched, "acc": trainer.acc_values(acc),
-                              **trainer.saved_meta()})
+    meta = {"snapshots": series.rows, "watched": watched, "acc": trainer.acc_values(acc), **trainer.saved_meta()}
+    with writing(states.dir):
+        states.save(step, state, meta)
 
 
 def _chunks(trainer, run_dir, states, state, acc, series, step, watched, logger, bar, stop_after_chunks) -> dict:
@@ -333,7 +353,8 @@ def _chunks(trainer, run_dir, states, state, acc, series, step, watched, logger,
                                                       tc.ckpt_delta, budget)
                 keep = sorted(keep + [at_evals[i] for i in picks])
                 watched = now.tolist()
-            series.write_rows([planned.ends[i] for i in keep], params, keep, trainer.n_members)
+            with writing(series.dir):
+                series.write_rows([planned.ends[i] for i in keep], params, keep, trainer.n_members)
             rows = _rows([planned.ends[i] for i in at_evals], metrics, solo)
             _commit(run_dir, series, rows)
             _save(states, trainer, end, state, acc, series, watched)
@@ -348,4 +369,3 @@ def _chunks(trainer, run_dir, states, state, acc, series, step, watched, logger,
     finally:
         bar.close()
     return last
-
