@@ -147,6 +147,7 @@ print(jax.config.jax_compilation_cache_dir, jax.device_count())
 """
 
 
+@pytest.mark.slow  # a fresh process that compiles a run: ~12 s
 def test_a_python_user_gets_the_cli_s_compile_cache_and_cpu_devices(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "MI_JAX_", "XLA_"))}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")

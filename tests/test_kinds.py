@@ -76,6 +76,7 @@ print(type(mj.Trajectory.load(sys.argv[1]).config).__module__)
 """
 
 
+@pytest.mark.slow  # two fresh processes: ~10 s; the kind's in-process life cycle is in the default suite
 def test_a_fresh_process_finds_the_kind_by_its_module_or_else_its_file(user_module, tmp_path):
     sparse_parity, folder = user_module
     cfg = mj.override(sparse_parity.ParityConfig(), {"train.steps": "100", "train.chunk_steps": "50"})

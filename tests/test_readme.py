@@ -1,10 +1,12 @@
-"""The README's quick tour runs as written."""
+"""The README's code runs as written: the quick tour, the kind of your own; the tour notebook is committed stripped."""
 
 import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -51,6 +53,7 @@ print(final["test_acc"], lines[-1])
 """
 
 
+@pytest.mark.slow  # a fresh process: ~6 s; tests/fixtures/sparse_parity.py is the same kind, in the default suite
 def test_the_kind_of_your_own_trains_and_analyses_as_written(tmp_path):
     text = README.read_text()
     block = re.search(r"## A kind of your own.*?```python\n(.*?)```", text, re.S).group(1)

@@ -114,6 +114,7 @@ mj.train(grokking(), sys.argv[1], wandb="off", progress=False)
 """
 
 
+@pytest.mark.slow  # a fresh process: ~7 s
 def test_a_one_device_run_is_bit_identical_in_another_process_that_sees_one_device(solo_run, tmp_path):
     # the tests' processes see 2 CPU devices and train a plain run on the first; this one sees 1
     here = Path(__file__).resolve().parent

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+import pytest
+
 import mi_jax as mj
 from mi_jax.io import run_dir as run_dir_lib
 
@@ -51,6 +53,7 @@ def _snapshots(run_dir: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # five CLI processes: ~20 s
 def test_a_second_writer_stops_with_one_line_and_a_killed_holders_lock_is_taken_over(tmp_path):
     run_dir = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(run_dir)], cwd=HERE, env=_env(),

@@ -60,9 +60,7 @@ def _words(x: jax.Array) -> jax.Array:
     size = x.dtype.itemsize
     if x.dtype == jnp.bool_:
         return x.astype(jnp.uint32)
-    if size == 4:
-        return jax.lax.bitcast_convert_type(x, jnp.uint32)
-    if size == 8:
+    if size in (4, 8):
         return jax.lax.bitcast_convert_type(x, jnp.uint32)
     return jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16}[size]).astype(jnp.uint32)
 

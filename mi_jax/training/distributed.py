@@ -221,16 +221,17 @@ def _stuck(lost: list[int]) -> None:
     if not _STOPPING.acquire(blocking=False):
         return
     _WATCH["lost"] = lost
-    explain = _WATCH["explain"][0] if _WATCH["explain"] else _lost_text
+    explain = _WATCH["explain"][0] if _WATCH["explain"] else lost_text
     try:
         text = explain(lost)
     except Exception:  # noqa: BLE001 - the plain words, then
-        text = _lost_text(lost)
+        text = lost_text(lost)
     print(f"mi-jax: error: {text}", file=sys.stderr)
     leave(2)
 
 
-def _lost_text(lost: list[int]) -> str:
+def lost_text(lost: list[int]) -> str:
+    """`process 1 of 2 stopped answering`: what a loss is called."""
     who = f"process {lost[0]}" if len(lost) == 1 else f"processes {', '.join(map(str, lost))}"
     return f"{who} of {jax.process_count()} stopped answering"
 

@@ -23,8 +23,6 @@ import sys
 import traceback
 from pathlib import Path
 
-import jax
-
 from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.io.series import read_index
 from mi_jax.io.state import saved_step
@@ -86,8 +84,7 @@ def stopped_by(error: BaseException, run_dir) -> RunStopped | None:
 
 def peer_lost(lost: list[int], run_dir) -> PeerLost:
     """The stop of the run in `run_dir` when the processes `lost` stopped answering."""
-    who = f"process {lost[0]}" if len(lost) == 1 else f"processes {', '.join(map(str, lost))}"
-    return PeerLost(f"{who} of {jax.process_count()} stopped answering", run_dir, saved_step(run_dir))
+    return PeerLost(distributed.lost_text(lost), run_dir, saved_step(run_dir))
 
 
 # ENOSPC as OSError, or in the text of what tensorstore and orbax raise (ValueError: RESOURCE_EXHAUSTED ...)
