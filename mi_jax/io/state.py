@@ -4,9 +4,11 @@ orbax-checkpoint, the last two kept so that a corrupt one falls back to the one 
 Every process of a run saves and restores together, each writing and reading the shards on its own
 devices (orbax's multi-host checkpointing): no process gathers another's members. A state restores
 onto an abstract target (`jax.ShapeDtypeStruct`s with their shardings), so nothing is made on the host
-first. Each save records a `checksum` of the state's values, computed on the devices and the same
-whatever the sharding, which the restore checks; a state saved for another layout of the members
-(other devices, other padding) is read on the host and handed to `relayout`.
+first. Each save records a checksum of the state's values, which the restore checks: with one process
+the CRC32 of its bytes (`crc32`: the state is on this host's devices, and orbax copies it to the host to
+write it anyway), with several a `checksum` computed on the devices, the same whatever the sharding
+(no process holds the whole state). A state saved for another layout of the members (other devices,
+other padding) is read on the host and handed to `relayout`.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def checksum(tree) -> int:
 
 
 def _host_crc(tree) -> int:
-    """The CRC32 of a host tree's bytes: what states saved before `checksum` record."""
+    """The CRC32 of a host tree's bytes, leaf after leaf."""
     crc = 0
     for leaf in jax.tree.leaves(tree):
         crc = zlib.crc32(np.ascontiguousarray(np.asarray(leaf)).view(np.uint8), crc)
@@ -105,7 +107,9 @@ class StateStore:
         """Save `state` (every process: its own shards) with `meta` (JSON; the step and checksum added)."""
         import orbax.checkpoint as ocp
 
-        meta = {**meta, "step": int(step), "checksum": checksum(state)}
+        fingerprint = {"crc32": _host_crc(jax.device_get(state))} if jax.process_count() == 1 else \
+            {"checksum": checksum(state)}
+        meta = {**meta, "step": int(step), **fingerprint}
         self.manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                              meta=ocp.args.JsonSave(meta)))
         self.manager.wait_until_finished()
@@ -139,15 +143,13 @@ class StateStore:
             try:
                 meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
                 saved = target if saved_as is None else saved_as(meta)
-                if "checksum" in meta and _shapes(saved) == _shapes(target):
+                # a CRC32 needs the whole state on one host: with several processes such a state is read there
+                if _shapes(saved) == _shapes(target) and ("checksum" in meta or jax.process_count() == 1):
                     state = self._restore(step, target)
-                    if checksum(state) != meta["checksum"]:
-                        raise CheckpointError("checksum mismatch")
+                    _verify(state, meta)
                     return state, meta
                 host = self._restore(step, jax.tree.map(lambda s: np.empty(s.shape, s.dtype), saved))
-                ok = checksum(host) == meta["checksum"] if "checksum" in meta else _host_crc(host) == meta["crc32"]
-                if not ok:
-                    raise CheckpointError("checksum mismatch")
+                _verify(host, meta)
                 return relayout(host, meta), meta
             except Exception as e:  # noqa: BLE001 - any failure to read means: fall back
                 warnings.warn(f"train state at step {step} in {self.dir} is corrupt ({e}); falling back", stacklevel=2)
@@ -157,6 +159,13 @@ class StateStore:
         import orbax.checkpoint as ocp
 
         return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+
+
+def _verify(state, meta: dict) -> None:
+    """CheckpointError unless `state` has the checksum its save recorded."""
+    ok = checksum(state) == meta["checksum"] if "checksum" in meta else _host_crc(jax.device_get(state)) == meta["crc32"]
+    if not ok:
+        raise CheckpointError("checksum mismatch")
 
 
 def _shapes(tree) -> list[tuple]:

@@ -186,6 +186,13 @@ class Trainer:
                                               [True] * len(lengths) + [False] * pad)
         return state, {name: m[: len(lengths)] for name, m in metrics.items()}
 
+    def evaluate_state(self, state):
+        """The metrics of `state` as it stands, through the chunk program (one program less to compile
+        than `evaluate`) -> (state, given back: the chunk takes it, {name: [member]} of the real members)."""
+        state, _, metrics, _ = self.run_chunk(state, self.fresh_acc(), np.zeros(self.slots, np.int32),
+                                              np.arange(self.slots) == 0)
+        return state, {name: m[0] for name, m in metrics.items() if not name.startswith("step_loss")}
+
     def member_params(self, params) -> dict:
         """The params as the run dir keeps them: leaves [member, ...] of the real members, on the host."""
         return self._real(self.snapshot(params))
@@ -269,8 +276,7 @@ def _train(trainer: Trainer, run_dir: Path, resume: bool, logger, progress: bool
 def _started(trainer: Trainer, run_dir: Path, states: StateStore, capacity: int, watch: str | None):
     """A fresh run: the state at step 0, its evaluation (metrics row 0) and snapshot (row 0), saved."""
     tc, snap_dir = trainer.tc, run_dir / run_dir_lib.SNAPSHOTS
-    state = trainer.init_state()
-    first = trainer.evaluate(state["params"])
+    state, first = trainer.evaluate_state(trainer.init_state())
     if watch is not None:
         names = trainer.metric_names(state["params"])
         check(watch in names, f"train.ckpt_watch={watch!r} is not a metric of this task: {', '.join(sorted(names))}")
