@@ -171,6 +171,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
+@pytest.mark.slow  # ~11 s cold; a write made to fail is in the default suite
 def test_a_real_full_filesystem_stops_mj_train_quietly_and_resume_is_bit_identical(small_disk, straight, capfd):
     run = small_disk / "run"
     with pytest.raises(failures.DiskFull) as stopped:

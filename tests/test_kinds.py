@@ -39,6 +39,7 @@ def fresh_process(code: str, *args, pythonpath: Path | None = None) -> subproces
                           timeout=300)
 
 
+@pytest.mark.slow  # five programs to compile: ~19 s cold
 def test_a_users_kind_trains_resumes_sweeps_and_analyses_like_a_built_in(user_module, tmp_path):
     sparse_parity, _ = user_module
     cfg = mj.override(sparse_parity.ParityConfig(), {"train.steps": "200", "train.chunk_steps": "50"})
@@ -110,6 +111,7 @@ print(kind.name, kind.module)
 """
 
 
+@pytest.mark.slow  # a fresh process: ~4 s
 def test_an_installed_package_offers_its_kind_through_an_entry_point(tmp_path):
     source = FIXTURE.read_text().replace('"sparse_parity"', '"parity_by_entry_point"')
     (tmp_path / "parity_package.py").write_text(source)

@@ -58,6 +58,7 @@ def test_values_that_change_shapes_make_separate_programs_in_one_sweep_dir(tmp_p
     assert wandb_config["method"] == "grid" and wandb_config["parameters"]["p"] == {"values": ["11", "13"]}
 
 
+@pytest.mark.slow  # every program's report and the grid's figures: ~13 s cold
 def test_analyzing_a_sweep_dir_draws_each_measure_against_the_grid(lr_wd_sweep, capsys):
     assert cli.main(["analyze", str(lr_wd_sweep.sweep_dir), "--wandb", "off"]) == 0
     out = capsys.readouterr().out

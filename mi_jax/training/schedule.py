@@ -20,7 +20,7 @@ import numpy as np
 
 CHUNK_SECONDS = 4.0  # compute per chunk once its speed is known: long enough that its state save is a small share
 EMITTED_BYTES = 64 << 20  # params a chunk emits (one copy per segment, every member): bounds its slots
-MAX_SLOTS = 256
+MAX_SLOTS = 64
 
 
 def _powers(tc) -> list[int]:
