@@ -239,6 +239,7 @@ def test_bad_and_configs():
         band.BooleanAndConfig(n_inputs=4, n_hidden=6)
 
 
+@pytest.mark.slow  # ~16 s cold
 def test_abs_model_learns_absolute_value_through_its_relu_layer():
     train = dataclasses.replace(SUPERPOSITION_TRAIN, steps=1000, eval_every=500, ckpt_every=500, lr=1e-2)
     # 10 neurons for 3 features (6 would do: |x| = ReLU(x) + ReLU(-x)) so a dead neuron cannot block it
