@@ -39,7 +39,6 @@ def fresh_process(code: str, *args, pythonpath: Path | None = None) -> subproces
                           timeout=300)
 
 
-@pytest.mark.slow  # five programs to compile: ~19 s cold
 def test_a_users_kind_trains_resumes_sweeps_and_analyses_like_a_built_in(user_module, tmp_path):
     sparse_parity, _ = user_module
     cfg = mj.override(sparse_parity.ParityConfig(), {"train.steps": "200", "train.chunk_steps": "50"})

@@ -59,7 +59,6 @@ def test_run_dir_loads_as_one_stacked_trajectory(trained_run, tiny_cfg):
     assert float(task.evaluate(last)["train_loss"]) == pytest.approx(final["train_loss"], rel=1e-5)
 
 
-@pytest.mark.slow  # two runs to compile: ~13 s cold
 def test_frozen_biases_stay_zero_and_minibatches_train(tmp_path):
     cfg = tiny_grokking(freeze_biases=True, batch_size=32, steps=100)
     mj.train(cfg, tmp_path / "run", wandb="off", progress=False)
