@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
 
             distributed.initialize(auto=args.distributed, coordinator=args.coordinator,
                                    num_processes=args.num_processes, process_id=args.process_id)
-        return args.func(args)
+        with runtime.quiet(getattr(args, "quiet", False)):  # the bars of work below the command's own (tokenizing)
+            return args.func(args)
     except (ConfigError, CheckpointError, TrainingDiverged, RunStopped) as e:
         # bad input, a bad checkpoint, a diverged loss, a full disk, a lost process: one line, exit 2
         print(f"mi-jax: error: {e}", file=sys.stderr)

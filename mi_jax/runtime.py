@@ -15,6 +15,8 @@ already is left as it is, and so is what JAX has already started with.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import os
 import platform
@@ -23,6 +25,22 @@ from pathlib import Path
 MAX_CPU_DEVICES = 4
 CACHE_MAX_BYTES = 2 << 30
 CACHE_MIN_COMPILE_S = 0.2
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("quiet", default=False)
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool = True):
+    """While this block runs, work that shows a progress bar of its own (tokenizing a corpus) shows none:
+    what `--quiet` and `progress=False` ask for."""
+    token = _QUIET.set(enabled or _QUIET.get())
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+def is_quiet() -> bool:
+    return _QUIET.get()
 
 
 def cpu_tag() -> str:

@@ -25,7 +25,9 @@ def assert_one_line_error(capsys, argv, match):
     assert lines[0].startswith("mi-jax: error: ") and match in lines[0], lines[0]
 
 
-BUILT_IN = ["and_superposition", "grokking_p113", "grokking_p31", "grokking_small", "induction_1l", "induction_2l", "tms_20_5",
+BUILT_IN = ["and_superposition", "grokking_p113", "grokking_p31", "grokking_small", "induction_1l", "induction_2l",
+            "language_attn_1l", "language_attn_2l", "language_attn_2l_full", "language_gelu_1l", "language_gelu_2l",
+            "language_gelu_2l_full", "tms_20_5",
             "tms_5_2", "tms_dimensionality", "tms_dynamics", "tms_phase_diagram"]
 
 

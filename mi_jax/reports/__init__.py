@@ -21,7 +21,7 @@ from mi_jax.io import CheckpointError
 from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.io.wandb_logger import WandbLogger
 from mi_jax.plots import training_curves
-from mi_jax.reports import boolean_and, grokking, induction, superposition
+from mi_jax.reports import boolean_and, grokking, induction, language, superposition
 from mi_jax.reports import sweep as sweep_report
 from mi_jax.runs import sweep as sweep_lib
 from mi_jax.runs.trajectory import Trajectory
@@ -33,6 +33,7 @@ REPORTS: dict[str, Report] = {
     "induction": induction.report,
     "superposition": superposition.report,
     "boolean_and": boolean_and.report,
+    "language": language.report,
 }
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mi_jax import runtime
 from mi_jax.config import ConfigError, check
+from mi_jax.io import atomic_write
 from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.io.run_dir import LOCK, OWNER
 from mi_jax.io.state import saved_step
@@ -72,7 +73,8 @@ def train(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", prog
     `members`, `group`: a sweep program's members (see `training.loop.Trainer`) and wandb group.
     """
     runtime.configure()
-    task = make_task(cfg)  # validates task-level settings before touching the disk
+    with runtime.quiet(not progress):
+        task = make_task(cfg)  # validates task-level settings before touching the disk
     check(wandb in MODES, f"--wandb must be one of {', '.join(MODES)}, got {wandb!r}")
     plan = devices.plan(task, cfg.train, members)  # the devices, once, before anything is written
     run_dir = Path(run_dir)
@@ -81,6 +83,8 @@ def train(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", prog
         if writer:
             empty(run_dir)
             run_dir_lib.write_config(run_dir, config_dict(cfg))
+            for name, text in getattr(task, "run_files", dict)().items():  # e.g. a language run's tokenizer
+                atomic_write(run_dir / name, text)
             if members is not None:
                 run_dir_lib.write_members(run_dir, members)
         distributed.sync(f"mi_jax: made {run_dir}")
@@ -95,7 +99,8 @@ def resume(run_dir, *, wandb: str = "offline", progress: bool = True) -> dict:
     check(run_dir_lib.is_run_dir(run_dir), f"cannot resume {run_dir}: not a mi_jax run dir (no config.json)")
     check(wandb in MODES, f"--wandb must be one of {', '.join(MODES)}, got {wandb!r}")
     with distributed.writer_lock(run_dir, "training"):
-        task, members = make_task(load_config(run_dir)), run_dir_lib.read_members(run_dir)
+        with runtime.quiet(not progress):
+            task, members = make_task(load_config(run_dir)), run_dir_lib.read_members(run_dir)
         plan = devices.plan(task, task.cfg.train, members)
         return _go(task, run_dir, plan, resume=True, wandb=wandb, progress=progress, members=members)
 

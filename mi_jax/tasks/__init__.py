@@ -6,6 +6,7 @@ here as every other kind does.
     induction       in-context sequences that only induction heads predict (Olsson et al. 2022)
     superposition   toy models of superposition (Elhage et al. 2022)
     boolean_and     computation in superposition: pairwise ANDs of sparse features
+    language        next-token prediction on real text (the standard library's source by default)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from mi_jax.tasks.boolean_and import BooleanAndConfig, BooleanAndTask
 from mi_jax.tasks.grokking import GrokkingConfig, GrokkingTask
 from mi_jax.tasks.induction import InductionConfig, InductionTask
+from mi_jax.tasks.language import LanguageConfig, LanguageTask
 from mi_jax.tasks.registry import KINDS, Kind, config_dict, config_from_dict, find_kind, kind_of, make_task, register
 from mi_jax.tasks.superposition import SuperpositionConfig, SuperpositionTask
 
@@ -21,6 +23,7 @@ BUILT_IN = {
     "induction": (InductionConfig, InductionTask),
     "superposition": (SuperpositionConfig, SuperpositionTask),
     "boolean_and": (BooleanAndConfig, BooleanAndTask),
+    "language": (LanguageConfig, LanguageTask),
 }
 for _config, _task in BUILT_IN.values():
     register(_config, _task)

@@ -14,6 +14,7 @@ config and supplies the pure functions the training loop runs (`mi_jax.training.
     llc_data(n_examples) -> data         the fixed training set of `mi-jax llc` (leaves [example, ...])
     LLC_SETTINGS = {"llc.epsilon": ...}  that command's settings for this kind (dotted keys)
     MEMBER_KEYS, member_data(cfg)        config keys the members of one sweep program may differ in
+    run_files() -> {name: text}          files a new run dir keeps beside config.json (a tokenizer, ...)
 
 A run's config.json names its kind; a kind from outside mi_jax also records where it comes from
 (`"kind_source": {"module": ..., "file": ...}`), so that loading the run finds it again: a kind not

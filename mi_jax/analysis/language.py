@@ -1,0 +1,130 @@
+"""Language-model measures: pure functions of ONE model's params and fixed data (`probe_data`).
+
+On the fixed validation windows (`LanguageTask.eval_tokens`, [n, seq_len + 1]):
+    position_loss     the loss at each token [seq_len] (entry t - 1: predicting token t)
+    icl_score         loss at token `late` minus loss at token `early` (Olsson et al. 2022)
+    inductable_loss   mean loss on tokens whose bigram (previous token, token) occurred earlier in the
+                      window, which copying from context can predict; other_loss on the rest
+On one-token contexts (each vocabulary token alone at position 0; the model's prediction there can
+use nothing but that token, so it is the model's bigram table q(b | a)):
+    bigram_kl         sum_a p(a) KL(p(. | a) || q(. | a)), p the training stream's bigram statistics;
+                      0 for a model that is exactly the bigram table
+    unigram_kl        sum_a p(a) KL(p(.) || q(. | a)): small while the model predicts unigram
+                      frequencies whatever the token, rising as it learns bigrams
+On repeated random tokens (`probe`, the induction task's probe over the vocabulary without BOS):
+    previous_token, duplicate_token, induction, prefix_matching   [layer, head], as in
+                      `analysis.induction`; and the composition scores (>= 2 layers) and OV circuits
+
+These are the stages Hoogland et al. 2024 read off a 2-layer attention-only LM: unigrams, bigrams,
+n-grams, previous-token heads, then induction heads (with the loss bump and the ICL score's fall).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mi_jax.analysis import induction as ind
+from mi_jax.models import transformer as tfm
+from mi_jax.tasks import induction as induction_task
+from mi_jax.tasks import language as task_lib
+
+PROBE_SEED = 7
+
+
+def inductable(windows: np.ndarray) -> np.ndarray:
+    """windows [n, seq_len + 1] -> bool [n, seq_len]: entry t - 1 is whether the bigram (token t - 1,
+    token t) occurred earlier in its window (ending before t)."""
+    previous, current = windows[:, :-1], windows[:, 1:]  # the bigram each label ends
+    n, length = current.shape
+    same = (previous[:, :, None] == previous[:, None, :]) & (current[:, :, None] == current[:, None, :])
+    earlier = np.tril(np.ones((length, length), bool), k=-1)
+    return (same & earlier[None]).any(-1)
+
+
+def ngram_statistics(stream: np.ndarray, vocab: int) -> dict[str, np.ndarray]:
+    """The stream's unigram p(a) [vocab] and bigram p(b | a) [vocab, vocab] (rows of unseen tokens uniform)."""
+    stream = np.asarray(stream, np.int64)
+    unigram = np.bincount(stream, minlength=vocab).astype(np.float64)
+    pairs = np.bincount(stream[:-1] * vocab + stream[1:], minlength=vocab * vocab).reshape(vocab, vocab)
+    rows = pairs.sum(1, keepdims=True)
+    bigram = np.where(rows > 0, pairs / np.maximum(rows, 1), 1.0 / vocab)
+    return {"unigram": (unigram / unigram.sum()).astype(np.float32), "bigram": bigram.astype(np.float32)}
+
+
+def probe_data(task, n_probe: int = 32) -> dict[str, np.ndarray]:
+    """The fixed data of every measure: the validation windows and their inductable mask, the n-gram
+    tables of the training stream, and the repeated-token probe (its span half the context)."""
+    vocab = task.model.d_vocab
+    seq_len = task.cfg.seq_len
+    probe = induction_task.repeated_probe(jax.random.key(PROBE_SEED), n_probe, seq_len, vocab - 1, seq_len // 2)
+    return {"validation": task.eval_tokens, "inductable": inductable(task.eval_tokens),
+            **ngram_statistics(task.streams.train, vocab), "probe": np.asarray(probe) + 1}  # no BOS in the probe
+
+
+def kl_rows(p: jax.Array, log_q: jax.Array) -> jax.Array:
+    """KL(p || q) along the last axis, with 0 log 0 = 0: p [..., v], log_q [..., v] -> [...]."""
+    return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.where(p > 0, p, 1.0)) - log_q), 0.0), axis=-1)
+
+
+def ngram_distances(params: dict, data: dict, model: tfm.TransformerConfig, hooks=None) -> dict[str, jax.Array]:
+    """bigram_kl and unigram_kl (the module doc) from every token alone at position 0."""
+    vocab = model.d_vocab
+    logits, _ = tfm.apply(params, jnp.arange(vocab)[:, None], model, hooks=hooks)
+    log_q = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)  # [a, b]
+    p_a = data["unigram"]
+    return {"bigram_kl": jnp.sum(p_a * kl_rows(data["bigram"], log_q)),
+            "unigram_kl": jnp.sum(p_a * kl_rows(data["unigram"][None], log_q))}
+
+
+def make_measures(task) -> dict:
+    """{family: fn(params, data) -> {name: value}} over `probe_data(task)`, one forward pass each."""
+    cfg, model, hooks = task.cfg, task.model, task.hooks
+    span = cfg.seq_len // 2
+
+    def losses(params, data):
+        loss = task_lib.window_loss(params, data["validation"], model, hooks)  # [n, seq_len]
+        mask = data["inductable"]
+        position_loss = loss.mean(0)
+        return {"position_loss": position_loss, "icl_score": task_lib.icl_score(position_loss, cfg.early, cfg.late),
+                "inductable_loss": (loss * mask).sum() / jnp.maximum(mask.sum(), 1),
+                "other_loss": (loss * ~mask).sum() / jnp.maximum((~mask).sum(), 1)}
+
+    def attention(params, data):
+        layer_patterns, _ = ind.attention_cache(params, data["probe"], model, hooks)
+        per_layer = [ind.head_scores(pattern[:, None], data["probe"], span) for pattern in layer_patterns]
+        return {k: jnp.concatenate([scores[k] for scores in per_layer]) for k in ind.HEAD_SCORES}
+
+    measures = {"losses": losses, "attention": attention,
+                "ngrams": lambda p, d: ngram_distances(p, d, model, hooks),
+                "ov": lambda p, d: {"ov_circuit": ind.ov_circuit(p)}}
+    if model.n_layers >= 2:
+        measures["composition"] = lambda p, d: {f"{k}_composition": v for k, v in ind.composition_scores(p).items()}
+    return measures
+
+
+def stages(steps, results: dict, loss_steps, loss) -> dict:
+    """One member's stages, read off its series: steps [time], results {name: [time, ...]} (one member's),
+    loss_steps, loss [n_evals] (the validation loss). The steps where the bigram distance, the best
+    previous-token head, the best last-layer induction head and the ICL score change fastest; the
+    induction window (10-90% of the best head's rise); the plateau and bump of the loss before the
+    ICL score's fall (`analysis.induction.loss_bump`)."""
+    last = results["induction"].shape[1] - 1
+    head = int(np.argmax(results["induction"][-1, last]))
+    prev = int(np.argmax(results["previous_token"][-1, 0]))
+    induction = results["induction"][:, last, head]
+    icl_step, icl_slope = ind.fastest_change(steps, results["icl_score"])
+    out = {
+        "induction_head": f"L{last}H{head}", "previous_token_head": f"L0H{prev}",
+        "induction_score": {"start": float(induction[0]), "final": float(induction[-1])},
+        "icl_score": {"start": float(results["icl_score"][0]), "final": float(results["icl_score"][-1])},
+        "bigram_kl": {"start": float(results["bigram_kl"][0]), "final": float(results["bigram_kl"][-1])},
+        "bigram_step": ind.fastest_change(steps, results["bigram_kl"])[0],
+        "previous_token_step": ind.fastest_change(steps, results["previous_token"][:, 0, prev])[0],
+        "induction_step": ind.fastest_change(steps, induction)[0],
+        "induction_window": list(ind.transition_window(steps, induction)),
+        "icl_step": icl_step, "icl_slope": icl_slope,
+        "inductable_minus_other_final": float(results["inductable_loss"][-1] - results["other_loss"][-1]),
+    }
+    return {**out, **ind.loss_bump(loss_steps, loss, icl_step)}
