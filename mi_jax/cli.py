@@ -2,6 +2,7 @@
 
     mi-jax list
     mi-jax train PRESET [--set key=value ...] [--seeds 0,1,2] [--out DIR] [--overwrite]
+    mi-jax train PRESET --init-from RUN_DIR[:STEP] [--set ...] [--out DIR]   (fine-tune from a snapshot)
     mi-jax train --resume RUN_DIR
     mi-jax sweep PRESET --grid key=v1,v2 [--grid ...] [--seeds 0,1] [--set key=value ...] [--out DIR] [--one-program]
     mi-jax sweep --resume SWEEP_DIR
@@ -84,8 +85,8 @@ def cmd_train(args) -> int:
     from mi_jax.runs import run
 
     if args.resume:
-        if args.sets or args.seeds:
-            raise ConfigError("--resume continues a run with its saved config; drop --set/--seeds")
+        if args.sets or args.seeds or args.init_from:
+            raise ConfigError("--resume continues a run with its saved config; drop --set/--seeds/--init-from")
         run.resume(Path(args.resume), wandb=args.wandb, progress=not args.quiet)
         _say(f"run dir: {args.resume}")
         return 0
@@ -93,8 +94,10 @@ def cmd_train(args) -> int:
         raise ConfigError("train needs a PRESET (see `mi-jax list`) or --resume RUN_DIR")
     cfg = _config(args.preset, args.sets, args.seeds)
     run_dir = Path(args.out) if args.out else run.default_run_dir(args.preset)
-    final = run.train(cfg, run_dir, overwrite=args.overwrite, wandb=args.wandb, progress=not args.quiet)
-    _say(f"run dir: {run_dir}\nfinal (step {final.get('step')}): {summary(final)}")
+    final = run.train(cfg, run_dir, overwrite=args.overwrite, wandb=args.wandb, progress=not args.quiet,
+                      init_from=args.init_from)
+    origin = f" (fine-tuned from {args.init_from})" if args.init_from else ""
+    _say(f"run dir: {run_dir}{origin}\nfinal (step {final.get('step')}): {summary(final)}")
     return 0
 
 
@@ -201,6 +204,8 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--seeds", help="comma-separated seeds: train them as one vmapped ensemble")
     train.add_argument("--out", help="run dir (default checkpoints/PRESET)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
+    train.add_argument("--init-from", dest="init_from", metavar="RUN_DIR[:STEP]",
+                       help="fine-tune: start from that run's snapshot at STEP (default its last), optimiser fresh")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run dir")
     train.set_defaults(func=cmd_train)
 

@@ -105,12 +105,12 @@ def test_no_validation_document_reaches_a_training_window():
 
 def test_batches_are_a_pure_function_of_seed_and_step():
     task = make_task(tiny_language())
-    key = jax.random.key(0)
+    key, shared = jax.random.key(0), task.shared_data
     batch = jax.jit(task.batch)
-    a, b = batch(key, 7), batch(key, 7)
+    a, b = batch(key, 7, shared), batch(key, 7, shared)
     assert a.shape == (8, 17) and a.dtype == np.int32 and np.array_equal(a, b)
-    assert np.array_equal(a, task.batch(key, 7))  # jitted or not
-    assert not np.array_equal(a, batch(key, 8)) and not np.array_equal(a, batch(jax.random.key(1), 7))
+    assert np.array_equal(a, task.batch(key, 7, shared))  # jitted or not
+    assert not np.array_equal(a, batch(key, 8, shared)) and not np.array_equal(a, batch(jax.random.key(1), 7, shared))
     # every window is a slice of the training stream
     stream = task.streams.train.astype(np.int32)
     for window in np.asarray(a):
@@ -133,7 +133,7 @@ def test_the_icl_score_and_the_loss_per_position_on_a_hand_built_model():
 
 
 def test_a_run_keeps_its_tokenizer_and_corpus_and_a_killed_run_resumes_bit_identically(tmp_path):
-    cfg = tiny_language(chunk_steps=10)
+    cfg = tiny_language(chunk_steps=10, data_parallel=True)  # the batch split over 2 devices, the stream on both
     whole = tmp_path / "whole"
     mj.train(cfg, whole, wandb="off", progress=False)
     identity = json.loads((whole / "corpus.json").read_text())
@@ -183,3 +183,75 @@ def test_bad_corpora_and_tokenizers_are_one_line_each(capsys, tmp_path):
     for extra, match in cases:
         assert_one_line_error(capsys, base + extra, match)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_model_that_is_the_bigram_table_has_a_bigram_distance_of_zero():
+    # one attention-only layer whose heads write nothing, one-hot embeddings and W_U = log p(b | a): at
+    # a one-token context the model's prediction is exactly the stream's bigram row
+    from mi_jax.analysis import language as measures
+
+    vocab = 6
+    rng = np.random.default_rng(0)  # a Markov chain over tokens 0..4 (token 5 never occurs): mostly a -> a + 1
+    stream = np.cumsum(np.where(rng.random(5000) < 0.8, 1, rng.integers(0, 5, 5000))) % 5
+    stats = measures.ngram_statistics(stream, vocab)
+    model = mj.TransformerConfig(n_layers=1, d_model=vocab, n_heads=1, d_mlp=None, n_ctx=4, d_vocab=vocab)
+    params = jax.tree.map(np.zeros_like, mj.init_params(model, jax.random.key(0)))
+    params["W_E"] = np.eye(vocab, dtype=np.float32)
+    params["W_U"] = np.log(np.maximum(stats["bigram"], 1e-30)).astype(np.float32)
+    distances = measures.ngram_distances(params, stats, model)
+    assert abs(float(distances["bigram_kl"])) < 1e-5
+    assert float(distances["unigram_kl"]) > 0.01  # the bigram rows are not the unigram
+    params["W_U"] = np.zeros_like(params["W_U"])  # uniform prediction: KL = entropy gap, > 0
+    assert float(measures.ngram_distances(params, stats, model)["bigram_kl"]) > 0.1
+
+
+def test_inductable_tokens_are_those_whose_bigram_occurred_earlier():
+    from mi_jax.analysis.language import inductable
+
+    window = np.array([[1, 2, 3, 1, 2, 4, 1, 2, 3]])
+    # labels 2 3 1 2 4 1 2 3 with their bigrams (1,2) (2,3) (3,1) (1,2) (2,4) (4,1) (1,2) (2,3)
+    assert inductable(window).tolist() == [[False, False, False, True, False, False, True, True]]
+
+
+def test_the_report_runs_end_to_end_on_the_tiny_corpus(tmp_path):
+    run = tmp_path / "run"
+    mj.train(tiny_language(seeds=(0, 1), data_parallel=True), run, wandb="off", progress=False)  # shared data on 2 devices
+    lines = mj.analyze_run(run, wandb="off")
+    summary = json.loads((run / "analysis" / "language_summary.json").read_text())
+    assert [m["seed"] for m in summary["members"]] == [0, 1]
+    for member in summary["members"]:
+        assert member["bigram_kl"]["final"] < member["bigram_kl"]["start"]  # it learns the bigrams first
+        assert member["induction_head"].startswith("L1H") and member["previous_token_head"].startswith("L0H")
+    results = np.load(run / "analysis" / "language.npz")
+    assert results["position_loss"].shape == (5, 2, 16) and results["induction"].shape == (5, 2, 2, 2)
+    for name in ("language_loss.png", "language_stages.png", "language_head_scores_seed1.png"):
+        assert (run / "analysis" / name).stat().st_size > 10_000
+    assert any("bigram KL" in line for line in lines)
+
+
+@pytest.mark.slow  # an LLC run, a sweep and a patching series: ~1 min on 2 cores
+def test_the_llc_a_sweep_and_patching_over_training_work_on_a_language_run(tmp_path, capsys):
+    from mi_jax.interventions import head_patching_measure
+    from mi_jax.io.results import load_results
+    from test_cli import run_cli
+    from test_llc_report import SMALL
+
+    run = tmp_path / "run"
+    mj.train(tiny_language(), run, wandb="off", progress=False)
+    code, out, err = run_cli(capsys, "llc", str(run), *SMALL)
+    assert code == 0, err
+    _, results = load_results(run / "analysis" / "llc.npz")
+    assert results["llc_mean"].shape == (5, 1) and np.isfinite(results["llc_mean"]).all()
+
+    sweep = mj.sweep(tiny_language(steps=20), {"train.lr": [1e-3, 3e-3]}, tmp_path / "sweep", wandb="off",
+                     progress=False, one_program=True)
+    losses = [np.asarray(t.metrics["test_loss"])[-1] for t in sweep.trajectories]
+    assert np.concatenate(losses).shape == (2,) and len(set(np.concatenate(losses).round(6))) == 2
+
+    # head patching over the series, clean = a validation window, corrupted = its first half shuffled
+    traj, task = mj.Trajectory.load(run), make_task(tiny_language())
+    clean = task.eval_tokens[:4, :-1]
+    corrupted = np.concatenate([clean[:, ::-1][:, : 8], clean[:, 8:]], axis=1)
+    measure = head_patching_measure(task.model, clean, corrupted, answer=task.eval_tokens[:4, -1], metric="logprob")
+    patched = mj.analyze(traj, {"patching": measure})["head_patching"]
+    assert patched.shape == (5, 1, 2, 2) and np.isfinite(patched).all()

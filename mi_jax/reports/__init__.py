@@ -4,8 +4,9 @@ registry of them (kind name -> report), which the built-in kinds join here as ev
 A report is `report(traj, out_dir, logger=None) -> list[str]` (lines telling what was written): it
 runs the kind's measures (`mi_jax.analysis`) over every checkpoint and member, then saves the results
 (npz, summary JSON), logs them to wandb and draws the figures. `analyze_run` is the whole command: the
-training curves of any run, then its kind's report. `llc` is `mi-jax llc`'s report (LLC and Hessian
-over the checkpoints) and `sweep` that of a sweep dir.
+training curves of any run, then its kind's report, then for a fine-tuned run (`init_from` in its
+config) the fine-tune's report (`finetune`: change from the base, patching from it). `llc` is
+`mi-jax llc`'s report (LLC and Hessian over the checkpoints) and `sweep` that of a sweep dir.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mi_jax.io import CheckpointError
 from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.io.wandb_logger import WandbLogger
 from mi_jax.plots import training_curves
-from mi_jax.reports import boolean_and, grokking, induction, language, superposition
+from mi_jax.reports import boolean_and, finetune, grokking, induction, language, superposition
 from mi_jax.reports import sweep as sweep_report
 from mi_jax.runs import sweep as sweep_lib
 from mi_jax.runs.trajectory import Trajectory
@@ -63,9 +64,9 @@ def opened(run_dir, what: str = "analysing"):
 
 
 def analyze_run(run_dir, *, wandb: str = "offline", progress: bool = False) -> list[str]:
-    """Analyse a run dir under its lock: training curves, then its kind's report -> lines to print.
-    A sweep dir: each program's run dir so, then the sweep's summary against its grid. `progress`:
-    a progress bar over long series."""
+    """Analyse a run dir under its lock: training curves, then its kind's report, then (a fine-tuned run)
+    the fine-tune's report -> lines to print. A sweep dir: each program's run dir so, then the sweep's
+    summary against its grid. `progress`: a progress bar over long series."""
     if sweep_lib.is_sweep_dir(run_dir):
         sweep = sweep_lib.Sweep.load(run_dir)
         lines = [line for traj in sweep.trajectories for line in analyze_run(traj.run_dir, wandb=wandb, progress=progress)]
@@ -75,11 +76,16 @@ def analyze_run(run_dir, *, wandb: str = "offline", progress: bool = False) -> l
         kind = type(traj.config).kind
         report = REPORTS.get(kind)
         if report is None:
-            return lines + [f"no report registered for kind {kind!r}: training curves only "
-                            "(register one with mj.register_kind(..., report=fn))"]
+            lines.append(f"no report registered for kind {kind!r}: training curves only "
+                         "(register one with mj.register_kind(..., report=fn))")
+            if traj.init_from is None:
+                return lines
         logger = WandbLogger(run_dir, traj.config, wandb, members=list(traj.members))
         try:
-            lines += report(traj, out_dir, logger=logger)
+            if report is not None:
+                lines += report(traj, out_dir, logger=logger)
+            if traj.init_from is not None:
+                lines += finetune.report(traj, out_dir, logger=logger)
         finally:
             logger.finish()
         return lines

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import ClassVar
 
 import jax
@@ -59,6 +60,11 @@ class DataConfig:
     max_tokens: int = 200_000_000
 
     def __post_init__(self):
+        # paths absolute, so that a resume or an analysis from another folder reads the same files
+        if self.source != "stdlib":
+            object.__setattr__(self, "source", str(Path(self.source).expanduser().absolute()))
+        if self.tokenizer not in ("bpe", "bytes"):
+            object.__setattr__(self, "tokenizer", str(Path(self.tokenizer).expanduser().absolute()))
         check(self.vocab_size >= 258, f"data.vocab_size must be >= 258 (BOS, 256 bytes and a merge), got {self.vocab_size}")
         corpus_lib.token_dtype(self.vocab_size)
         check(0 < self.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
@@ -206,7 +212,7 @@ class LanguageTask:
         check(self.streams.vocab_size <= self.model.d_vocab,
               f"the tokenizer has {self.streams.vocab_size} tokens, more than the model's {self.model.d_vocab}")
         self.hooks = training_hooks(cfg)
-        self.train_tokens = jnp.asarray(self.streams.train)  # once on the device; the chunk gathers windows
+        self.shared_data = {"train": self.streams.train}  # on the devices once; the chunk gathers windows from it
         self.eval_tokens = self.validation_windows(cfg.n_eval, jax.random.key(cfg.eval_seed))
 
     def validation_windows(self, n: int, key: jax.Array) -> np.ndarray:
@@ -235,13 +241,13 @@ class LanguageTask:
         from the evaluation batch."""
         key = jax.random.fold_in(jax.random.key(self.cfg.eval_seed), 2)
         starts = window_starts(key, n_examples, len(self.streams.train), self.cfg.seq_len + 1)
-        return np.asarray(windows(self.train_tokens, starts, self.cfg.seq_len + 1))
+        return np.asarray(windows(jnp.asarray(self.streams.train), starts, self.cfg.seq_len + 1))
 
-    def batch(self, key: jax.Array, step: jax.Array) -> jax.Array:
-        """Training windows for `step`: tokens [batch_size, seq_len + 1]."""
+    def batch(self, key: jax.Array, step: jax.Array, shared: dict) -> jax.Array:
+        """Training windows for `step` from the training stream shared["train"] [n]: tokens [batch_size, seq_len + 1]."""
         n, length = self.cfg.train.batch_size, self.cfg.seq_len + 1
-        starts = window_starts(jax.random.fold_in(key, step), n, self.train_tokens.shape[0], length)
-        return windows(self.train_tokens, starts, length)
+        starts = window_starts(jax.random.fold_in(key, step), n, shared["train"].shape[0], length)
+        return windows(shared["train"], starts, length)
 
     def loss(self, params: dict, batch: jax.Array) -> jax.Array:
         return window_loss(params, batch, self.model, self.hooks).mean()

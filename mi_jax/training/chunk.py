@@ -16,6 +16,8 @@ evaluation reports its mean as `step_loss` (and `step_loss_finite`), then starts
 
 `v` is what differs by member within one program: {"h": the optimiser's hyperparameters, "task":
 the task's per-member arrays (`task.member_data`)}, either absent when the members share the config's.
+`shared` is what every member's batches read (`task.shared_data`, a corpus): an argument of the
+program, placed on the devices once, rather than a constant compiled into it.
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ from mi_jax.training.parallel import mean_value_and_grad, split_batch, splitting
 class Program:
     """What the compiled functions of one run are specialised on: the task, its train config, the
     params' shapes (for the optimiser's frozen leaves), whether any member warms up, whether the task
-    takes per-member arrays, and how each step's batch is split over devices (None: whole)."""
+    takes per-member arrays and shared data, and how each step's batch is split over devices (None: whole)."""
 
     task: Any
     tc: TrainConfig
     template: Any
     warm_up: bool
     per_member_task: bool
+    shared: bool
     batch_sharding: NamedSharding | None
 
 
@@ -84,13 +87,16 @@ def _value_and_grad(program: Program):
 
 
 def run_segments(program: Program, state: dict, acc: dict, seed_key: jax.Array, v: dict, lengths: jax.Array,
-                 evaluations: jax.Array):
+                 evaluations: jax.Array, shared=None):
     """One chunk of one member (see the module doc): lengths int32 [slot], evaluations bool [slot] ->
     (state, acc, metrics {name: [slot]} (zeros where no evaluation), params {leaf: [slot, ...]})."""
     _, data_key = jax.random.split(seed_key)
     tx = optimizer(program, v)
     value_and_grad = _value_and_grad(program)
     batch_of = _task(program, "batch")
+    if program.shared:
+        task_batch = batch_of
+        batch_of = lambda key, step, v: task_batch(key, step, shared, v=v)  # noqa: E731
 
     def one_step(_, carry):
         state, acc = carry

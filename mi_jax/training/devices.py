@@ -66,7 +66,8 @@ def _split(task, tc: TrainConfig, n_members: int | None) -> int:
         return 1
     if n_members:
         return tc.devices or (count if several_processes else min(count, n_members))
-    batch = jax.eval_shape(task.batch, jax.random.key(0), jnp.zeros((), jnp.int32))
+    shared = getattr(task, "shared_data", None)
+    batch = jax.eval_shape(task.batch, jax.random.key(0), jnp.zeros((), jnp.int32), *([shared] if shared else []))
     size = math.gcd(*(leaf.shape[0] for leaf in jax.tree.leaves(batch)))
     if tc.devices or several_processes:  # every process must hold a share: no smaller split
         n = tc.devices or count

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import SingleDeviceSharding
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from mi_jax.config import check
 from mi_jax.io import CheckpointError
@@ -84,25 +84,39 @@ class Trainer:
         varying = _varying(task, tc, computed) if members is not None else {}
         warm_up = any(m.get("train.warmup_steps", tc.warmup_steps) > 0 for m in self.members)
         template = jax.eval_shape(task.init_params, jax.random.key(0))
-        self.program = chunk.Program(task, tc, template, warm_up, "task" in varying, self.plan.batch)
+        shared = getattr(task, "shared_data", None)
+        self.program = chunk.Program(task, tc, template, warm_up, "task" in varying, shared is not None,
+                                     self.plan.batch)
         keys = jnp.stack([jax.random.key_data(jax.random.key(m["seed"])) for m in computed])
         self._keys, self._varying = (keys if self.plan.vmapped else keys[0]), varying
         program, placed = self.program, {}
         if self.plan.state is not None:  # every output (state, metrics, params) on the state's sharding
             self._keys, self._varying = distributed.put((self._keys, self._varying), self.plan.state)
             placed = {"out_shardings": self.plan.state}
+        mesh = (self.plan.state or self.plan.batch)
+        self._shared = (None if shared is None else  # replicated on every device of the plan, once
+                        distributed.put(shared, NamedSharding(mesh.mesh, PartitionSpec())) if mesh is not None else
+                        jax.device_put(shared))
         key = jax.random.wrap_key_data
 
-        def run(state, acc, k, v, lengths, evaluations):
-            state, acc, metrics, params = chunk.run_segments(program, state, acc, key(k), v, lengths, evaluations)
+        def run(state, acc, k, v, lengths, evaluations, shared):
+            state, acc, metrics, params = chunk.run_segments(program, state, acc, key(k), v, lengths, evaluations,
+                                                             shared)
             return state, acc, metrics, params
 
+        def start_from(params, v):  # a member's state at step 0 from given params: the optimiser's state fresh
+            params = jax.tree.map(lambda x: x.astype(jnp.float32), params)
+            return {"params": params, "opt_state": chunk.optimizer(program, v).init(params),
+                    "step": jnp.zeros((), jnp.int32)}
+
         if self.plan.vmapped:
+            self._start_from = jax.jit(jax.vmap(start_from), **placed)
             self._init = jax.jit(jax.vmap(lambda k, v: chunk.init_state(program, key(k), v)), **placed)
-            self._run = jax.jit(jax.vmap(run, in_axes=(0, 0, 0, 0, None, None)), donate_argnums=(0, 1), **placed)
+            self._run = jax.jit(jax.vmap(run, in_axes=(0, 0, 0, 0, None, None, None)), donate_argnums=(0, 1), **placed)
             self._evaluate = jax.jit(jax.vmap(lambda p, v: chunk.evaluate(program, p, v)))
         else:  # a solo run's metrics and params given the [member] axis of 1 that every run's have
             one = lambda tree: jax.tree.map(lambda x: x[None], tree)  # noqa: E731
+            self._start_from = jax.jit(start_from, **placed)
             self._init = jax.jit(lambda k, v: chunk.init_state(program, key(k), v), **placed)
             self._run = jax.jit(lambda *a: (lambda s, c, m, p: (s, c, one(m), one(p)))(*run(*a)),
                                 donate_argnums=(0, 1), **placed)
@@ -114,8 +128,15 @@ class Trainer:
     def n_members(self) -> int:
         return len(self.members)
 
-    def init_state(self):
-        return self._init(self._keys, self._varying)
+    def init_state(self, params: dict | None = None):
+        """The train state at step 0: the members' own init, or (a fine-tune) `params`, host leaves [member, ...]
+        of the real members, with the optimiser's state fresh."""
+        if params is None:
+            return self._init(self._keys, self._varying)
+        if not self.plan.vmapped:  # a solo run's state has no member axis
+            return self._start_from(self.place(jax.tree.map(lambda x: np.asarray(x)[0], params), pad=False),
+                                    self._varying)
+        return self._start_from(self.place(jax.tree.map(np.asarray, params)), self._varying)
 
     def fresh_acc(self, values: dict | None = None):
         """The step-loss accumulator, fresh or from a saved state's `values` ({name: [member] list},
@@ -170,7 +191,8 @@ class Trainer:
         """One chunk -> (state, acc, metrics {name: [slot, member]} of the real members on the host,
         params {leaf: [member, slot, ...]} on the devices, the padding included)."""
         state, acc, metrics, params = self._run(state, acc, self._keys, self._varying,
-                                                jnp.asarray(lengths, jnp.int32), jnp.asarray(evaluations, bool))
+                                                jnp.asarray(lengths, jnp.int32), jnp.asarray(evaluations, bool),
+                                                self._shared)
         metrics = {name: np.swapaxes(m, 0, 1) for name, m in self._real(metrics).items()}
         return state, acc, metrics, params
 
@@ -231,20 +253,23 @@ def _rows(steps: list[int], metrics: dict[str, np.ndarray], solo: bool) -> list[
 
 def train_task(task, run_dir: Path, *, resume: bool = False, logger=None, progress: bool = True,
                stop_after_chunks: int | None = None, members: list[dict] | None = None,
-               plan: devices.DevicePlan | None = None) -> dict:
+               plan: devices.DevicePlan | None = None, init_params: dict | None = None) -> dict:
     """Train `task` into `run_dir` (which holds config.json already) -> the final metrics row.
 
     With `resume`, continue from the newest good state in `run_dir`; the result is bit-identical
     to an uninterrupted run on the same device layout. `stop_after_chunks` ends early (for tests).
     `members`: the members of a sweep program (see `Trainer`); `plan`: the device plan, if made already.
+    `init_params`: a fresh run's params at step 0 instead of its own init (a fine-tune; host leaves
+    [member, ...]); a resume reads them from its saved state.
     """
     tc: TrainConfig = task.cfg.train
     with tc.precision():
         trainer = Trainer(task, tc, members, plan)
-        return _train(trainer, Path(run_dir), resume, logger, progress, stop_after_chunks)
+        return _train(trainer, Path(run_dir), resume, logger, progress, stop_after_chunks, init_params)
 
 
-def _train(trainer: Trainer, run_dir: Path, resume: bool, logger, progress: bool, stop_after_chunks) -> dict:
+def _train(trainer: Trainer, run_dir: Path, resume: bool, logger, progress: bool, stop_after_chunks,
+           init_params: dict | None = None) -> dict:
     tc, writer = trainer.tc, distributed.is_writer()  # process 0 writes the run dir; all write their snapshots
     if trainer.plan.padding and writer:
         print(f"mi-jax: {trainer.plan.padding}", file=sys.stderr)
@@ -258,7 +283,7 @@ def _train(trainer: Trainer, run_dir: Path, resume: bool, logger, progress: bool
             if resume:
                 state, acc, snapshots, step, watched = _restored(trainer, run_dir, states, capacity)
             else:
-                state, acc, snapshots, step, watched = _started(trainer, run_dir, states, capacity, watch)
+                state, acc, snapshots, step, watched = _started(trainer, run_dir, states, capacity, watch, init_params)
             final = _chunks(trainer, run_dir, states, state, acc, snapshots, step, watched, logger,
                             ProgressBar(tc.steps, step, progress and writer), stop_after_chunks)
         states.close()
@@ -273,10 +298,12 @@ def _train(trainer: Trainer, run_dir: Path, resume: bool, logger, progress: bool
         raise stopped from None
 
 
-def _started(trainer: Trainer, run_dir: Path, states: StateStore, capacity: int, watch: str | None):
-    """A fresh run: the state at step 0, its evaluation (metrics row 0) and snapshot (row 0), saved."""
+def _started(trainer: Trainer, run_dir: Path, states: StateStore, capacity: int, watch: str | None,
+             init_params: dict | None = None):
+    """A fresh run: the state at step 0 (from `init_params` if given), its evaluation (metrics row 0) and
+    snapshot (row 0), saved."""
     tc, snap_dir = trainer.tc, run_dir / run_dir_lib.SNAPSHOTS
-    state, first = trainer.evaluate_state(trainer.init_state())
+    state, first = trainer.evaluate_state(trainer.init_state(init_params))
     if watch is not None:
         names = trainer.metric_names(state["params"])
         check(watch in names, f"train.ckpt_watch={watch!r} is not a metric of this task: {', '.join(sorted(names))}")
