@@ -128,3 +128,26 @@ def test_bad_hook_use_fails_with_one_clear_line(params, tokens):
 def test_config_rejects_heads_that_do_not_divide_d_model():
     with pytest.raises(ConfigError, match="not divisible"):
         TransformerConfig(d_model=30, n_heads=4)
+
+
+def test_shortformer_positions_reach_queries_and_keys_only():
+    # TransformerLens's shortformer: q = (ln1(resid) + W_pos) W_Q, k likewise, v = ln1(resid) W_V, and
+    # the residual stream never holds the positions
+    cfg = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, layer_norm=True, n_ctx=8, d_vocab=11,
+                            positional_embedding="shortformer")
+    params = init_params(cfg, jax.random.key(0))
+    params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(1), x.shape), params)
+    tokens = jax.random.randint(jax.random.key(2), (3, 7), 0, 11)
+    names = ["hook_embed", "blocks.0.hook_resid_pre", "blocks.1.ln1.hook_normalized", "blocks.1.attn.hook_q",
+             "blocks.1.attn.hook_k", "blocks.1.attn.hook_v"]
+    logits, cache = apply(params, tokens, cfg, cache=names)
+    np.testing.assert_array_equal(cache["blocks.0.hook_resid_pre"], cache["hook_embed"])
+    a, x, pos = params["blocks"][1]["attn"], cache["blocks.1.ln1.hook_normalized"], params["W_pos"][:7]
+    project = lambda inp, W, b: np.einsum("bpd,hde->bphe", inp, W) + b  # noqa: E731
+    np.testing.assert_allclose(cache["blocks.1.attn.hook_q"], project(x + pos, a["W_Q"], a["b_Q"]), atol=1e-5)
+    np.testing.assert_allclose(cache["blocks.1.attn.hook_k"], project(x + pos, a["W_K"], a["b_K"]), atol=1e-5)
+    np.testing.assert_allclose(cache["blocks.1.attn.hook_v"], project(x, a["W_V"], a["b_V"]), atol=1e-5)
+    reference, _ = apply(params, tokens, cfg, fast=False)
+    np.testing.assert_allclose(logits, reference, atol=1e-5)
+    last, _ = apply(params, tokens, cfg, last_position_only=True)
+    np.testing.assert_allclose(last[:, 0], logits[:, -1], atol=1e-5)

@@ -145,7 +145,7 @@ def site_names(cfg: tfm.TransformerConfig) -> dict[str, list[str]]:
              "attn": [f"blocks.{l}.hook_attn_out" for l in layers]}
     if cfg.d_mlp is not None:
         names["mlp"] = [f"blocks.{l}.hook_mlp_out" for l in layers]
-    names["embed"] = ["hook_embed"] + (["hook_pos_embed"] if cfg.positional_embedding == "learned" else [])
+    names["embed"] = ["hook_embed"] + (["hook_pos_embed"] if cfg.positional_embedding != "none" else [])
     return names
 
 

@@ -60,7 +60,7 @@ def tl_key(name: str) -> str:
 def _unsupported_features(tl: Mapping) -> list[str]:
     """`field=value` for every TL setting in `tl` that mi_jax's transformer cannot run as TL would."""
     found = [f"{k}={tl[k]!r}" for k, off in _OFF.items() if k in tl and tl[k] not in (off, None)]
-    if tl.get("positional_embedding_type", "standard") != "standard":
+    if tl.get("positional_embedding_type", "standard") not in ("standard", "shortformer"):
         found.append(f"positional_embedding_type={tl['positional_embedding_type']!r}")
     norm = tl.get("normalization_type", "LN")
     if norm not in (None, "LN"):
@@ -109,7 +109,7 @@ def transformer_config(tl: Mapping) -> tfm.TransformerConfig:
         n_layers=int(tl["n_layers"]), d_model=d_model, n_heads=n_heads, d_head=d_head,
         d_mlp=None if attn_only else int(d_mlp), act_fn=_ACT_FNS.get(tl.get("act_fn"), "relu"),
         layer_norm=tl.get("normalization_type", "LN") == "LN", n_ctx=int(tl["n_ctx"]), d_vocab=int(tl["d_vocab"]),
-        d_vocab_out=int(tl["d_vocab"]) if d_vocab_out == -1 else d_vocab_out, positional_embedding="learned",
+        d_vocab_out=int(tl["d_vocab"]) if d_vocab_out == -1 else d_vocab_out, positional_embedding="shortformer" if tl.get("positional_embedding_type") == "shortformer" else "learned",
         init_std=None if std is None or std < 0 or math.isclose(std, default_std, rel_tol=1e-9) else float(std),
     )
 
@@ -122,7 +122,8 @@ def tl_config_fields(cfg: tfm.TransformerConfig) -> dict:
         "n_heads": cfg.n_heads, "d_mlp": cfg.d_mlp, "attn_only": cfg.d_mlp is None,
         "act_fn": _ACT_FNS_OUT[cfg.act_fn], "d_vocab": cfg.d_vocab, "d_vocab_out": cfg.d_vocab_out,
         "normalization_type": "LN" if cfg.layer_norm else None, "eps": LN_EPS,
-        "positional_embedding_type": "standard", "initializer_range": cfg.std,
+        "positional_embedding_type": "shortformer" if cfg.positional_embedding == "shortformer" else "standard",
+        "initializer_range": cfg.std,
     }
 
 

@@ -118,8 +118,10 @@ def rough_mean(x: jax.Array) -> jax.Array:
 
 
 def grid_forward_applies(cfg) -> bool:
-    """`grid_forward` is exact for one-layer models with an MLP and no layer norm (cfg: a TransformerConfig)."""
-    return cfg.n_layers == 1 and cfg.d_mlp is not None and not cfg.layer_norm and cfg.n_ctx >= 3
+    """`grid_forward` is exact for one-layer models with an MLP, no layer norm and positions in the residual
+    stream (cfg: a TransformerConfig)."""
+    return (cfg.n_layers == 1 and cfg.d_mlp is not None and not cfg.layer_norm and cfg.n_ctx >= 3
+            and cfg.positional_embedding != "shortformer")
 
 
 def grid_forward(params: dict, cfg, p: int, roughly_centred: bool = False) -> tuple[jax.Array, jax.Array]:

@@ -53,6 +53,9 @@ class TransformerConfig:
 
     `d_vocab`, `d_vocab_out` and `n_ctx` left as None are filled in from the task.
     `init_std=None` uses 0.8 / sqrt(d_model) for every weight (biases start at 0).
+    `positional_embedding`: "learned" adds W_pos to the residual stream; "shortformer" (as
+    TransformerLens's) adds it to each layer's query and key inputs only, after ln1, so values and
+    MLPs never see positions (TL's toy attention-only LMs use it: it eases induction heads); "none".
     """
 
     n_layers: int = 1
@@ -65,7 +68,7 @@ class TransformerConfig:
     n_ctx: int | None = None
     d_vocab: int | None = None
     d_vocab_out: int | None = None
-    positional_embedding: Literal["learned", "none"] = "learned"
+    positional_embedding: Literal["learned", "shortformer", "none"] = "learned"
     init_std: float | None = None
 
     def __post_init__(self):
@@ -79,6 +82,8 @@ class TransformerConfig:
             object.__setattr__(self, "d_head", self.d_model // self.n_heads)
         check(self.d_head >= 1, f"model.d_head must be >= 1, got {self.d_head}")
         check(self.d_mlp is None or self.d_mlp >= 1, f"model.d_mlp must be >= 1 or None, got {self.d_mlp}")
+        check(self.positional_embedding in ("learned", "shortformer", "none"),
+              f"model.positional_embedding must be learned, shortformer or none, got {self.positional_embedding!r}")
         check(self.act_fn in ACTIVATIONS, f"model.act_fn must be one of {sorted(ACTIVATIONS)}, got {self.act_fn!r}")
         for name in ("n_ctx", "d_vocab", "d_vocab_out"):
             value = getattr(self, name)
@@ -148,7 +153,7 @@ class HookedTransformer(nnx.Module):
         self.cfg = cfg
         init = nnx.initializers.normal(cfg.std)
         self.W_E = nnx.Param(init(rngs.params(), (cfg.d_vocab, cfg.d_model)))
-        if cfg.positional_embedding == "learned":
+        if cfg.positional_embedding != "none":
             self.W_pos = nnx.Param(init(rngs.params(), (cfg.n_ctx, cfg.d_model)))
         self.blocks = nnx.List([_Block(cfg, init, rngs) for _ in range(cfg.n_layers)])
         if cfg.layer_norm:
@@ -226,11 +231,12 @@ def _layer_norm(x, ln):
     return x / scale * ln["w"] + ln["b"]
 
 
-def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str, fast: bool):
+def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str, fast: bool, x_k=None):
     """Multi-head attention: x_q [batch, pos, d_model] queries, x_kv [batch, key_pos, d_model] keys and
-    values -> the attention output [batch, pos, d_model].
+    values (x_k: the keys' input where it differs from the values', as with shortformer positions)
+    -> the attention output [batch, pos, d_model].
 
-        q = x_q W_Q + b_Q,  k = x_kv W_K + b_K,  v = x_kv W_V + b_V          [batch, pos, head, d_head]
+        q = x_q W_Q + b_Q,  k = x_k W_K + b_K,  v = x_kv W_V + b_V           [batch, pos, head, d_head]
         scores = q k^T / sqrt(d_head), future keys masked                   [batch, head, pos, key_pos]
         pattern = softmax(scores) over key_pos;  z = pattern v              [batch, pos, head, d_head]
         out = sum over heads of z W_O, + b_O
@@ -239,7 +245,7 @@ def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str, fast: bool)
     """
     project = fast_paths.project if fast else (lambda x, W, b: jnp.einsum("bpd,hde->bphe", x, W) + b)
     q = hk(f"{name}.hook_q", project(x_q, p["W_Q"], p["b_Q"]))
-    k = hk(f"{name}.hook_k", project(x_kv, p["W_K"], p["b_K"]))
+    k = hk(f"{name}.hook_k", project(x_kv if x_k is None else x_k, p["W_K"], p["b_K"]))
     v = hk(f"{name}.hook_v", project(x_kv, p["W_V"], p["b_V"]))
     scores_name, pattern_name = f"{name}.hook_attn_scores", f"{name}.hook_pattern"
     if fast and q.shape[1] == 1 and not hk.active:
@@ -290,20 +296,26 @@ def apply(
     check(n_pos <= cfg.n_ctx, f"sequence length {n_pos} exceeds model.n_ctx={cfg.n_ctx}")
     act = ACTIVATIONS[cfg.act_fn]
     resid = hk("hook_embed", params["W_E"][tokens])
+    shortformer = None
     if cfg.positional_embedding == "learned":
         resid = resid + hk("hook_pos_embed", params["W_pos"][:n_pos])[None]
+    elif cfg.positional_embedding == "shortformer":  # added to every layer's query and key inputs only
+        shortformer = hk("hook_pos_embed", params["W_pos"][:n_pos])[None]
     for layer in range(cfg.n_layers):
         p, name = params["blocks"][layer], f"blocks.{layer}"
         last = last_position_only and layer == cfg.n_layers - 1
         resid = hk(f"{name}.hook_resid_pre", resid)
         x = hk(f"{name}.ln1.hook_normalized", _layer_norm(resid, p["ln1"])) if cfg.layer_norm else resid
-        if fast and last and layer == 0 and not cfg.layer_norm and tokens.shape[0] > cfg.d_vocab:
+        if (fast and last and layer == 0 and not cfg.layer_norm and tokens.shape[0] > cfg.d_vocab
+                and shortformer is None):
             attn_out, resid = fast_paths.first_layer_last_query(params, tokens)
         else:
-            x_q = x[:, -1:] if last else x
+            x_k = None if shortformer is None else x + shortformer
+            x_q = x if x_k is None else x_k
+            x_q = x_q[:, -1:] if last else x_q
             if last:  # the last position attends to every key: no mask needed
                 resid = resid[:, -1:]
-            attn_out = _attention(p["attn"], x_q, x, causal=not last, hk=hk, name=f"{name}.attn", fast=fast)
+            attn_out = _attention(p["attn"], x_q, x, causal=not last, hk=hk, name=f"{name}.attn", fast=fast, x_k=x_k)
         resid = resid + hk(f"{name}.hook_attn_out", attn_out)
         if cfg.d_mlp is not None:
             resid = hk(f"{name}.hook_resid_mid", resid)
