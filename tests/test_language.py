@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mi_jax as mj
+from mi_jax import cli
 from mi_jax import config as config_lib
 from mi_jax.config import ConfigError
 from mi_jax.io import corpus as corpus_lib
@@ -255,3 +256,21 @@ def test_the_llc_a_sweep_and_patching_over_training_work_on_a_language_run(tmp_p
     measure = head_patching_measure(task.model, clean, corrupted, answer=task.eval_tokens[:4, -1], metric="logprob")
     patched = mj.analyze(traj, {"patching": measure})["head_patching"]
     assert patched.shape == (5, 1, 2, 2) and np.isfinite(patched).all()
+
+
+def test_a_language_fine_tune_needs_its_bases_tokenizer(tmp_path, capsys):
+    base = tmp_path / "base"
+    mj.train(tiny_language(steps=10), base, wandb="off", progress=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("Plain prose about rivers and gardens, written for the fine-tune. " * 40)
+    (other / "more.txt").write_text("A second document, so that a validation split exists. " * 40)
+    argv = ["train", "language_attn_1l", "--out", str(tmp_path / "ft"), "--init-from", str(base), "--wandb", "off",
+            "--quiet", "--set", f"data.source={other}", "--set", "seq_len=16", "--set", "model.d_model=32",
+            "--set", "model.n_heads=2", "--set", "model.d_head=16", "--set", "model.n_layers=2", "--set", "train.steps=4",
+            "--set", "train.batch_size=8", "--set", "data.vocab_size=300"]
+    assert_one_line_error(capsys, argv, "that run has another tokenizer")
+    code = cli.main(argv + ["--set", f"data.tokenizer={base / 'tokenizer.json'}"])
+    assert code == 0
+    traj = mj.Trajectory.load(tmp_path / "ft")
+    assert list(traj.steps) == [10, 14] and traj.init_from["step"] == 10

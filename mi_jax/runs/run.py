@@ -180,6 +180,8 @@ def start_from(init_from, task, n_members: int, run_dir: Path | None = None) -> 
     base = Trajectory.load(base_dir, on_corrupt="raise", verify=False)  # the one snapshot read is checked
     kind, base_kind = type(task.cfg).kind, type(base.config).kind
     check(kind == base_kind, f"{what}: that run is of kind {base_kind}, this one of kind {kind}")
+    if hasattr(task, "check_base"):  # what else the kind needs to match (a language run: the tokenizer)
+        task.check_base(base_dir, what)
     check(len(base) > 0, f"{what}: the run holds no snapshot")
     steps = [int(s) for s in base.steps]
     step = steps[-1] if step is None else step

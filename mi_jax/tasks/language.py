@@ -230,6 +230,14 @@ class LanguageTask:
                     "python": s.corpus.identity.get("python", ".".join(map(str, sys.version_info[:3])))}
         return {"tokenizer.json": s.tokenizer.to_str(), "corpus.json": json.dumps(identity, indent=1)}
 
+    def check_base(self, base_dir, what: str) -> None:
+        """A fine-tune reads tokens as its base did: the same tokenizer, or one ConfigError line."""
+        recorded = Path(base_dir) / "corpus.json"
+        theirs = json.loads(recorded.read_text()).get("tokenizer_sha256") if recorded.exists() else None
+        check(theirs in (None, corpus_lib.tokenizer_hash(self.streams.tokenizer)),
+              f"{what}: that run has another tokenizer; fine-tune with its own: "
+              f"--set data.tokenizer={Path(base_dir).resolve() / 'tokenizer.json'}")
+
     def init_params(self, key: jax.Array) -> dict:
         return tfm.init_params(self.model, key)
 

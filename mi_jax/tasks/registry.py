@@ -15,6 +15,8 @@ config and supplies the pure functions the training loop runs (`mi_jax.training.
     LLC_SETTINGS = {"llc.epsilon": ...}  that command's settings for this kind (dotted keys)
     MEMBER_KEYS, member_data(cfg)        config keys the members of one sweep program may differ in
     run_files() -> {name: text}          files a new run dir keeps beside config.json (a tokenizer, ...)
+    check_base(base_dir, what)           one ConfigError line if a run to fine-tune from does not fit
+                                         beyond its params' shapes (`what` names it)
     shared_data = {name: array}          host arrays every member's batches read (a corpus): then
                                          batch(key, step, shared) gets them as device arrays, passed
                                          to the compiled chunk rather than compiled into it
