@@ -95,9 +95,43 @@ def analyze_params(
         out = analyze_params(params, measures, {**data, **own} if own else data, member_axis=False,
                              chunk_size=chunk_size, block_bytes=block_bytes)
         return jax.tree.map(lambda y: y[:, None], out)
-    one = lambda p, mine: evaluate_measures(measures, p, {**data, **mine} if mine else data)  # noqa: E731
-    per_time = (lambda p: jax.vmap(one)(p, own)) if member_axis else (lambda p: one(p, {}))
-    return _map_over_time(per_time, params, chunk_size or default_chunk_size(), block_bytes)
+    # the data's large arrays are arguments of the program, not constants compiled into it: XLA would
+    # fold what the measures compute from them alone (a base model's forward pass) at compile time
+    (data, own), leaves = _lifted((data, own))
+    one = lambda p, mine, d: evaluate_measures(measures, p, {**d, **mine} if mine else d)  # noqa: E731
+
+    def per_time(p, lifted):
+        d, mine = _restored((data, own), lifted)
+        return jax.vmap(lambda q, m: one(q, m, d))(p, mine) if member_axis else one(p, {}, d)
+
+    return _map_over_time(per_time, params, leaves, chunk_size or default_chunk_size(), block_bytes)
+
+
+LIFT_SIZE = 1024  # data arrays of at least this many elements are passed to the program, the rest compiled in
+
+
+class _Lifted:
+    """Marks the place of a lifted array in a data tree (a leaf jax does not trace)."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+def _lifted(tree):
+    """tree with its large arrays replaced by markers -> (tree, [those arrays])."""
+    arrays = []
+
+    def lift(x):
+        if isinstance(x, (np.ndarray, jax.Array)) and x.size >= LIFT_SIZE:
+            arrays.append(x)
+            return _Lifted(len(arrays) - 1)
+        return x
+
+    return jax.tree.map(lift, tree), arrays
+
+
+def _restored(tree, arrays):
+    return jax.tree.map(lambda x: arrays[x.index] if isinstance(x, _Lifted) else x, tree)
 
 
 def _block_len(params: dict, n_time: int, n_dev: int, chunk_size: int, block_bytes: int) -> int:
@@ -111,21 +145,24 @@ def _block_len(params: dict, n_time: int, n_dev: int, chunk_size: int, block_byt
     return unit * -(-n_units // n_blocks)  # blocks as even as can be: the last one's padding stays small
 
 
-def _map_over_time(per_time: Callable, params: dict, chunk_size: int,
+def _map_over_time(per_time: Callable, params: dict, extra: list, chunk_size: int,
                    block_bytes: int = STREAM_BYTES) -> dict[str, np.ndarray]:
-    """`lax.map` of per_time over the leading [time] axis of params, jitted, split over the local devices,
-    streamed in blocks of checkpoints (the next block read while this one computes), so host and
-    device memory hold about two blocks whatever the series' length; `params` may be lazy arrays."""
+    """`lax.map` of per_time(params, extra) over the leading [time] axis of params, jitted, split over the
+    local devices, streamed in blocks of checkpoints (the next block read while this one computes), so
+    host and device memory hold about two blocks whatever the series' length; `params` may be lazy
+    arrays; `extra` (arrays every checkpoint reads) is placed on the devices once."""
     # batch_size=1 means a plain map, passed as such: lax.map's batch-of-one form (a vmap of size 1) gave
     # wrong, run-to-run different results in the program split over CPU devices
-    over_time = lambda ps: jax.lax.map(per_time, ps, batch_size=chunk_size if chunk_size > 1 else None)  # noqa: E731
+    over_time = lambda ps, extra: jax.lax.map(lambda p: per_time(p, extra), ps,  # noqa: E731
+                                              batch_size=chunk_size if chunk_size > 1 else None)
     n_time = jax.tree.leaves(params)[0].shape[0]
     n_dev = min(jax.local_device_count(), n_time)
     block = _block_len(params, n_time, n_dev, chunk_size, block_bytes)
     if n_dev == 1:
-        run, to_host = jax.jit(over_time), lambda out: jax.tree.map(np.asarray, out)
+        compiled, placed = jax.jit(over_time), jax.device_put(extra)
+        run, to_host = (lambda ps: compiled(ps, placed)), lambda out: jax.tree.map(np.asarray, out)
     else:
-        run, to_host = _split_over_devices(over_time, n_dev)
+        run, to_host = _split_over_devices(over_time, extra, n_dev)
 
     def read(start: int):  # [block, ...] host arrays, the last checkpoint repeated to fill the last block
         host = read_tree(jax.tree.map(lambda x: x[start : start + block], params))
@@ -160,21 +197,23 @@ def _map_over_time(per_time: Callable, params: dict, chunk_size: int,
     return jax.tree.map(lambda y: y[:n_time], out)
 
 
-def _split_over_devices(over_time: Callable, n_dev: int) -> tuple[Callable, Callable]:
+def _split_over_devices(over_time: Callable, extra: list, n_dev: int) -> tuple[Callable, Callable]:
     """over_time as one program whose [time] axis (a multiple of n_dev) is split over n_dev local devices,
-    each mapping over its share with no communication: (run, to_host), run(params) dispatching it and
-    to_host(its result) the host arrays [time, ...]."""
+    each mapping over its share with no communication (`extra` on every device): (run, to_host),
+    run(params) dispatching it and to_host(its result) the host arrays [time, ...]."""
     mesh = Mesh(np.array(jax.local_devices()[:n_dev]), ("checkpoints",))
     split = PartitionSpec("checkpoints")
 
-    def on_one_device(block):  # leaves [1, time / n_dev, ...]: this device's checkpoints
-        return jax.tree.map(lambda y: y[None], over_time(jax.tree.map(lambda x: x[0], block)))
+    def on_one_device(block, extra):  # leaves [1, time / n_dev, ...]: this device's checkpoints
+        return jax.tree.map(lambda y: y[None], over_time(jax.tree.map(lambda x: x[0], block), extra))
 
-    run = jax.jit(jax.shard_map(on_one_device, mesh=mesh, in_specs=split, out_specs=split, check_vma=False))
+    run = jax.jit(jax.shard_map(on_one_device, mesh=mesh, in_specs=(split, PartitionSpec()), out_specs=split,
+                                check_vma=False))
+    placed = jax.device_put(extra, NamedSharding(mesh, PartitionSpec()))
 
     def split_run(params):  # leaves [time, ...] -> [device, time / device, ...]
         shares = jax.tree.map(lambda x: x.reshape(n_dev, -1, *x.shape[1:]), params)
-        return run(jax.device_put(shares, NamedSharding(mesh, split)))
+        return run(jax.device_put(shares, NamedSharding(mesh, split)), placed)
 
     return split_run, lambda out: jax.tree.map(lambda y: np.asarray(y).reshape(-1, *y.shape[2:]), out)
 

@@ -107,7 +107,8 @@ def make_measures(task) -> dict:
 def stages(steps, results: dict, loss_steps, loss) -> dict:
     """One member's stages, read off its series: steps [time], results {name: [time, ...]} (one member's),
     loss_steps, loss [n_evals] (the validation loss). The steps where the bigram distance, the best
-    previous-token head, the best last-layer induction head and the ICL score change fastest; the
+    previous-token head (layer 0's, which an induction circuit reads) and the best last-layer induction head
+    change fastest, and where the ICL score falls fastest; the best previous-token head of any layer; the
     induction window (10-90% of the best head's rise); the plateau and bump of the loss before the
     ICL score's fall (`analysis.induction.loss_bump`)."""
     last = results["induction"].shape[1] - 1
@@ -127,4 +128,7 @@ def stages(steps, results: dict, loss_steps, loss) -> dict:
         "icl_step": icl_step, "icl_slope": icl_slope,
         "inductable_minus_other_final": float(results["inductable_loss"][-1] - results["other_loss"][-1]),
     }
+    final = results["previous_token"][-1]  # [layer, head]; a model may put its previous-token heads in layer 1
+    layer, best = np.unravel_index(int(np.argmax(final)), final.shape)
+    out["previous_token_best"] = {"head": f"L{layer}H{best}", "final": float(final[layer, best])}
     return {**out, **ind.loss_bump(loss_steps, loss, icl_step)}

@@ -12,8 +12,8 @@ from mi_jax.plots import save
 
 def stages(steps, results: dict, labels, marks: dict, path: Path) -> Path:
     """Three panels over steps, a line per member: the bigram and unigram distances (results {name:
-    [member, time]}), the loss on inductable tokens against the rest, and the best last-layer
-    induction and layer-0 previous-token scores; marks {label: [step per member]} as dashed lines."""
+    [member, time]}), the loss on inductable tokens against the rest, and the best induction and
+    previous-token scores of any head; marks {label: [step per member]} as dashed lines."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for m, label in enumerate(labels):
         color = f"C{m % 10}"
@@ -28,7 +28,7 @@ def stages(steps, results: dict, labels, marks: dict, path: Path) -> Path:
                 ax.axvline(at[m], color=color, ls=("--", "-.")[k % 2], lw=0.7)
     axes[0].set(xlabel="step", ylabel="KL (nats)", title="distance to the n-gram tables", yscale="log")
     axes[1].set(xlabel="step", ylabel="loss (nats)", title="loss: repeated bigrams (solid) vs the rest")
-    axes[2].set(xlabel="step", ylabel="attention", title="best induction / previous-token head")
+    axes[2].set(xlabel="step", ylabel="attention", title="best induction / previous-token head, any layer")
     names = " and ".join(f"{'--' if k % 2 == 0 else '-.'} {name}" for k, name in enumerate(marks))
     fig.suptitle(f"stages of training ({names})", fontsize=9)
     for ax in axes:

@@ -52,7 +52,8 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
         lines.append(
             f"{traj.member_label(m)}: bigram KL {s['bigram_kl']['start']:.2f} -> {s['bigram_kl']['final']:.2f} "
             f"(fastest at step {s['bigram_step']}), {s['previous_token_head']} previous-token fastest at "
-            f"{s['previous_token_step']}, {s['induction_head']} induction {s['induction_score']['start']:.2f} -> "
+            f"{s['previous_token_step']} (best of any layer {s['previous_token_best']['head']} "
+            f"{s['previous_token_best']['final']:.2f}), {s['induction_head']} induction {s['induction_score']['start']:.2f} -> "
             f"{s['induction_score']['final']:.2f} (fastest at {s['induction_step']}), ICL "
             f"{s['icl_score']['start']:.2f} -> {s['icl_score']['final']:.2f} (falls fastest at {s['icl_step']}); "
             f"loss plateau {s['plateau_start']}-{s['plateau_end']}, bump {s['bump']:.3f} nats")
@@ -60,7 +61,8 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
         logger.log_series(traj.steps, {name: results[name] for name in ("icl_score", "bigram_kl", "unigram_kl")})
     labels = [traj.member_label(m) for m in range(traj.n_members)]
     per_member = lambda name: np.swapaxes(np.asarray(results[name]), 0, 1)  # noqa: E731 - [member, time, ...]
-    best = {"induction": per_member("induction")[:, :, -1].max(-1), "previous_token": per_member("previous_token")[:, :, 0].max(-1)}
+    # the best head of any layer: a model may put its previous-token heads in layer 1 (shortformer positions do)
+    best = {name: per_member(name).max((-2, -1)) for name in ("induction", "previous_token")}
     paths = [
         induction_plots.loss_with_phase_change(loss_steps, np.swapaxes(traj.metrics["test_loss"], 0, 1), traj.steps,
                                                per_member("icl_score"), [s["induction_step"] for s in members],
