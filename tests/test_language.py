@@ -223,6 +223,7 @@ def test_the_report_runs_end_to_end_on_the_tiny_corpus(tmp_path):
     for member in summary["members"]:
         assert member["bigram_kl"]["final"] < member["bigram_kl"]["start"]  # it learns the bigrams first
         assert member["induction_head"].startswith("L1H") and member["previous_token_head"].startswith("L0H")
+        assert isinstance(member["induction_formed"], bool)
     results = np.load(run / "analysis" / "language.npz")
     assert results["position_loss"].shape == (5, 2, 16) and results["induction"].shape == (5, 2, 2, 2)
     for name in ("language_loss.png", "language_stages.png", "language_head_scores_seed1.png"):

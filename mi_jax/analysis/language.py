@@ -31,6 +31,7 @@ from mi_jax.tasks import induction as induction_task
 from mi_jax.tasks import language as task_lib
 
 PROBE_SEED = 7
+MIN_RISE = 0.25  # an induction head "forms" when its score rises this much (the induction kind's criterion)
 
 
 def inductable(windows: np.ndarray) -> np.ndarray:
@@ -108,7 +109,8 @@ def stages(steps, results: dict, loss_steps, loss) -> dict:
     """One member's stages, read off its series: steps [time], results {name: [time, ...]} (one member's),
     loss_steps, loss [n_evals] (the validation loss). The steps where the bigram distance, the best
     previous-token head (layer 0's, which an induction circuit reads) and the best last-layer induction head
-    change fastest, and where the ICL score falls fastest; the best previous-token head of any layer; the
+    change fastest (`induction_formed`: whether that head's score rose by MIN_RISE at all), and where the
+    ICL score falls fastest; the best previous-token head of any layer; the
     induction window (10-90% of the best head's rise); the plateau and bump of the loss before the
     ICL score's fall (`analysis.induction.loss_bump`)."""
     last = results["induction"].shape[1] - 1
@@ -124,6 +126,7 @@ def stages(steps, results: dict, loss_steps, loss) -> dict:
         "bigram_step": ind.fastest_change(steps, results["bigram_kl"])[0],
         "previous_token_step": ind.fastest_change(steps, results["previous_token"][:, 0, prev])[0],
         "induction_step": ind.fastest_change(steps, induction)[0],
+        "induction_formed": bool(induction.max() - induction[0] >= MIN_RISE),
         "induction_window": list(ind.transition_window(steps, induction)),
         "icl_step": icl_step, "icl_slope": icl_slope,
         "inductable_minus_other_final": float(results["inductable_loss"][-1] - results["other_loss"][-1]),

@@ -13,7 +13,7 @@ from mi_jax.plots import save
 def stages(steps, results: dict, labels, marks: dict, path: Path) -> Path:
     """Three panels over steps, a line per member: the bigram and unigram distances (results {name:
     [member, time]}), the loss on inductable tokens against the rest, and the best induction and
-    previous-token scores of any head; marks {label: [step per member]} as dashed lines."""
+    previous-token scores of any head; marks {label: [step or None per member]} as dashed lines."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for m, label in enumerate(labels):
         color = f"C{m % 10}"
@@ -25,7 +25,8 @@ def stages(steps, results: dict, labels, marks: dict, path: Path) -> Path:
         axes[2].plot(steps, results["previous_token"][m], color=color, lw=1, ls=":", label=f"{label} previous-token")
         for k, (name, at) in enumerate(marks.items()):
             for ax in axes:
-                ax.axvline(at[m], color=color, ls=("--", "-.")[k % 2], lw=0.7)
+                if at[m] is not None:
+                    ax.axvline(at[m], color=color, ls=("--", "-.")[k % 2], lw=0.7)
     axes[0].set(xlabel="step", ylabel="KL (nats)", title="distance to the n-gram tables", yscale="log")
     axes[1].set(xlabel="step", ylabel="loss (nats)", title="loss: repeated bigrams (solid) vs the rest")
     axes[2].set(xlabel="step", ylabel="attention", title="best induction / previous-token head, any layer")

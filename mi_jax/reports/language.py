@@ -54,7 +54,7 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
             f"(fastest at step {s['bigram_step']}), {s['previous_token_head']} previous-token fastest at "
             f"{s['previous_token_step']} (best of any layer {s['previous_token_best']['head']} "
             f"{s['previous_token_best']['final']:.2f}), {s['induction_head']} induction {s['induction_score']['start']:.2f} -> "
-            f"{s['induction_score']['final']:.2f} (fastest at {s['induction_step']}), ICL "
+            f"{s['induction_score']['final']:.2f} ({'formed, fastest at ' + str(s['induction_step']) if s['induction_formed'] else 'none formed'}), ICL "
             f"{s['icl_score']['start']:.2f} -> {s['icl_score']['final']:.2f} (falls fastest at {s['icl_step']}); "
             f"loss plateau {s['plateau_start']}-{s['plateau_end']}, bump {s['bump']:.3f} nats")
     if logger is not None:
@@ -63,13 +63,14 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
     per_member = lambda name: np.swapaxes(np.asarray(results[name]), 0, 1)  # noqa: E731 - [member, time, ...]
     # the best head of any layer: a model may put its previous-token heads in layer 1 (shortformer positions do)
     best = {name: per_member(name).max((-2, -1)) for name in ("induction", "previous_token")}
+    formed = [s["induction_step"] if s["induction_formed"] else None for s in members]  # marked where one formed
     paths = [
         induction_plots.loss_with_phase_change(loss_steps, np.swapaxes(traj.metrics["test_loss"], 0, 1), traj.steps,
-                                               per_member("icl_score"), [s["induction_step"] for s in members],
+                                               per_member("icl_score"), formed,
                                                labels, out_dir / "language_loss.png"),
         plots.stages(traj.steps, {**{k: per_member(k) for k in ("bigram_kl", "unigram_kl", "inductable_loss",
                                                                  "other_loss")}, **best}, labels,
-                     {"induction heads": [s["induction_step"] for s in members],
+                     {"induction heads": formed,
                       "ICL score falls": [s["icl_step"] for s in members]}, out_dir / "language_stages.png"),
     ]
     for m in range(min(traj.n_members, MAX_MEMBER_FIGURES)):
