@@ -6,15 +6,8 @@ lr 1e-3 with 200 warm-up steps, batch 32 windows (4,096 tokens a step, split ove
 steps (12M tokens). The full size for an accelerator is `language_gelu_2l_full`.
 """
 
-from mi_jax.models.transformer import TransformerConfig
-from mi_jax.tasks.language import DataConfig, LanguageConfig
-from mi_jax.training.config import TrainConfig
+import dataclasses
 
-PRESET = LanguageConfig(
-    data=DataConfig(source="stdlib", tokenizer="bpe", vocab_size=2048),
-    seq_len=128,
-    n_eval=64,
-    model=TransformerConfig(n_layers=2, d_model=128, n_heads=4, d_mlp=512, act_fn="gelu", layer_norm=True),
-    train=TrainConfig(steps=3000, lr=1e-3, weight_decay=0.0, beta1=0.9, beta2=0.99, warmup_steps=200,
-                      batch_size=32, eval_every=50, ckpt_every=50, seed=0, data_parallel=True),
-)
+from mi_jax.presets.language_attn_2l import PRESET as ATTN_2L
+
+PRESET = dataclasses.replace(ATTN_2L, model=dataclasses.replace(ATTN_2L.model, d_mlp=512, act_fn="gelu"))
