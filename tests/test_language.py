@@ -259,6 +259,7 @@ def test_the_llc_a_sweep_and_patching_over_training_work_on_a_language_run(tmp_p
     assert patched.shape == (5, 1, 2, 2) and np.isfinite(patched).all()
 
 
+@pytest.mark.slow  # two runs and a fine-tune; tests/test_finetune.py covers --init-from in the default suite
 def test_a_language_fine_tune_needs_its_bases_tokenizer(tmp_path, capsys):
     base = tmp_path / "base"
     mj.train(tiny_language(steps=10), base, wandb="off", progress=False)

@@ -60,6 +60,7 @@ def test_vmapped_saes_equal_per_checkpoint_training():
             np.testing.assert_allclose(metrics[name][c], metrics_c[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow  # a vmapped grid of trainings; the vmapped-equals-per-checkpoint test stays in the default suite
 def test_vmapped_grid_of_sparsities():
     """A traced k (ranked selection) trains the same SAE as the static k (lax.top_k), and a grid of L1
     coefficients vmaps; stronger L1 gives a sparser code."""
@@ -128,6 +129,7 @@ def test_bad_config_is_one_line(settings, words):
     assert words in message and "\n" not in message
 
 
+@pytest.mark.slow  # SAEs trained inside analyze's program, a compile of its own
 def test_sae_measure_over_a_trajectory():
     """`sae_measure` is an `analyze` family: one SAE per checkpoint x member, in one compiled program."""
     from mi_jax.analysis.core import analyze_params
