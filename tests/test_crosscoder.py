@@ -132,6 +132,7 @@ def test_different_checkpoint_shapes_are_one_line_errors():
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # a second training of the same crosscoder
 def test_stacked_activations_equal_a_list():
     """Per-checkpoint activation functions stacked (same key for all) == a list-returning activations_fn."""
     Ft = planted_series()

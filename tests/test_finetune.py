@@ -72,6 +72,7 @@ def test_a_finetune_starts_from_the_base_snapshot_and_continues_its_steps(runs):
     assert np.isclose(tuned.metrics["test_loss"][0, 0], base.metrics["test_loss"][2, 0], rtol=1e-6)
 
 
+@pytest.mark.slow  # more runs; the default suite keeps the fine-tune's start, its one-line errors and the measures
 def test_a_killed_finetune_resumes_bit_identically(runs, tmp_path):
     base_dir, ft_dir = runs
     cfg = finetune_config(chunk_steps=13)  # chunks of 13 steps: stopped after one, at the fine-tune's step 13
@@ -86,6 +87,7 @@ def test_a_killed_finetune_resumes_bit_identically(runs, tmp_path):
     assert_same(mj.Trajectory.load(run_dir, on_corrupt="raise"), mj.Trajectory.load(ft_dir), "resumed fine-tune")
 
 
+@pytest.mark.slow  # more runs; the default suite keeps the fine-tune's start, its one-line errors and the measures
 def test_members_start_from_one_base_member_or_each_from_their_own(runs, tmp_path):
     base_dir, _ = runs
     task = make_task(finetune_config())
@@ -106,6 +108,7 @@ def test_members_start_from_one_base_member_or_each_from_their_own(runs, tmp_pat
         run_lib.start_from(tmp_path / "ens", task, 3)
 
 
+@pytest.mark.slow  # more runs; the default suite keeps the fine-tune's start, its one-line errors and the measures
 def test_the_command_line_finetunes_from_the_last_snapshot_by_default(runs, capsys, tmp_path):
     base_dir, _ = runs
     out = tmp_path / "cli_ft"
@@ -133,6 +136,7 @@ def test_a_bad_base_is_one_line_before_anything_is_written(runs, capsys, tmp_pat
     assert not out.exists(), "nothing may be written for a bad base"
 
 
+@pytest.mark.slow  # more runs; the default suite keeps the fine-tune's start, its one-line errors and the measures
 def test_other_bad_inits_are_one_line(runs, capsys, tmp_path):
     base_dir, ft_dir = runs
     out = tmp_path / "run"
@@ -219,6 +223,7 @@ def test_patching_finds_the_one_component_that_changed():
     np.testing.assert_allclose(head["patch_attn"], [1.0], atol=1e-4)
 
 
+@pytest.mark.slow  # more runs; the default suite keeps the fine-tune's start, its one-line errors and the measures
 def test_patching_a_language_model_with_layer_norm_gives_back_the_base_loss(tmp_path, monkeypatch):
     monkeypatch.setenv("MI_JAX_CACHE", str(tmp_path / "cache"))
     from test_language import tiny_language
@@ -231,6 +236,7 @@ def test_patching_a_language_model_with_layer_norm_gives_back_the_base_loss(tmp_
     np.testing.assert_allclose(out["patch_all"], 1.0, atol=1e-3)
 
 
+@pytest.mark.slow  # more runs; the default suite keeps the fine-tune's start, its one-line errors and the measures
 def test_analyze_runs_the_finetune_report_after_the_kinds_own(runs):
     _, ft_dir = runs
     lines = mj.analyze_run(ft_dir, wandb="off")
@@ -250,6 +256,7 @@ def test_analyze_runs_the_finetune_report_after_the_kinds_own(runs):
     assert set(summary["members"][0]["final_patching"]) >= {"L0H0", "L0H1", "L0 attn", "L0 mlp", "embed", "all"}
 
 
+@pytest.mark.slow  # more runs; the default suite keeps the fine-tune's start, its one-line errors and the measures
 def test_a_finetune_whose_base_is_gone_gets_a_warning_not_a_report(runs, tmp_path):
     traj = mj.Trajectory.load(runs[1])
     lines = report.report(dataclasses.replace(traj, init_from={**traj.init_from, "run": str(tmp_path / "gone")}), tmp_path)

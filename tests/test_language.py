@@ -214,6 +214,7 @@ def test_inductable_tokens_are_those_whose_bigram_occurred_earlier():
     assert inductable(window).tolist() == [[False, False, False, True, False, False, True, True]]
 
 
+@pytest.mark.slow  # an ensemble run and its whole report; the default suite keeps the measures' own tests
 def test_the_report_runs_end_to_end_on_the_tiny_corpus(tmp_path):
     run = tmp_path / "run"
     mj.train(tiny_language(seeds=(0, 1), data_parallel=True), run, wandb="off", progress=False)  # shared data on 2 devices
