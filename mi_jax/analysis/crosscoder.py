@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mi_jax.analysis.sae import _aux_loss, _top_mask
+from mi_jax.analysis.sae import _aux_loss, _top_mask, check_dictionary
 from mi_jax.config import check
 
 EPS = 1e-12
@@ -62,21 +62,7 @@ class CrosscoderConfig:
     def __post_init__(self):
         check(self.architecture in ARCHITECTURES,
               f"unknown crosscoder architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
-        check(self.d_sae > 0, f"the crosscoder's dictionary size d_sae must be positive, got {self.d_sae}")
-        if self.architecture == "topk":
-            check(self.k > 0, f"the crosscoder's k must be positive, got {self.k}")
-            check(self.k <= self.d_sae, f"k={self.k} is larger than the dictionary (d_sae={self.d_sae})")
-            check(self.aux_k is None or 0 < self.aux_k <= self.d_sae,
-                  f"aux_k must be in 1..d_sae={self.d_sae}, got {self.aux_k}")
-            check(self.aux_coefficient >= 0, f"aux_coefficient must be >= 0, got {self.aux_coefficient}")
-        else:
-            check(self.l1_coefficient > 0,
-                  f"the ReLU crosscoder needs a positive L1 coefficient, got {self.l1_coefficient}")
-        check(self.steps > 0, f"crosscoder steps must be positive, got {self.steps}")
-        check(self.batch_size > 0, f"crosscoder batch_size must be positive, got {self.batch_size}")
-        check(self.lr > 0, f"crosscoder lr must be positive, got {self.lr}")
-        check(self.dead_after > 0, f"dead_after must be positive, got {self.dead_after}")
-        check(self.eval_batches > 0, f"eval_batches must be positive, got {self.eval_batches}")
+        check_dictionary(self, "crosscoder")
 
     @property
     def unit_decoder(self) -> bool:
