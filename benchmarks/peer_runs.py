@@ -66,11 +66,16 @@ def setup_devinterp() -> str | None:
     return None
 
 
+# SAELens 6 wants transformer-lens 3, so it too has a venv of its own (setup-peer-venvs.sh builds it)
+SAELENS_PY = Path("/tmp/peer-sae/bin/python")
+
+
 # what a benchmark module's PEERS names: {peer: (the venv's python, the packages whose versions a row records)}
 PEER_VENVS = {
     "transformer_lens": (PEER_PY, ("transformer-lens", "torch")),
     "torch": (PEER_PY, ("torch",)),
     "devinterp": (DEVINTERP_PY, ("devinterp", "torch")),
+    "sae_lens": (SAELENS_PY, ("sae-lens", "torch")),
 }
 
 
@@ -101,12 +106,13 @@ def _unusable(script: Path) -> str | None:
     return _peer_python() or (None if script.exists() else f"no peer script {script}")
 
 
-def run_peer(script: Path, args: list[str], timeout: int = 900) -> dict:
-    why = _unusable(script)
+def run_peer(script: Path, args: list[str], timeout: int = 900, python: Path = PEER_PY) -> dict:
+    why = _unusable(script) if python == PEER_PY else (
+        None if python.exists() else f"no {python}: build it with bash {PEER_SCRIPTS / 'setup-peer-venvs.sh'}")
     if why:
         return {"peer_error": why}
-    out = subprocess.run([str(PEER_PY), str(script), *map(str, args)], capture_output=True, text=True,
-                         timeout=timeout, cwd=str(PEER_PY.parent.parent))
+    out = subprocess.run([str(python), str(script), *map(str, args)], capture_output=True, text=True,
+                         timeout=timeout, cwd=str(python.parent.parent))
     if out.returncode != 0:
         return {"peer_error": _last_line(out.stderr)}
     return json.loads(_last_line(out.stdout))
@@ -153,23 +159,26 @@ class ServedPeer:
             self.proc.wait(timeout=60)
 
 
-def paired_rounds(ours: Callable[[], dict], script: Path, args: list, rounds: int, peer_key: str = "s_total") -> dict:
-    """Alternate `ours()` ({name: seconds}) with one run of the peer script, `rounds` times.
+def paired_rounds(ours: Callable[[], dict], script: Path, args: list, rounds: int, peer_key: str = "s_total",
+                  python: Path = PEER_PY) -> dict:
+    """Alternate `ours()` ({name: seconds}) with one run of the peer script (in `python`'s venv), `rounds` times.
 
-    -> {"ours": {name: [seconds per round]}, "peer": [seconds per round], "ratios": {name: [peer / ours
-    per round]}}, or with "peer_error" (ours still timed every round) when the peer cannot run.
+    -> {"ours": {name: [seconds per round]}, "peer": [seconds per round], "peer_rows": [the peer's JSON per
+    round], "ratios": {name: [peer / ours per round]}}, or with "peer_error" (ours still timed every round)
+    when the peer cannot run.
     Per-round ratios, since this machine's speed drifts between rounds and each pair shares one state.
     """
-    mine, peer, error = {}, [], None
+    mine, peer, rows, error = {}, [], [], None
     for _ in range(rounds):
         for name, seconds in ours().items():
             mine.setdefault(name, []).append(seconds)
         if error is None:
-            row = run_peer(script, args)
+            row = run_peer(script, args, python=python)
             error = row.get("peer_error")
             if error is None:
                 peer.append(float(row[peer_key]))
-    out = {"ours": mine, "peer": peer}
+                rows.append(row)
+    out = {"ours": mine, "peer": peer, "peer_rows": rows}
     if error is not None:
         return {**out, "peer_error": error}
     return {**out, "ratios": {name: list(np.array(peer) / np.array(ts)) for name, ts in mine.items()}}

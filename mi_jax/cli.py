@@ -9,6 +9,8 @@
     mi-jax train|sweep ... --distributed | --coordinator HOST:PORT --num-processes N --process-id I
     mi-jax analyze RUN_DIR
     mi-jax llc RUN_DIR [--set llc.epsilon=... ...] [--calibrate [--epsilons ...] [--gammas ...] [--n-betas ...]]
+    mi-jax sae RUN_DIR [--hook NAME] [--set sae.k=8 --set ks=2,4,8 --set crosscoder_checkpoints=8 ...]
+    mi-jax sae RUN_DIR --export DIR [--step S] [--member M]      (one checkpoint's SAEs, SAELens's format)
     mi-jax import SRC --out RUN_DIR [--preset NAME] [--set key=value ...] [--op +]
     mi-jax export RUN_DIR --out DIR [--member K]
     mi-jax convert RUN_DIR [--dtype float16] [--compression zstd]
@@ -142,6 +144,18 @@ def cmd_llc(args) -> int:
     return 0
 
 
+def cmd_sae(args) -> int:
+    from mi_jax.reports import sae
+
+    sets = _parse_sets(args.sets)
+    if args.hook:
+        sets["hook"] = args.hook
+    for line in sae.sae_run(Path(args.run_dir), sets, wandb=args.wandb, progress=not args.quiet,
+                            export_to=args.export, step=args.step, member=args.member):
+        print(line)
+    return 0
+
+
 def cmd_import(args) -> int:
     from mi_jax.config import ConfigError
     from mi_jax.interop.tl_import import import_run
@@ -235,6 +249,18 @@ def make_parser() -> argparse.ArgumentParser:
     llc.add_argument("--n-betas", dest="n_betas", help="calibration grid (default: llc.n_beta)")
     llc.set_defaults(func=cmd_llc)
 
+    sae = sub.add_parser("sae", help="an SAE for every checkpoint (and member) of a run at one hook point, "
+                                      "with reconstruction, sparsity, spliced loss and feature recovery")
+    sae.add_argument("run_dir")
+    sae.add_argument("--hook", help="the hook point (default: the task's first, e.g. the final residual stream)")
+    sae.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="a setting of mi_jax.analysis.sae_task.SAESettings (repeatable), e.g. --set sae.k=8 "
+                          "--set sae.d_sae=128 --set ks=2,4,8 --set every=5 --set crosscoder_checkpoints=8")
+    sae.add_argument("--export", metavar="DIR", help="instead: the SAEs of one checkpoint in SAELens's format")
+    sae.add_argument("--step", type=int, help="with --export: which checkpoint (default the last)")
+    sae.add_argument("--member", type=int, default=0, help="with --export: which member (default 0)")
+    sae.set_defaults(func=cmd_sae)
+
     imp = sub.add_parser("import", help="a TransformerLens checkpoint series as a mi_jax run dir")
     imp.add_argument("src", help="a .pth/.pt file (the Grokking demo's dict) or a folder of per-step files")
     imp.add_argument("--out", required=True, help="the run dir to write (absent or empty)")
@@ -262,7 +288,7 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="run dir (default checkpoints/grokking_small)")
     demo.set_defaults(func=cmd_demo)
 
-    for p in (train, swp, analyze, llc, demo):  # every command that trains or analyses
+    for p in (train, swp, analyze, llc, sae, demo):  # every command that trains or analyses
         p.add_argument("--wandb", default="offline", choices=["offline", "online", "off"],
                        help="log to wandb: offline (RUN_DIR/wandb, the default), online, or off")
         p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -9,6 +9,7 @@ from the command line use dotted keys (`--set train.lr=3e-4`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
@@ -22,6 +23,16 @@ class ConfigError(ValueError):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def check_name(name: str, names, what: str, where: str = "") -> str:
+    """`name` if it is one of `names`, else one ConfigError line naming the nearest:
+    "unknown {what} 'name'{where} (did you mean 'nearest'?)"."""
+    names = list(names)
+    if name in names:
+        return name
+    near = difflib.get_close_matches(name, names, n=1, cutoff=0.0)
+    raise ConfigError(f"unknown {what} {name!r}{where}" + (f" (did you mean {near[0]!r}?)" if near else ""))
 
 
 def _field_types(cls) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 from mi_jax.analysis.crosscoder import (
     CrosscoderConfig, birth_order, births, decoder_norms, decoder_similarity, lineages, match_features,
     stacked_activations, train_crosscoder)
-from mi_jax.analysis.sae import _top_mask
+from mi_jax.analysis.sae import top_mask
 from mi_jax.config import ConfigError
 
 N_FEATURES, D_IN, T, ACTIVE, BATCH = 12, 16, 4, 2, 128
@@ -32,7 +32,7 @@ def series_activations(Ft: jax.Array):
     magnitudes in [0.5, 1.5]) read through each checkpoint's feature directions."""
     def acts(key, step):
         k_on, k_mag = jax.random.split(key)
-        on = _top_mask(jax.random.uniform(k_on, (BATCH, N_FEATURES)), ACTIVE)
+        on = top_mask(jax.random.uniform(k_on, (BATCH, N_FEATURES)), ACTIVE)
         codes = on * jax.random.uniform(k_mag, (BATCH, N_FEATURES), minval=0.5, maxval=1.5)
         return jnp.einsum("bn,tnd->btd", codes, Ft)
     return acts

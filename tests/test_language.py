@@ -206,6 +206,26 @@ def test_a_model_that_is_the_bigram_table_has_a_bigram_distance_of_zero():
     assert float(measures.ngram_distances(params, stats, model)["bigram_kl"]) > 0.1
 
 
+def test_repeated_text_scores_a_copying_head_and_a_model_that_copies_nothing():
+    from mi_jax.analysis import language as measures
+
+    task = make_task(tiny_language())
+    data = {k: np.asarray(v) for k, v in measures.probe_data(task).items()}
+    text = data["repeated_text"]
+    half = task.cfg.seq_len // 2
+    assert text.shape == (task.cfg.n_eval, task.cfg.seq_len)
+    np.testing.assert_array_equal(text[:, :half], text[:, half:])
+    np.testing.assert_array_equal(text[:, :half], task.eval_tokens[:, :half])
+    repeated = measures.make_measures(task)["repeated_text"]
+    # every weight zero: uniform predictions (no gap between the copies) and uniform causal attention
+    params = jax.tree.map(np.zeros_like, task.init_params(jax.random.key(0)))
+    out = repeated(params, data)
+    assert abs(float(out["repeat_loss_gap"])) < 1e-5
+    uniform = np.mean(1.0 / (np.arange(half, 2 * half) + 1))
+    np.testing.assert_allclose(np.asarray(out["text_induction"]), uniform, rtol=1e-5)
+    assert out["text_induction"].shape == (2, 2)  # [layer, head]
+
+
 def test_inductable_tokens_are_those_whose_bigram_occurred_earlier():
     from mi_jax.analysis.language import inductable
 
@@ -225,6 +245,7 @@ def test_the_report_runs_end_to_end_on_the_tiny_corpus(tmp_path):
         assert member["bigram_kl"]["final"] < member["bigram_kl"]["start"]  # it learns the bigrams first
         assert member["induction_head"].startswith("L1H") and member["previous_token_head"].startswith("L0H")
         assert isinstance(member["induction_formed"], bool)
+        assert member["text_induction"]["head"].startswith("L1H") and "final" in member["repeat_loss_gap"]
     results = np.load(run / "analysis" / "language.npz")
     assert results["position_loss"].shape == (5, 2, 16) and results["induction"].shape == (5, 2, 2, 2)
     for name in ("language_loss.png", "language_stages.png", "language_head_scores_seed1.png"):

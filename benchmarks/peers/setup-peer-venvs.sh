@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the TransformerLens peer venv once; a venv whose import check passes is left untouched.
-#   /tmp/peer-tl : torch 2.13.0 + transformer-lens 2.18.0, numpy < 2
+# Build the TransformerLens and SAELens peer venvs once; a venv whose import check passes is left untouched.
+#   /tmp/peer-tl  : torch 2.13.0 + transformer-lens 2.18.0, numpy < 2
+#   /tmp/peer-sae : torch 2.13.0 + sae-lens 6.54.12 (with the transformer-lens 3 it asks for), numpy < 2
 # It runs tl_grok_step.py, tl_grok_analysis.py, tl_induction_analysis.py, tl_induction_step.py,
 # tl_patching.py and torch_tms.py. devinterp has a venv of its own (/tmp/peer-di), which
 # `python benchmarks/peer_runs.py` builds together with this one.
@@ -10,6 +11,7 @@
 set -euo pipefail
 PY=${PY:-python3}
 TL=/tmp/peer-tl
+SAE=/tmp/peer-sae
 
 TL_CHECK='import importlib.metadata as m, torch, transformer_lens
 assert torch.__version__.split("+")[0] == "2.13.0", torch.__version__
@@ -35,3 +37,16 @@ else
 fi
 
 "$TL/bin/python" -c 'import torch, importlib.metadata as m; print("peer-tl : torch", torch.__version__, "| transformer-lens", m.version("transformer-lens"), "| numpy", m.version("numpy"))'
+
+SAE_CHECK='import importlib.metadata as m, torch, sae_lens
+assert torch.__version__.split("+")[0] == "2.13.0", torch.__version__
+assert m.version("sae-lens") == "6.54.12"'
+if works "$SAE" "$SAE_CHECK"; then echo "[setup] $SAE already works, skipping"
+else
+  echo "[setup] building $SAE"
+  fresh_venv "$SAE"
+  pipi "$SAE" torch==2.13.0
+  pipi "$SAE" torch==2.13.0 sae-lens==6.54.12 'numpy<2' 'pyarrow<20' 'pandas<2.1' 'transformers<5'
+  works "$SAE" "$SAE_CHECK" || { echo "[setup] $SAE import check FAILED" >&2; exit 1; }
+fi
+"$SAE/bin/python" -c 'import torch, importlib.metadata as m; print("peer-sae: torch", torch.__version__, "| sae-lens", m.version("sae-lens"), "| numpy", m.version("numpy"))'

@@ -21,6 +21,9 @@ circuits become copying scores on the host, `analysis.induction.finish`, as here
     ov_copying [layer, head]   sum(Re λ) / sum(|λ|), λ the eigenvalues of W_E W_V W_O W_U
         (`FactoredMatrix.eigenvalues`, as in the TransformerLens demos)
     q_composition, k_composition, v_composition [head0, head1]   `model.all_composition_scores`
+    text_induction [layer, head], repeat_loss_gap []   from one `run_with_cache` on "repeated_text"
+        [n, seq_len] (the first seq_len / 2 tokens of validation windows, twice): the attention from the
+        repeat to the token after the earlier copy, and the repeat's loss minus the first copy's
 --data NPZ holds the fixed data above (the bench writes mi_jax's `analysis.language.probe_data`)
 and the scalars "early", "late" (the ICL score's tokens).
 
@@ -49,7 +52,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 MEASURES = ["position_loss", "icl_score", "inductable_loss", "other_loss", "previous_token", "duplicate_token",
             "induction", "prefix_matching", "bigram_kl", "unigram_kl", "ov_copying", "q_composition",
-            "k_composition", "v_composition"]
+            "k_composition", "v_composition", "text_induction", "repeat_loss_gap"]
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
@@ -69,7 +72,7 @@ class Measurer:
     built once."""
 
     def __init__(self, data: dict, n_layers: int):
-        self.validation, self.probe = data["validation"], data["probe"]
+        self.validation, self.probe, self.text = data["validation"], data["probe"], data["repeated_text"]
         self.inductable = data["inductable"].bool()
         self.unigram, self.bigram = data["unigram"], data["bigram"]
         self.early, self.late = int(data["early"]), int(data["late"])
@@ -107,6 +110,14 @@ class Measurer:
             rows["induction"].append(pattern[:, :, self.second, self.second - self.span + 1].mean((0, -1)))
             rows["prefix_matching"].append(torch.einsum("bhqk,bqk->h", pattern, self.match) / self.n_match)
         out.update({k: torch.stack(v) for k, v in rows.items()})
+        # repeated text: the induction attention from the repeat and its loss against the first copy's
+        logits, cache = model.run_with_cache(self.text, names_filter=self.names)
+        half = self.text.shape[1] // 2
+        loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), self.text[:, 1:], reduction="none")
+        out["repeat_loss_gap"] = loss[:, half:].mean() - loss[:, : half - 1].mean()
+        q = torch.arange(half, 2 * half)
+        out["text_induction"] = torch.stack([cache["pattern", layer][:, :, q, q - half + 1].mean((0, -1))
+                                             for layer in range(self.n_layers)])
         # the model's bigram table against the training stream's n-gram statistics
         log_q = torch.log_softmax(model(self.vocab_tokens)[:, 0].float(), dim=-1)  # [a, b]
         out["bigram_kl"] = (self.unigram * kl_rows(self.bigram, log_q)).sum()
@@ -133,7 +144,7 @@ def main():
     files = checkpoint_files(Path(args.series))[: args.checkpoints]
     with np.load(args.data) as f:
         data = {k: torch.from_numpy(np.asarray(f[k])) for k in f.files}
-    for k in ("validation", "probe"):
+    for k in ("validation", "probe", "repeated_text"):
         data[k] = data[k].long()
     with safe_open(str(files[0]), "pt") as f:
         tl_config = json.loads(f.metadata()["tl_config"])

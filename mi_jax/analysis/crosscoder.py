@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mi_jax.analysis.sae import _aux_loss, _top_mask, check_dictionary
+from mi_jax.analysis.sae import AUX_K_MAX, aux_loss, check_dictionary, top_mask
 from mi_jax.config import check
 
 EPS = 1e-12
@@ -54,7 +54,7 @@ class CrosscoderConfig:
     batch_size: int = 256
     lr: float = 1e-3
     seed: int = 0
-    aux_k: int | None = None  # dead latents used by the auxiliary loss (topk); None: d_sae // 2
+    aux_k: int | None = None  # dead latents used by the auxiliary loss (topk); None: d_sae // 2, at most 32
     aux_coefficient: float = 1 / 32  # 0 turns the auxiliary-k loss off
     dead_after: int = 200  # steps without activity after which a latent counts as dead
     eval_batches: int = 4  # batches of activations_fn in the fixed evaluation set
@@ -69,8 +69,8 @@ class CrosscoderConfig:
         return self.architecture == "topk"
 
     @property
-    def resolved_aux_k(self) -> int:  # read by sae._aux_loss
-        return self.aux_k if self.aux_k is not None else max(1, self.d_sae // 2)
+    def resolved_aux_k(self) -> int:  # read by sae.aux_loss
+        return self.aux_k if self.aux_k is not None else max(1, min(self.d_sae // 2, AUX_K_MAX))
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -136,7 +136,7 @@ def encode(cfg: CrosscoderConfig, params: dict, x: jax.Array) -> jax.Array:
     pre = pre_activations(params, x)
     if cfg.architecture == "relu":
         return jax.nn.relu(pre)
-    return jax.nn.relu(pre) * _top_mask(pre, cfg.k)
+    return jax.nn.relu(pre) * top_mask(pre, cfg.k)
 
 
 def decode(params: dict, f: jax.Array) -> jax.Array:
@@ -160,7 +160,7 @@ def crosscoder_loss(cfg: CrosscoderConfig, params: dict, x: jax.Array, dead: jax
         return mse + cfg.l1_coefficient * (f * weight).sum(-1).mean(), (f, mse)
     if cfg.aux_coefficient > 0:  # sae's auxiliary-k loss on the concatenated checkpoints
         flat = {"W_dec": params["W_dec"].reshape(cfg.d_sae, -1)}
-        aux = _aux_loss(cfg, flat, pre, residual.reshape(x.shape[0], -1), dead)
+        aux = aux_loss(cfg, flat, pre, residual.reshape(x.shape[0], -1), dead)
         return mse + cfg.aux_coefficient * aux, (f, mse)
     return mse, (f, mse)
 

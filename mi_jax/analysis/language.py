@@ -14,6 +14,11 @@ use nothing but that token, so it is the model's bigram table q(b | a)):
 On repeated random tokens (`probe`, the induction task's probe over the vocabulary without BOS):
     previous_token, duplicate_token, induction, prefix_matching   [layer, head], as in
                       `analysis.induction`; and the composition scores (>= 2 layers) and OV circuits
+On repeated text (`repeated_text`: the first half of each validation window, then the same tokens again):
+    text_induction    [layer, head]: attention from the repeat to the token after the current token's
+                      earlier copy. Induction heads of a model trained on text may hardly fire on random
+                      tokens it never saw in such orders; on its own kind of text they do
+    repeat_loss_gap   the loss on the repeat minus the loss on the first copy: 0 without in-context copying
 
 These are the stages Hoogland et al. 2024 read off a 2-layer attention-only LM: unigrams, bigrams,
 n-grams, previous-token heads, then induction heads (with the loss bump and the ICL score's fall).
@@ -56,12 +61,14 @@ def ngram_statistics(stream: np.ndarray, vocab: int) -> dict[str, np.ndarray]:
 
 def probe_data(task, n_probe: int = 32) -> dict[str, np.ndarray]:
     """The fixed data of every measure: the validation windows and their inductable mask, the n-gram
-    tables of the training stream, and the repeated-token probe (its span half the context)."""
+    tables of the training stream, the repeated-token probe (its span half the context) and the repeated text."""
     vocab = task.model.d_vocab
     seq_len = task.cfg.seq_len
     probe = induction_task.repeated_probe(jax.random.key(PROBE_SEED), n_probe, seq_len, vocab - 1, seq_len // 2)
+    first_half = task.eval_tokens[:, : seq_len // 2]
     return {"validation": task.eval_tokens, "inductable": inductable(task.eval_tokens),
-            **ngram_statistics(task.streams.train, vocab), "probe": np.asarray(probe) + 1}  # no BOS in the probe
+            **ngram_statistics(task.streams.train, vocab), "probe": np.asarray(probe) + 1,  # no BOS in the probe
+            "repeated_text": np.concatenate([first_half, first_half], 1)}
 
 
 def kl_rows(p: jax.Array, log_q: jax.Array) -> jax.Array:
@@ -97,7 +104,17 @@ def make_measures(task) -> dict:
         per_layer = [ind.head_scores(pattern[:, None], data["probe"], span) for pattern in layer_patterns]
         return {k: jnp.concatenate([scores[k] for scores in per_layer]) for k in ind.HEAD_SCORES}
 
-    measures = {"losses": losses, "attention": attention,
+    def repeated_text(params, data):
+        tokens = data["repeated_text"]  # [n, 2 * half]
+        half = tokens.shape[1] // 2
+        names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.n_layers)]
+        logits, cache = tfm.apply(params, tokens, model, cache=names, hooks=hooks)
+        loss = task_lib.next_token_loss(logits[:, :-1], tokens[:, 1:])  # entry t: predicting token t + 1
+        induction = [ind.offset_score(cache[name][:, None], np.arange(half, 2 * half), half - 1) for name in names]
+        return {"text_induction": jnp.concatenate(induction),
+                "repeat_loss_gap": loss[:, half:].mean() - loss[:, : half - 1].mean()}
+
+    measures = {"losses": losses, "attention": attention, "repeated_text": repeated_text,
                 "ngrams": lambda p, d: ngram_distances(p, d, model, hooks),
                 "ov": lambda p, d: {"ov_circuit": ind.ov_circuit(p)}}
     if model.n_layers >= 2:
@@ -131,6 +148,13 @@ def stages(steps, results: dict, loss_steps, loss) -> dict:
         "icl_step": icl_step, "icl_slope": icl_slope,
         "inductable_minus_other_final": float(results["inductable_loss"][-1] - results["other_loss"][-1]),
     }
+    text = results["text_induction"][:, last]  # [time, head]
+    text_head = int(np.argmax(text[-1]))
+    out["text_induction"] = {"head": f"L{last}H{text_head}", "start": float(text[0, text_head]),
+                             "final": float(text[-1, text_head]),
+                             "step": ind.fastest_change(steps, text[:, text_head])[0],
+                             "window": list(ind.transition_window(steps, text[:, text_head]))}
+    out["repeat_loss_gap"] = {"start": float(results["repeat_loss_gap"][0]), "final": float(results["repeat_loss_gap"][-1])}
     final = results["previous_token"][-1]  # [layer, head]; a model may put its previous-token heads in layer 1
     layer, best = np.unravel_index(int(np.argmax(final)), final.shape)
     out["previous_token_best"] = {"head": f"L{layer}H{best}", "final": float(final[layer, best])}

@@ -28,7 +28,7 @@ draws a fresh batch [batch_size, d_in] on the fly (a checkpoint's own activation
     jax.vmap(lambda p, k: train_sae(cfg, lambda kk, s: acts(p, kk), k))(params_per_checkpoint, keys)
 
 trains an SAE per checkpoint (x member) in one compiled program; `l1_coefficient=` and `k=` may be
-traced arrays (a vmapped grid of sparsities; a traced k selects by rank instead of `lax.top_k`).
+traced arrays (a vmapped grid of sparsities; a traced k must be <= cfg.k, the static size of its `lax.top_k`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from mi_jax.config import check
 
 EPS = 1e-12
 ARCHITECTURES = ("relu", "topk", "batchtopk")
+AUX_K_MAX = 32  # the default aux_k's cap: its top_k over every latent costs more than the SAE's own step
 THRESHOLD_DECAY = 0.99  # EMA of BatchTopK's smallest kept activation -> the inference threshold
 
 
@@ -75,7 +76,7 @@ class SAEConfig:
     batch_size: int = 256
     lr: float = 1e-3
     seed: int = 0
-    aux_k: int | None = None  # dead latents used by the auxiliary loss; None: d_sae // 2
+    aux_k: int | None = None  # dead latents used by the auxiliary loss; None: d_sae // 2, at most 32
     aux_coefficient: float = 1 / 32  # 0 turns the auxiliary-k loss off
     dead_after: int = 200  # steps without activity after which a latent counts as dead
     eval_batches: int = 4  # batches of activations_fn in the fixed evaluation set
@@ -91,7 +92,7 @@ class SAEConfig:
 
     @property
     def resolved_aux_k(self) -> int:
-        return self.aux_k if self.aux_k is not None else max(1, self.d_sae // 2)
+        return self.aux_k if self.aux_k is not None else max(1, min(self.d_sae // 2, AUX_K_MAX))
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -117,37 +118,47 @@ def pre_activations(sae: dict, x: jax.Array) -> jax.Array:
     return (x - sae["b_dec"]) @ sae["W_enc"] + sae["b_enc"]
 
 
-def _top_mask(values: jax.Array, k) -> jax.Array:
-    """[..., n] 0/1 mask of the k largest entries of each row (exactly k, ties broken by index).
-    A Python int k uses `lax.top_k`; a traced k (a vmapped grid) ranks by a double argsort."""
-    if isinstance(k, int):
-        def row(v):  # [n] -> [n]
-            _, idx = jax.lax.top_k(v, k)
-            return jnp.zeros_like(v).at[idx].set(1.0)
-        flat = values.reshape(-1, values.shape[-1])
-        return jax.vmap(row)(flat).reshape(values.shape)
-    ranks = jnp.argsort(jnp.argsort(-values, axis=-1, stable=True), axis=-1)
-    return (ranks < jnp.asarray(k)).astype(values.dtype)
+def top_mask(values: jax.Array, k, bound: int | None = None) -> jax.Array:
+    """[..., n] 0/1 mask of the k largest entries of each row (exactly k, ties broken by index), by `lax.top_k`.
+    A traced k (a vmapped grid) needs a static `bound` >= k: the `bound` largest are found, the first k kept."""
+    static = isinstance(k, int)
+    n_top = k if static else bound
+
+    def row(v):  # [n] -> [n]
+        _, idx = jax.lax.top_k(v, n_top)
+        keep = jnp.ones(n_top, v.dtype) if static else (jnp.arange(n_top) < k).astype(v.dtype)
+        return jnp.zeros_like(v).at[idx].set(keep)
+
+    if not static and bound is None:
+        raise ValueError("a traced k needs a static bound")
+    flat = values.reshape(-1, values.shape[-1])
+    return jax.vmap(row)(flat).reshape(values.shape)
 
 
 def encode(cfg: SAEConfig, sae: dict, x: jax.Array, *, k=None, batch: bool = False) -> jax.Array:
     """Latents f [batch, d_sae] of x [batch, d_in]. BatchTopK uses its threshold unless `batch=True`
-    (then the k * batch largest over the batch, the training semantics). `k` overrides cfg.k (may be traced)."""
+    (then the k * batch largest over the batch, the training semantics). `k` overrides cfg.k (may be traced,
+    <= cfg.k)."""
     pre = pre_activations(sae, x)
     k = cfg.k if k is None else k
     if cfg.architecture == "relu":
         return jax.nn.relu(pre)
     if cfg.architecture == "topk":
-        return jax.nn.relu(pre) * _top_mask(pre, k)
+        return jax.nn.relu(pre) * top_mask(pre, k, cfg.k)
     if batch:
         acts = jax.nn.relu(pre)
         n_keep = k * x.shape[0]
-        return acts * _top_mask(acts.reshape(-1), n_keep).reshape(acts.shape)
+        return acts * top_mask(acts.reshape(-1), n_keep, cfg.k * x.shape[0]).reshape(acts.shape)
     return pre * (pre > sae["threshold"])
 
 
 def decode(sae: dict, f: jax.Array) -> jax.Array:
     return f @ sae["W_dec"] + sae["b_dec"]
+
+
+def reconstruct(cfg: SAEConfig, sae: dict, x: jax.Array, *, k=None) -> jax.Array:
+    """x^ [batch, d_in] of x [batch, d_in] through the dictionary (BatchTopK with its threshold)."""
+    return decode(sae, encode(cfg, sae, x, k=k))
 
 
 def _smallest_kept(f: jax.Array) -> jax.Array:
@@ -156,7 +167,7 @@ def _smallest_kept(f: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(m), m, 0.0)
 
 
-def _aux_loss(cfg: SAEConfig, sae: dict, pre: jax.Array, residual: jax.Array, dead: jax.Array) -> jax.Array:
+def aux_loss(cfg: SAEConfig, sae: dict, pre: jax.Array, residual: jax.Array, dead: jax.Array) -> jax.Array:
     """Gao et al.'s auxiliary-k loss: the top aux_k pre-activations among dead latents reconstruct the
     (stop-gradient) residual; normalised by the residual's energy. 0 when no latent is dead."""
     aux_k = cfg.resolved_aux_k
@@ -180,7 +191,7 @@ def sae_loss(cfg: SAEConfig, sae: dict, x: jax.Array, dead: jax.Array, *, k=None
     if cfg.architecture == "relu":
         penalty = l1 * (f * jnp.linalg.norm(sae["W_dec"], axis=1)).sum(-1).mean()
         return mse + penalty, (f, mse)
-    aux = _aux_loss(cfg, sae, pre, residual, dead) if cfg.aux_coefficient > 0 else 0.0
+    aux = aux_loss(cfg, sae, pre, residual, dead) if cfg.aux_coefficient > 0 else 0.0
     return mse + cfg.aux_coefficient * aux, (f, mse)
 
 
@@ -200,7 +211,7 @@ def train_sae(cfg: SAEConfig, activations_fn: Callable[[jax.Array, jax.Array], j
     """Train one SAE with Adam in a `lax.scan` over cfg.steps; returns (sae params, metrics).
 
     activations_fn(key, step) -> [batch_size, d_in] draws each step's batch (jittable: a checkpoint's
-    forward pass on freshly sampled task data). `k`, `l1_coefficient` override cfg's and may be traced
+    forward pass on freshly sampled task data). `k` (<= cfg.k), `l1_coefficient` override cfg's and may be traced
     (vmap a grid of them). Jittable and vmappable as a whole.
     Metrics on a fixed evaluation set (cfg.eval_batches draws with a key of their own):
     mse (per element), fve (fraction of variance explained), l0 (mean active latents per example,
@@ -258,11 +269,23 @@ def evaluate_sae(cfg: SAEConfig, sae: dict, x: jax.Array, *, k=None) -> dict:
 # ---------------------------------------------------------------------------------------------- ground truth
 
 
-def mmcs(decoder: jax.Array, true_features: jax.Array) -> jax.Array:
-    """Mean over true features [n, d_in] of the max cosine similarity with a decoder row [d_sae, d_in]."""
+def max_cosines(decoder: jax.Array, true_features: jax.Array) -> jax.Array:
+    """[n]: each true feature's [n, d_in] largest cosine similarity with a decoder row [d_sae, d_in]."""
     d = decoder / jnp.maximum(jnp.linalg.norm(decoder, axis=-1, keepdims=True), EPS)
     t = true_features / jnp.maximum(jnp.linalg.norm(true_features, axis=-1, keepdims=True), EPS)
-    return (t @ d.T).max(-1).mean()
+    return (t @ d.T).max(-1)
+
+
+def mmcs(decoder: jax.Array, true_features: jax.Array) -> jax.Array:
+    """Mean over true features [n, d_in] of the max cosine similarity with a decoder row [d_sae, d_in]."""
+    return max_cosines(decoder, true_features).mean()
+
+
+def mmcs_weighted(decoder: jax.Array, true_features: jax.Array) -> jax.Array:
+    """The MMCS with each true feature weighted by its norm: a model's features that have shrunk to
+    nothing (TMS's dropped features) count for little, as they carry little of the activations."""
+    norms = jnp.linalg.norm(true_features, axis=-1)
+    return (norms * max_cosines(decoder, true_features)).sum() / jnp.maximum(norms.sum(), EPS)
 
 
 def sae_measure(cfg: SAEConfig, activations: Callable, *, key: jax.Array | None = None,

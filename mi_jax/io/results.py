@@ -11,6 +11,12 @@ import numpy as np
 from mi_jax.io.run_dir import ANALYSIS
 
 
+def json_number(x) -> float | None:
+    """A float for a JSON summary; None (null) for NaN or inf, which JSON has no word for."""
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
 def save_results(run_dir: Path, name: str, steps: np.ndarray, results: dict[str, np.ndarray]) -> Path:
     """Write results {name: [time, member, ...]} to RUN_DIR/analysis/NAME.npz (with the steps)."""
     out = Path(run_dir) / ANALYSIS

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 
-from mi_jax.config import check
+from mi_jax.config import check, check_name
 from mi_jax.models import transformer as tfm
 
 
@@ -16,13 +15,7 @@ def _names(cfg: tfm.TransformerConfig) -> tuple[str, ...]:
 
 def check_hook_name(cfg: tfm.TransformerConfig, name: str) -> str:
     """`name` if it is a hook point of a model with this config, else ConfigError naming the nearest one."""
-    names = _names(cfg)
-    if name in names:
-        return name
-    near = difflib.get_close_matches(name, names, n=1, cutoff=0.0)
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
-    check(False, f"unknown hook point {name!r} for this model{hint}")
-    return name
+    return check_name(name, _names(cfg), "hook point", " for this model")
 
 
 def check_layer_head(cfg: tfm.TransformerConfig, layer: int, head: int | None = None) -> None:

@@ -61,7 +61,11 @@ def hidden(params: dict, x: jax.Array) -> jax.Array:
 
 def apply(params: dict, x: jax.Array, model: ModelKind = "relu") -> jax.Array:
     """x [batch, feat] -> reconstruction (or |x| for the abs model) [batch, feat]."""
-    h = hidden(params, x)
+    return output(params, hidden(params, x), model)
+
+
+def output(params: dict, h: jax.Array, model: ModelKind = "relu") -> jax.Array:
+    """The hidden activations [batch, hidden] -> the model's output [batch, feat]."""
     if model == "abs":
         return jax.nn.relu(_matmul_small(h, params["W_out"].T) + params["b_final"])
     out = _matmul_small(h, params["W"]) + params["b_final"]
@@ -78,9 +82,11 @@ def target(x: jax.Array, model: ModelKind = "relu") -> jax.Array:
     return jnp.abs(x) if model == "abs" else x
 
 
-def weighted_loss(params: dict, x: jax.Array, importance: jax.Array, model: ModelKind = "relu") -> jax.Array:
-    """mean over batch of sum_i importance_i (target_i - x'_i)^2; x [batch, feat], importance [feat]."""
-    err = target(x, model) - apply(params, x, model)
+def weighted_loss(params: dict, x: jax.Array, importance: jax.Array, model: ModelKind = "relu",
+                  out: jax.Array | None = None) -> jax.Array:
+    """mean over batch of sum_i importance_i (target_i - x'_i)^2; x [batch, feat], importance [feat];
+    `out`: the model's output x' when already computed (from edited hidden activations, say)."""
+    err = target(x, model) - (apply(params, x, model) if out is None else out)
     return (importance * err * err).sum(-1).mean()
 
 
@@ -97,7 +103,12 @@ def init_mlp(key: jax.Array, n_in: int, n_hidden: int, n_out: int) -> dict:
     }
 
 
-def apply_mlp(params: dict, x: jax.Array) -> jax.Array:
-    """x [batch, in] -> logits [batch, out] = W_out ReLU(W_in x + b_in) + b_out."""
-    h = jax.nn.relu(x @ params["W_in"].T + params["b_in"])
+def apply_mlp(params: dict, x: jax.Array, hooks: dict | None = None) -> jax.Array:
+    """x [batch, in] -> logits [batch, out] = W_out ReLU(W_in x + b_in) + b_out.
+    hooks: {"hidden_pre" or "hidden": fn([batch, hidden]) -> [batch, hidden]}, applied to the neurons'
+    pre-activations W_in x + b_in, or to their ReLU."""
+    hooks = hooks or {}
+    keep = lambda a: a  # noqa: E731
+    pre = hooks.get("hidden_pre", keep)(x @ params["W_in"].T + params["b_in"])
+    h = hooks.get("hidden", keep)(jax.nn.relu(pre))
     return h @ params["W_out"].T + params["b_out"]

@@ -32,7 +32,6 @@ Hook points (TransformerLens vocabulary), all `[batch, pos, ...]`:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from typing import Callable, Iterable, Literal
 
@@ -40,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mi_jax.config import check
+from mi_jax.config import check, check_name
 from mi_jax.models import fast as fast_paths
 from mi_jax.models.ops import ACTIVATIONS, causal_mask
 
@@ -220,8 +219,7 @@ class _Hooks:
     def finish(self, cfg: "TransformerConfig") -> dict[str, jax.Array]:
         unknown = sorted((self.wanted | set(self.hooks)) - self.seen)
         if unknown:  # the nearest valid name, from every hook point (this pass skips the unrequested ones)
-            near = difflib.get_close_matches(unknown[0], hook_names(cfg), n=1, cutoff=0.0)
-            check(False, f"unknown hook point {unknown[0]!r} for this model (did you mean {near[0]!r}?)")
+            check_name(unknown[0], hook_names(cfg), "hook point", " for this model")
         return self.cache
 
 

@@ -13,7 +13,7 @@ from mi_jax.plots import save
 def stages(steps, results: dict, labels, marks: dict, path: Path) -> Path:
     """Three panels over steps, a line per member: the bigram and unigram distances (results {name:
     [member, time]}), the loss on inductable tokens against the rest, and the best induction and
-    previous-token scores of any head; marks {label: [step or None per member]} as dashed lines."""
+    previous-token scores of any head (on random tokens; "text_induction": induction on repeated text); marks {label: [step or None per member]} as dashed lines."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for m, label in enumerate(labels):
         color = f"C{m % 10}"
@@ -23,6 +23,9 @@ def stages(steps, results: dict, labels, marks: dict, path: Path) -> Path:
         axes[1].plot(steps, results["other_loss"][m], color=color, lw=1, ls=":", label=f"{label} other")
         axes[2].plot(steps, results["induction"][m], color=color, lw=1.2, label=f"{label} induction")
         axes[2].plot(steps, results["previous_token"][m], color=color, lw=1, ls=":", label=f"{label} previous-token")
+        if "text_induction" in results:
+            axes[2].plot(steps, results["text_induction"][m], color=color, lw=1.2, ls="--",
+                         label=f"{label} induction on repeated text")
         for k, (name, at) in enumerate(marks.items()):
             for ax in axes:
                 if at[m] is not None:

@@ -56,13 +56,16 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
             f"{s['previous_token_best']['final']:.2f}), {s['induction_head']} induction {s['induction_score']['start']:.2f} -> "
             f"{s['induction_score']['final']:.2f} ({'formed, fastest at ' + str(s['induction_step']) if s['induction_formed'] else 'none formed'}), ICL "
             f"{s['icl_score']['start']:.2f} -> {s['icl_score']['final']:.2f} (falls fastest at {s['icl_step']}); "
+            f"on repeated text {s['text_induction']['head']} induction {s['text_induction']['start']:.2f} -> "
+            f"{s['text_induction']['final']:.2f} (fastest at {s['text_induction']['step']}), the repeat's loss minus "
+            f"the first copy's {s['repeat_loss_gap']['start']:.2f} -> {s['repeat_loss_gap']['final']:.2f}; "
             f"loss plateau {s['plateau_start']}-{s['plateau_end']}, bump {s['bump']:.3f} nats")
     if logger is not None:
         logger.log_series(traj.steps, {name: results[name] for name in ("icl_score", "bigram_kl", "unigram_kl")})
     labels = [traj.member_label(m) for m in range(traj.n_members)]
     per_member = lambda name: np.swapaxes(np.asarray(results[name]), 0, 1)  # noqa: E731 - [member, time, ...]
     # the best head of any layer: a model may put its previous-token heads in layer 1 (shortformer positions do)
-    best = {name: per_member(name).max((-2, -1)) for name in ("induction", "previous_token")}
+    best = {name: per_member(name).max((-2, -1)) for name in ("induction", "previous_token", "text_induction")}
     formed = [s["induction_step"] if s["induction_formed"] else None for s in members]  # marked where one formed
     paths = [
         induction_plots.loss_with_phase_change(loss_steps, np.swapaxes(traj.metrics["test_loss"], 0, 1), traj.steps,

@@ -9,7 +9,6 @@ A separate command, not part of `mi-jax analyze`: sampling costs minutes and has
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import jax
@@ -20,19 +19,13 @@ from mi_jax.analysis import llc, llc_task
 from mi_jax.analysis import llc_diagnostics as diag
 from mi_jax.analysis.core import analyze, showing_progress
 from mi_jax.analysis.llc_task import LLCSettings
-from mi_jax.io.results import save_results, save_summary
+from mi_jax.io.results import json_number, save_results, save_summary
 from mi_jax.io.wandb_logger import WandbLogger
 from mi_jax.plots import llc as plots
 from mi_jax.reports import opened
 from mi_jax.tasks import make_task
 
 RESULTS_NAME = "llc"
-
-def _json_number(x) -> float | None:
-    """A float for JSON; None (null) for NaN or inf, which JSON has no word for."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
 
 def measure(traj, settings: LLCSettings, task=None) -> tuple[dict, diag.LLCDiagnostics, int]:
     """(results {name: [time, member, ...]}, the chains' diagnostics, d) over the checkpoints of `traj`.
@@ -48,12 +41,6 @@ def measure(traj, settings: LLCSettings, task=None) -> tuple[dict, diag.LLCDiagn
     return results, checks, n_params
 
 
-def thinned(traj, every: int):
-    """Every `every`-th checkpoint of `traj` and its last."""
-    idx = np.unique(np.r_[np.arange(0, len(traj), every), len(traj) - 1])
-    return traj.select(idx)
-
-
 def summary(traj, settings, results, checks, n_params) -> dict:
     """The JSON summary: settings, d, and per member the LLC curve (null where no chain was ok), the
     Hessian curves, and each flagged checkpoint with its flagged chains named."""
@@ -65,11 +52,11 @@ def summary(traj, settings, results, checks, n_params) -> dict:
             flagged.append({"step": int(traj.steps[t]), "checkpoint": int(t), "chains": bad})
         members.append({
             **traj.members[m],
-            "llc_mean": [_json_number(x) for x in checks.llc_mean[:, m]],
-            "llc_std": [_json_number(x) for x in checks.llc_std[:, m]],
-            "r_hat": [_json_number(x) for x in checks.r_hat[:, m]],
-            "hessian_top": [_json_number(x) for x in results["hessian_top"][:, m, 0]],
-            "hessian_trace": [_json_number(x) for x in results["hessian_trace"][:, m]],
+            "llc_mean": [json_number(x) for x in checks.llc_mean[:, m]],
+            "llc_std": [json_number(x) for x in checks.llc_std[:, m]],
+            "r_hat": [json_number(x) for x in checks.r_hat[:, m]],
+            "hessian_top": [json_number(x) for x in results["hessian_top"][:, m, 0]],
+            "hessian_trace": [json_number(x) for x in results["hessian_trace"][:, m]],
             "flagged": flagged,
         })
     return {"steps": [int(s) for s in traj.steps], "n_params": n_params,
@@ -81,7 +68,7 @@ def summary(traj, settings, results, checks, n_params) -> dict:
 def report(traj, out_dir: Path, settings: LLCSettings, logger=None) -> list[str]:
     """Compute, save, log and draw the LLC and Hessian of every member of a run -> lines to print."""
     out_dir = Path(out_dir)
-    traj = thinned(traj, settings.every)
+    traj = traj.thinned(settings.every)
     results, checks, n_params = measure(traj, settings)
     saved = {**results, "chain_status": checks.status, "llc_mean": checks.llc_mean, "llc_std": checks.llc_std,
              "llc_mean_finite_chains": results["llc_mean"], "r_hat": checks.r_hat, "ess": checks.ess,
@@ -132,7 +119,7 @@ def calibration_report(traj, out_dir: Path, settings: LLCSettings, epsilons, gam
     grid, stable = out["grid"], out["stable"]
     doc = {"checkpoints": out["checkpoints"], "n_params": out["n_params"], "settings": config_lib.to_dict(settings),
            "stable_settings": [{k: float(grid[k][idx]) for k in grid} for idx in zip(*np.nonzero(stable))],
-           "rows": [{"step": s, "rows": [{k: _json_number(v) if isinstance(v, float) else v for k, v in r.items()}
+           "rows": [{"step": s, "rows": [{k: json_number(v) if isinstance(v, float) else v for k, v in r.items()}
                                          for r in rows]} for s, rows in zip(out["checkpoints"], out["rows"])]}
     path = out_dir / f"{RESULTS_NAME}_calibration.json"
     path.write_text(json.dumps(doc, indent=1))

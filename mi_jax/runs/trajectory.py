@@ -85,6 +85,10 @@ class Trajectory:
         idx = np.arange(len(self.steps))[indices]
         return dataclasses.replace(self, steps=self.steps[idx], params=jax.tree.map(lambda x: x[idx], self.params))
 
+    def thinned(self, every: int) -> "Trajectory":
+        """Every `every`-th checkpoint and the last."""
+        return self.select(np.unique(np.r_[np.arange(0, len(self), every), len(self) - 1]))
+
     def select_members(self, indices) -> "Trajectory":
         """Some members only, with their metrics: `traj.select_members([0])`."""
         idx = np.arange(self.n_members)[indices]

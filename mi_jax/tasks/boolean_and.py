@@ -148,6 +148,19 @@ class BooleanAndTask:
         x, labels = batch
         return mse_loss(toy.apply_mlp(params, x), labels, self.cfg.pos_weight)
 
+    def sae_hook_points(self) -> tuple[str, ...]:
+        return ("hidden_pre", "hidden")
+
+    def hooked_loss(self, params: dict, batch, hooks: dict) -> jax.Array:
+        """The loss with hooks {"hidden_pre" or "hidden": fn} on the neurons (see `toy.apply_mlp`)."""
+        x, labels = batch
+        return mse_loss(toy.apply_mlp(params, x, hooks), labels, self.cfg.pos_weight)
+
+    def true_features(self, params: dict, hook: str) -> jax.Array:
+        """What the neurons carry: at `hidden_pre` each input's direction (a column of W_in) [n_inputs, hidden];
+        at `hidden` each AND's readout direction (a row of W_out) [n_pairs, hidden]."""
+        return params["W_in"].T if hook == "hidden_pre" else params["W_out"]
+
     def evaluate(self, params: dict) -> dict[str, jax.Array]:
         x, labels = jnp.asarray(self.x), jnp.asarray(self.labels)
         logits = toy.apply_mlp(params, x)

@@ -17,7 +17,7 @@ import numpy as np
 from mi_jax.config import check
 from mi_jax.trees import leaf_name
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks.common import label_log_probs, training_hooks
+from mi_jax.tasks.common import label_log_probs, merged_hooks, training_hooks, vector_hook_points
 from mi_jax.training.config import TrainConfig
 
 Op = Literal["+", "-", "*", "/", "x2+y2"]
@@ -241,6 +241,15 @@ class GrokkingTask:
     def loss(self, params: dict, batch) -> jax.Array:
         tokens, labels, *weight = batch  # a member's batch carries each pair's weight
         return cross_entropy(self.last_logits(params, tokens), labels, self.cfg.train.logsoftmax_f64, *weight)
+
+    def hooked_loss(self, params: dict, batch, hooks: dict) -> jax.Array:
+        """The loss with `hooks` {name: fn} in the forward pass as well (an SAE spliced in, say)."""
+        tokens, labels, *weight = batch
+        logits, _ = tfm.apply(params, tokens, self.cfg.transformer, hooks=merged_hooks(self.hooks, hooks))
+        return cross_entropy(logits[:, -1, : self.cfg.p], labels, self.cfg.train.logsoftmax_f64, *weight)
+
+    def sae_hook_points(self) -> tuple[str, ...]:
+        return vector_hook_points(self.cfg.transformer)
 
     def evaluate(self, params: dict, member: dict | None = None) -> dict[str, jax.Array]:
         """train/test loss (`label_nll`) and accuracy (`correct`), as the grokking measures compute them."""

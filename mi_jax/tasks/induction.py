@@ -32,7 +32,7 @@ import numpy as np
 
 from mi_jax.config import check
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks.common import label_log_probs, training_hooks
+from mi_jax.tasks.common import label_log_probs, merged_hooks, training_hooks, vector_hook_points
 from mi_jax.training.config import TrainConfig
 from mi_jax.training.parallel import split_batch
 
@@ -217,8 +217,15 @@ class InductionTask:
         return sample(self.cfg, jax.random.fold_in(key, step), self.cfg.train.batch_size)
 
     def loss(self, params: dict, batch: jax.Array) -> jax.Array:
-        logits, _ = tfm.apply(params, batch, self.model, hooks=self.hooks)
+        return self.hooked_loss(params, batch, {})
+
+    def hooked_loss(self, params: dict, batch: jax.Array, hooks: dict) -> jax.Array:
+        """The loss with `hooks` {name: fn} in the forward pass as well (an SAE spliced in, say)."""
+        logits, _ = tfm.apply(params, batch, self.model, hooks=merged_hooks(self.hooks, hooks))
         return per_token_loss(logits, batch).mean()
+
+    def sae_hook_points(self) -> tuple[str, ...]:
+        return vector_hook_points(self.model)
 
     def evaluate(self, params: dict) -> dict[str, jax.Array]:
         """test_loss and icl_score on the fixed task batch; probe_copy_loss on the repeated probe's second copy."""

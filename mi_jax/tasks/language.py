@@ -32,7 +32,7 @@ import numpy as np
 from mi_jax.config import check
 from mi_jax.io import corpus as corpus_lib
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks.common import label_log_probs, training_hooks
+from mi_jax.tasks.common import label_log_probs, merged_hooks, training_hooks, vector_hook_points
 from mi_jax.training.config import TrainConfig
 from mi_jax.training.parallel import split_batch
 
@@ -258,7 +258,14 @@ class LanguageTask:
         return windows(shared["train"], starts, length)
 
     def loss(self, params: dict, batch: jax.Array) -> jax.Array:
-        return window_loss(params, batch, self.model, self.hooks).mean()
+        return self.hooked_loss(params, batch, {})
+
+    def hooked_loss(self, params: dict, batch: jax.Array, hooks: dict) -> jax.Array:
+        """The loss with `hooks` {name: fn} in the forward pass as well (an SAE spliced in, say)."""
+        return window_loss(params, batch, self.model, merged_hooks(self.hooks, hooks)).mean()
+
+    def sae_hook_points(self) -> tuple[str, ...]:
+        return vector_hook_points(self.model)
 
     def evaluate(self, params: dict) -> dict[str, jax.Array]:
         """test_loss and icl_score on the fixed validation batch."""

@@ -20,6 +20,14 @@ config and supplies the pure functions the training loop runs (`mi_jax.training.
     shared_data = {name: array}          host arrays every member's batches read (a corpus): then
                                          batch(key, step, shared) gets them as device arrays, passed
                                          to the compiled chunk rather than compiled into it
+    hooked_loss(params, batch, hooks)    the loss with extra hooks {name: fn(activation) -> activation}
+                                         in the forward pass; with sae_hook_points() -> (name, ...), the
+                                         points whose activation is a vector per example, [..., d] (the
+                                         first is the default), `mi-jax sae` reads and splices there
+    INSTANCE_AXES = 0                    leading axes of activations and hooked losses that are separate
+                                         models (TMS's [instance]): an SAE for each
+    true_features(params, hook)          the directions [..., n, d] the activations at `hook` are made of
+                                         (a toy model's ground truth), for the SAE's recovery score
 
 A run's config.json names its kind; a kind from outside mi_jax also records where it comes from
 (`"kind_source": {"module": ..., "file": ...}`), so that loading the run finds it again: a kind not

@@ -246,3 +246,24 @@ class SuperpositionTask:
     def evaluate(self, params: dict) -> dict[str, jax.Array]:
         losses = self.instance_losses(params)
         return {"test_loss": losses.sum(), "instance_loss": losses}
+
+    # -- what an SAE reads: the hidden layer of every instance ---------------------------------------
+    INSTANCE_AXES = 1  # activations and losses carry [instance] first: an SAE per instance
+
+    def sae_hook_points(self) -> tuple[str, ...]:
+        return ("hidden",)
+
+    def hooked_loss(self, params: dict, x: jax.Array, hooks: dict) -> jax.Array:
+        """[instance] losses on x [instance, batch, feat] with hooks["hidden"] ([instance, batch, hidden] ->
+        the same) applied to the hidden layer."""
+        h = jax.vmap(toy.hidden)(params, x)
+        if "hidden" in hooks:
+            h = hooks["hidden"](h)
+        out = jax.vmap(lambda p, hh: toy.output(p, hh, self.cfg.model))(params, h)
+        return jax.vmap(lambda p, xx, i, o: toy.weighted_loss(p, xx, i, self.cfg.model, out=o))(
+            params, x, self.importance, out)
+
+    def true_features(self, params: dict, hook: str) -> jax.Array:
+        """The features' directions in the hidden layer [instance, feat, hidden] (for the abs model the
+        directions its inputs write before the hidden ReLU)."""
+        return jnp.swapaxes(jax.vmap(toy.features)(params), -1, -2)
