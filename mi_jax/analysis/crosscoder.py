@@ -30,47 +30,29 @@ checkpoints).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mi_jax.analysis.sae import AUX_K_MAX, aux_loss, check_dictionary, top_mask
+from mi_jax.analysis.sae import DictionaryConfig, aux_loss, top_mask
 from mi_jax.config import check
 
 EPS = 1e-12
-ARCHITECTURES = ("topk", "relu")
 
 
 @dataclasses.dataclass(frozen=True)
-class CrosscoderConfig:
-    architecture: str = "topk"
-    d_sae: int = 64  # dictionary size (shared by all checkpoints)
-    k: int = 4  # latents kept per example (topk)
-    l1_coefficient: float = 1e-3  # relu only
-    steps: int = 2000
-    batch_size: int = 256
-    lr: float = 1e-3
-    seed: int = 0
-    aux_k: int | None = None  # dead latents used by the auxiliary loss (topk); None: d_sae // 2, at most 32
-    aux_coefficient: float = 1 / 32  # 0 turns the auxiliary-k loss off
-    dead_after: int = 200  # steps without activity after which a latent counts as dead
-    eval_batches: int = 4  # batches of activations_fn in the fixed evaluation set
+class CrosscoderConfig(DictionaryConfig):
+    """A crosscoder's settings: one dictionary of d_sae latents for every checkpoint, TopK or ReLU."""
 
-    def __post_init__(self):
-        check(self.architecture in ARCHITECTURES,
-              f"unknown crosscoder architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
-        check_dictionary(self, "crosscoder")
+    ARCHITECTURES: ClassVar[tuple[str, ...]] = ("topk", "relu")
+    WHAT: ClassVar[str] = "crosscoder"
 
     @property
     def unit_decoder(self) -> bool:
         return self.architecture == "topk"
-
-    @property
-    def resolved_aux_k(self) -> int:  # read by sae.aux_loss
-        return self.aux_k if self.aux_k is not None else max(1, min(self.d_sae // 2, AUX_K_MAX))
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -34,7 +34,7 @@ traced arrays (a vmapped grid of sparsities; a traced k must be <= cfg.k, the st
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -43,34 +43,21 @@ import optax
 from mi_jax.config import check
 
 EPS = 1e-12
-ARCHITECTURES = ("relu", "topk", "batchtopk")
 AUX_K_MAX = 32  # the default aux_k's cap: its top_k over every latent costs more than the SAE's own step
 THRESHOLD_DECAY = 0.99  # EMA of BatchTopK's smallest kept activation -> the inference threshold
 
 
-def check_dictionary(cfg, what: str) -> None:
-    """The settings an SAE and a crosscoder share (`what` names which in the one-line errors): a sparse
-    architecture's k and auxiliary loss, a ReLU one's L1 coefficient, and the optimisation's sizes."""
-    check(cfg.d_sae > 0, f"the {what}'s dictionary size d_sae must be positive, got {cfg.d_sae}")
-    if cfg.architecture != "relu":
-        check(cfg.k > 0, f"the {what}'s k must be positive, got {cfg.k}")
-        check(cfg.k <= cfg.d_sae, f"k={cfg.k} is larger than the dictionary (d_sae={cfg.d_sae})")
-        check(cfg.aux_k is None or 0 < cfg.aux_k <= cfg.d_sae, f"aux_k must be in 1..d_sae={cfg.d_sae}, got {cfg.aux_k}")
-        check(cfg.aux_coefficient >= 0, f"aux_coefficient must be >= 0, got {cfg.aux_coefficient}")
-    else:
-        check(cfg.l1_coefficient > 0, f"the ReLU {what} needs a positive L1 coefficient, got {cfg.l1_coefficient}")
-    check(cfg.steps > 0, f"{what} steps must be positive, got {cfg.steps}")
-    check(cfg.batch_size > 0, f"{what} batch_size must be positive, got {cfg.batch_size}")
-    check(cfg.lr > 0, f"{what} lr must be positive, got {cfg.lr}")
-    check(cfg.dead_after > 0, f"dead_after must be positive, got {cfg.dead_after}")
-    check(cfg.eval_batches > 0, f"eval_batches must be positive, got {cfg.eval_batches}")
-
-
 @dataclasses.dataclass(frozen=True)
-class SAEConfig:
+class DictionaryConfig:
+    """The settings an SAE and a crosscoder share, checked with one-line errors that name which (`WHAT`):
+    a sparse architecture's k and auxiliary loss, a ReLU one's L1 coefficient, and the optimisation's sizes.
+    k is the number of latents kept per example (topk), or on average (batchtopk)."""
+
+    ARCHITECTURES: ClassVar[tuple[str, ...]] = ()
+    WHAT: ClassVar[str] = "dictionary"
     architecture: str = "topk"
     d_sae: int = 64  # dictionary size
-    k: int = 4  # latents kept per example (topk), or on average (batchtopk)
+    k: int = 4  # latents kept (topk, batchtopk)
     l1_coefficient: float = 1e-3  # relu only
     steps: int = 2000
     batch_size: int = 256
@@ -82,17 +69,37 @@ class SAEConfig:
     eval_batches: int = 4  # batches of activations_fn in the fixed evaluation set
 
     def __post_init__(self):
-        check(self.architecture in ARCHITECTURES,
-              f"unknown SAE architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
-        check_dictionary(self, "SAE")
-
-    @property
-    def unit_decoder(self) -> bool:
-        return self.architecture != "relu"
+        what, kinds = self.WHAT, self.ARCHITECTURES
+        check(self.architecture in kinds,
+              f"unknown {what} architecture {self.architecture!r}; choose one of {', '.join(kinds)}")
+        check(self.d_sae > 0, f"the {what}'s dictionary size d_sae must be positive, got {self.d_sae}")
+        if self.architecture != "relu":
+            check(self.k > 0, f"the {what}'s k must be positive, got {self.k}")
+            check(self.k <= self.d_sae, f"k={self.k} is larger than the dictionary (d_sae={self.d_sae})")
+            check(self.aux_k is None or 0 < self.aux_k <= self.d_sae,
+                  f"aux_k must be in 1..d_sae={self.d_sae}, got {self.aux_k}")
+            check(self.aux_coefficient >= 0, f"aux_coefficient must be >= 0, got {self.aux_coefficient}")
+        else:
+            check(self.l1_coefficient > 0, f"the ReLU {what} needs a positive L1 coefficient, got {self.l1_coefficient}")
+        check(self.steps > 0, f"{what} steps must be positive, got {self.steps}")
+        check(self.batch_size > 0, f"{what} batch_size must be positive, got {self.batch_size}")
+        check(self.lr > 0, f"{what} lr must be positive, got {self.lr}")
+        check(self.dead_after > 0, f"dead_after must be positive, got {self.dead_after}")
+        check(self.eval_batches > 0, f"eval_batches must be positive, got {self.eval_batches}")
 
     @property
     def resolved_aux_k(self) -> int:
         return self.aux_k if self.aux_k is not None else max(1, min(self.d_sae // 2, AUX_K_MAX))
+
+
+@dataclasses.dataclass(frozen=True)
+class SAEConfig(DictionaryConfig):
+    ARCHITECTURES: ClassVar[tuple[str, ...]] = ("relu", "topk", "batchtopk")
+    WHAT: ClassVar[str] = "SAE"
+
+    @property
+    def unit_decoder(self) -> bool:
+        return self.architecture != "relu"
 
 
 # ---------------------------------------------------------------------------------------------- model

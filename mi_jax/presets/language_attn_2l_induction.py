@@ -7,15 +7,14 @@ steps, batch 32 windows (8,192 tokens a step, split over the cores), 24,000 step
 snapshot and an evaluation every 200 steps.
 """
 
-from mi_jax.models.transformer import TransformerConfig
-from mi_jax.tasks.language import DataConfig, LanguageConfig
-from mi_jax.training.config import TrainConfig
+import dataclasses
 
-PRESET = LanguageConfig(
-    data=DataConfig(source="stdlib", tokenizer="bpe", vocab_size=512),
+from mi_jax.presets.language_attn_2l import PRESET as ATTN_2L
+
+PRESET = dataclasses.replace(
+    ATTN_2L,
+    data=dataclasses.replace(ATTN_2L.data, vocab_size=512),
     seq_len=256,
-    n_eval=64,
-    model=TransformerConfig(n_layers=2, d_model=64, n_heads=2, d_mlp=None, layer_norm=True),
-    train=TrainConfig(steps=24_000, lr=3e-3, weight_decay=0.0, beta1=0.9, beta2=0.99, warmup_steps=200,
-                      batch_size=32, eval_every=200, ckpt_every=200, seed=0, data_parallel=True),
+    model=dataclasses.replace(ATTN_2L.model, d_model=64, n_heads=2),
+    train=dataclasses.replace(ATTN_2L.train, steps=24_000, lr=3e-3, eval_every=200, ckpt_every=200),
 )

@@ -230,23 +230,23 @@ class GrokkingTask:
         idx = jax.random.choice(jax.random.fold_in(key, step), len(labels), (bs,), replace=False)
         return tokens[idx], labels[idx]
 
-    def last_logits(self, params: dict, tokens: jax.Array) -> jax.Array:
-        """logits at the `=` position [batch, vocab_out], via the last-position fast path."""
-        if self.hooks:  # the fast path takes no hooks: the whole forward pass, then its last position
-            logits, _ = tfm.apply(params, tokens, self.cfg.transformer, hooks=self.hooks)
+    def last_logits(self, params: dict, tokens: jax.Array, extra_hooks: dict | None = None) -> jax.Array:
+        """logits at the `=` position [batch, vocab_out], via the last-position fast path; with the training
+        interventions' hooks and `extra_hooks` {name: fn} in place when there are any."""
+        hooks = merged_hooks(self.hooks, extra_hooks)
+        if hooks:  # the fast path takes no hooks: the whole forward pass, then its last position
+            logits, _ = tfm.apply(params, tokens, self.cfg.transformer, hooks=hooks)
             return logits[:, -1, : self.cfg.p]
         logits, _ = tfm.apply(params, tokens, self.cfg.transformer, last_position_only=True)
         return logits[:, -1, : self.cfg.p]
 
     def loss(self, params: dict, batch) -> jax.Array:
-        tokens, labels, *weight = batch  # a member's batch carries each pair's weight
-        return cross_entropy(self.last_logits(params, tokens), labels, self.cfg.train.logsoftmax_f64, *weight)
+        return self.hooked_loss(params, batch, {})
 
     def hooked_loss(self, params: dict, batch, hooks: dict) -> jax.Array:
         """The loss with `hooks` {name: fn} in the forward pass as well (an SAE spliced in, say)."""
-        tokens, labels, *weight = batch
-        logits, _ = tfm.apply(params, tokens, self.cfg.transformer, hooks=merged_hooks(self.hooks, hooks))
-        return cross_entropy(logits[:, -1, : self.cfg.p], labels, self.cfg.train.logsoftmax_f64, *weight)
+        tokens, labels, *weight = batch  # a member's batch carries each pair's weight
+        return cross_entropy(self.last_logits(params, tokens, hooks), labels, self.cfg.train.logsoftmax_f64, *weight)
 
     def sae_hook_points(self) -> tuple[str, ...]:
         return vector_hook_points(self.cfg.transformer)
