@@ -19,6 +19,7 @@ from mi_jax.runs.trajectory import load_config
 from mi_jax.tasks import make_task
 from mi_jax.tasks import language as lm
 from mi_jax.training import loop
+from mi_jax.trees import leaf_name
 
 from test_cli import assert_one_line_error
 
@@ -204,6 +205,20 @@ def test_a_model_that_is_the_bigram_table_has_a_bigram_distance_of_zero():
     assert float(distances["unigram_kl"]) > 0.01  # the bigram rows are not the unigram
     params["W_U"] = np.zeros_like(params["W_U"])  # uniform prediction: KL = entropy gap, > 0
     assert float(measures.ngram_distances(params, stats, model)["bigram_kl"]) > 0.1
+
+
+def test_context_gain_is_zero_for_a_model_that_reads_only_the_previous_token():
+    from mi_jax.analysis import language as measures
+
+    task = make_task(tiny_language())
+    data = {k: np.asarray(v) for k, v in measures.probe_data(task).items()}
+    losses = measures.make_measures(task)["losses"]
+    params = task.init_params(jax.random.key(0))
+    assert abs(float(losses(params, data)["context_gain"])) > 1e-4  # at init the heads and positions move the logits
+    silenced = lambda path, x: np.zeros_like(x) if leaf_name(path).split(".")[-1] in ("W_pos", "W_O") else x  # noqa: E731
+    # no positions, heads that write nothing: each token's prediction is its bigram row
+    params = jax.tree_util.tree_map_with_path(silenced, params)
+    assert abs(float(losses(params, data)["context_gain"])) < 1e-5
 
 
 def test_repeated_text_scores_a_copying_head_and_a_model_that_copies_nothing():

@@ -140,8 +140,9 @@ def test_sae_measure_over_a_trajectory():
     measure = sae_measure(cfg, lambda p, data, key, step: sparse_codes(key, cfg.batch_size) @ p["F"],
                           true_features=lambda p, data: p["F"])
     out = analyze_params({"F": stack}, {"sae": measure}, {})
-    assert set(out) == {f"sae/{m}" for m in ("mse", "fve", "l0", "dead", "dead_train", "loss", "mmcs")}
-    assert out["sae/mmcs"].shape == (2, 2)
+    assert set(out) == {f"sae/{m}" for m in ("mse", "fve", "l0", "dead", "dead_train", "loss", "mmcs", "firing")}
+    assert out["sae/mmcs"].shape == (2, 2) and out["sae/firing"].shape == (2, 2, cfg.d_sae)
+    np.testing.assert_array_equal(out["sae/dead"], (out["sae/firing"] == 0).sum(-1))
     np.testing.assert_allclose(out["sae/l0"], ACTIVE)
     direct = jax.jit(lambda F: train_sae(cfg, activations_of(F, cfg.batch_size), jax.random.key(cfg.seed)))
     np.testing.assert_allclose(out["sae/mse"][1, 0], direct(stack[1, 0])[1]["mse"], rtol=1e-4, atol=1e-6)

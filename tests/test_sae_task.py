@@ -80,6 +80,93 @@ def test_an_identity_dictionary_spliced_in_recovers_the_whole_loss_and_an_empty_
                                atol=1e-6)
 
 
+def test_at_a_position_the_identity_dictionary_recovers_the_loss_and_only_that_position_is_spliced():
+    task = make_task(tiny_grokking())
+    params = task.init_params(jax.random.key(0))
+    batch = task.batch(jax.random.key(1), 0)
+    hook = "blocks.0.hook_resid_post"
+    d = sae_task.capture(task, params, batch, hook).shape[-1]
+    relu, identity = SAEConfig(architecture="relu", d_sae=2 * d), identity_dictionary(d, 1)
+    scores = sae_task.splicing_scores(task, params, batch, hook, relu, identity, position=-1)
+    np.testing.assert_allclose(scores["recovered_zero"], 1.0, atol=1e-5)
+    # the final residual stream at the first position never reaches the `=` token's logits: splicing there
+    # changes no loss (nan: ablating costs nothing); the layer's input there does, through attention
+    empty = {**identity, "W_dec": jnp.zeros_like(identity["W_dec"])}
+    assert np.isnan(sae_task.splicing_scores(task, params, batch, hook, relu, empty, position=0)["recovered_zero"]).all()
+    first = sae_task.splicing_scores(task, params, batch, "blocks.0.hook_resid_pre", relu, empty, position=0)
+    np.testing.assert_allclose(first["recovered_zero"], 0.0, atol=1e-6)  # the empty dictionary is the zero ablation
+    rows = sae_task.activation_rows(task, params, None, hook, 5, jax.random.key(2), 0, position=-1)
+    assert rows.shape == (1, 5, d)
+
+
+def test_grokking_latents_that_are_the_mlp_neurons_have_the_neurons_frequencies():
+    cfg = tiny_grokking()
+    task = make_task(cfg)
+    params = task.init_params(jax.random.key(3))
+    d_mlp = cfg.model.d_mlp
+    neurons = identity_dictionary(d_mlp, 1)  # ReLU(x) = x for the MLP's post-ReLU activations: latent i is neuron i
+    relu = SAEConfig(architecture="relu", d_sae=2 * d_mlp)
+    fractions = sae_task.feature_frequencies(task, params, "blocks.0.mlp.hook_post", None, relu,
+                                             neurons)["feature_frequency_fractions"]
+    assert fractions.shape == (1, 2 * d_mlp, 6)  # [instance, d_sae, freq]: p = 13 has 6 frequencies
+    from mi_jax.analysis import grokking as grokking_lib
+    want = grokking_lib.family(cfg, ["neuron_best_frac", "neuron_best_freq"])(params, grokking_lib.make_data(cfg))
+    np.testing.assert_allclose(fractions[0, :d_mlp].max(-1), want["neuron_best_frac"], rtol=1e-4, atol=1e-5)
+    firing = np.asarray(want["neuron_best_frac"]) > 0
+    np.testing.assert_array_equal(np.asarray(fractions[0, :d_mlp].argmax(-1) + 1)[firing],
+                                  np.asarray(want["neuron_best_freq"])[firing])
+    np.testing.assert_array_equal(fractions[0, d_mlp:], 0.0)  # ReLU(-x) never fires
+
+
+def test_a_latent_of_the_answer_is_explained_by_it_and_a_latent_of_one_input_not_at_all(monkeypatch):
+    from mi_jax.analysis import grokking as grokking_lib
+
+    cfg = tiny_grokking()
+    task = make_task(cfg)
+    data = grokking_lib.make_data(cfg)
+    a, b = data["pair_a"], data["pair_b"]
+    answer_bump = ((a + b) % cfg.p == 3).astype(np.float32)  # fires on the pairs whose answer is 3
+    input_wave = np.cos(2 * np.pi * 2 * a / cfg.p).astype(np.float32)  # a function of a alone
+    planted = np.stack([answer_bump, input_wave], -1)[:, None].repeat(3, 1)  # [pair, pos, 2]
+    monkeypatch.setattr(sae_task, "capture", lambda *_: jnp.asarray(planted))
+    out = sae_task.feature_frequencies(task, None, "blocks.0.hook_resid_post", None,
+                                       SAEConfig(architecture="relu", d_sae=4), identity_dictionary(2, 1))
+    answer = np.asarray(out["feature_answer_fraction"][0])  # latents: ReLU(bump), ReLU(wave), ReLU(-bump), ReLU(-wave)
+    np.testing.assert_allclose(answer[:2], [1.0, 0.0], atol=1e-5)
+    assert answer[2] == 0.0  # never fires
+    fractions = np.asarray(out["feature_frequency_fractions"][0])
+    # ReLU(cos 2a): frequency 2 (84%) and its harmonic 4, nothing else
+    assert fractions[1].argmax() + 1 == 2 and fractions[1, [1, 3]].sum() > 0.99
+
+
+def test_frequency_summary_counts_latents_of_one_frequency_and_their_share_in_the_key_frequencies():
+    from mi_jax.reports.sae import frequency_summary
+    fractions = np.zeros((1, 1, 3, 4))  # [time, member, d_sae, freq]
+    fractions[0, 0, 0] = [0.9, 0.05, 0, 0]  # one frequency (1), all but 5% in the key frequencies 1 and 2
+    fractions[0, 0, 1] = [0.3, 0.3, 0.2, 0.2]  # spread: 0.6 in the key frequencies
+    fractions[0, 0, 2] = [0, 0, 0, 1.0]  # one frequency, but it never fires
+    out = frequency_summary({"feature_frequency_fractions": fractions, "firing": np.array([[[0.1, 0.2, 0.0]]]),
+                             "feature_answer_fraction": np.array([[[0.2, 0.7, 0.9]]])}, [np.array([1, 2])])
+    assert out["frequency_features"].tolist() == [[1]] and out["answer_features"].tolist() == [[1]]
+    np.testing.assert_allclose(out["key_frequency_share"], [[np.median([0.95, 0.6])]])
+
+
+def test_lineages_follow_permuted_features_and_drift_ignores_latents_that_never_fire():
+    from mi_jax.reports.sae import feature_lineages
+    rng = np.random.default_rng(0)
+    first = rng.normal(size=(6, 4))
+    order = rng.permutation(6)
+    turned = first[order] + 0.3 * rng.normal(size=(6, 4))  # the same features, reordered and moved a little
+    decoder = np.stack([first, first[order], turned])[:, None]  # [time, line, d_sae, d]
+    firing = np.ones((3, 1, 6))
+    firing[:, :, 5] = 0  # latent 5 (and wherever it moved) never fires
+    lineages, drift = feature_lineages(decoder, firing)
+    np.testing.assert_array_equal(lineages["index"][1, 0], np.argsort(order))  # feature i is now at argsort(order)[i]
+    np.testing.assert_allclose(lineages["similarity"][0], 1.0)
+    assert np.isnan(drift[0, 0]) and drift[1, 0] == pytest.approx(1.0)
+    assert 0.5 < drift[2, 0] < 1.0
+
+
 def test_sae_of_the_and_models_pre_activations_recovers_its_input_directions():
     # each input with at most two ones writes b_in + W_in[:, i] + W_in[:, j]: TopK k=2 finds the columns of W_in
     task = make_task(BooleanAndConfig(n_inputs=6, n_hidden=8))
@@ -129,6 +216,8 @@ def test_sae_command_refuses_bad_input_in_one_line(tms_run, tmp_path, capsys):
                           "needs a positive L1 coefficient")
     assert_one_line_error(capsys, ["sae", run, *SMALL, "--set", "ks=1,9"], "k=9 must be in 1..d_sae=6")
     assert_one_line_error(capsys, ["sae", str(tmp_path)], "is not a mi_jax run dir")
+    assert_one_line_error(capsys, ["sae", run, *SMALL, "--set", "position=-1"],
+                          "hook point hidden has no token positions (activations [3, 256, 2]): set no position")
 
 
 SAE_PEER_PYTHON = Path("/tmp/peer-sae/bin/python")
@@ -180,13 +269,22 @@ def test_sae_command_exports_one_checkpoints_saes_in_saelens_format(tms_run, tmp
 def test_sae_command_on_a_transformer_ensemble_reads_each_members_own_activations(tmp_path, capsys):
     run = tmp_path / "run"
     mj.train(tiny_grokking(steps=100, ckpt_every=50, eval_every=50, seeds=(0, 1)), run, wandb="off", progress=False)
-    code, out, _ = run_cli(capsys, "sae", str(run), "--hook", "blocks.0.hook_attn_out", "--set", "sae.d_sae=16",
+    code, out, _ = run_cli(capsys, "sae", str(run), "--hook", "blocks.0.mlp.hook_post", "--set", "sae.d_sae=16",
                            "--set", "sae.k=2", "--set", "sae.steps=60", "--set", "crosscoder_checkpoints=2",
                            "--set", "crosscoder.d_sae=16", "--set", "crosscoder.k=2", "--set", "crosscoder.steps=30",
-                           "--wandb", "off", "--quiet")
+                           "--set", "position=-1", "--wandb", "off", "--quiet")
     assert code == 0, out
-    _, results = load_results(run / "analysis" / "sae_blocks.0.hook_attn_out.npz")
+    _, results = load_results(run / "analysis" / "sae_blocks.0.mlp.hook_post.npz")
     assert results["fve"].shape == (3, 2) and "mmcs" not in results  # [time, member]; no ground truth here
     assert not np.allclose(results["mse"][:, 0], results["mse"][:, 1])  # two seeds, two models' activations
-    _, cc = load_results(run / "analysis" / "crosscoder_blocks.0.hook_attn_out.npz")
+    fractions = results["feature_frequency_fractions"]
+    assert fractions.shape == (3, 2, 16, 6) and results["frequency_features"].shape == (3, 2)  # p = 13: 6 frequencies
+    assert (fractions >= -1e-6).all() and (fractions.sum(-1) <= 1 + 1e-4).all()  # shares of each latent's variance
+    assert np.isnan(results["lineage_cosine"][0]).all() and (results["lineage_cosine"][1:] <= 1 + 1e-6).all()
+    _, lineages = load_results(run / "analysis" / "sae_blocks.0.mlp.hook_post_lineages.npz")
+    assert lineages["index"].shape == (3, 2, 16) and lineages["similarity"].shape == (2, 2, 16)
+    assert "latents of one frequency" in out and "at position -1" in out
+    _, cc = load_results(run / "analysis" / "crosscoder_blocks.0.mlp.hook_post.npz")
     assert cc["decoder_norms"].shape == (2, 16)
+    assert_one_line_error(capsys, ["sae", str(run), "--set", "position=3", "--wandb", "off", "--quiet"],
+                          "position=3 is out of range: blocks.0.hook_resid_post has 3 positions")

@@ -18,6 +18,7 @@ circuits become copying scores on the host, `analysis.induction.finish`, as here
     bigram_kl [], unigram_kl []   from one run on every vocabulary token alone at position 0 (the
         model's bigram table q(b | a)) against the training stream's "unigram" p(a) [vocab] and
         "bigram" p(b | a) [vocab, vocab]: sum_a p(a) KL(p(. | a) || q(. | a)), sum_a p(a) KL(p || q(. | a))
+    context_gain []   -log q(x_t | x_{t-1}) from that table minus the validation windows' loss, per token
     ov_copying [layer, head]   sum(Re λ) / sum(|λ|), λ the eigenvalues of W_E W_V W_O W_U
         (`FactoredMatrix.eigenvalues`, as in the TransformerLens demos)
     q_composition, k_composition, v_composition [head0, head1]   `model.all_composition_scores`
@@ -52,7 +53,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 MEASURES = ["position_loss", "icl_score", "inductable_loss", "other_loss", "previous_token", "duplicate_token",
             "induction", "prefix_matching", "bigram_kl", "unigram_kl", "ov_copying", "q_composition",
-            "k_composition", "v_composition", "text_induction", "repeat_loss_gap"]
+            "k_composition", "v_composition", "text_induction", "repeat_loss_gap", "context_gain"]
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
@@ -94,6 +95,7 @@ class Measurer:
         # losses on the validation windows
         logits = model(self.validation[:, :-1])  # [n, seq_len, vocab]
         loss = F.cross_entropy(logits.transpose(1, 2), self.validation[:, 1:], reduction="none")  # [n, seq_len]
+        validation_loss = loss  # [n, seq_len], again below (context_gain)
         position_loss = loss.mean(0)
         mask = self.inductable
         out["position_loss"] = position_loss
@@ -122,6 +124,9 @@ class Measurer:
         log_q = torch.log_softmax(model(self.vocab_tokens)[:, 0].float(), dim=-1)  # [a, b]
         out["bigram_kl"] = (self.unigram * kl_rows(self.bigram, log_q)).sum()
         out["unigram_kl"] = (self.unigram * kl_rows(self.unigram[None], log_q)).sum()
+        # what the validation windows gain from anything but the previous token
+        own_bigram_loss = -log_q[self.validation[:, :-1], self.validation[:, 1:]]
+        out["context_gain"] = (own_bigram_loss - validation_loss).mean()
         # weight-based scores
         eig = (model.W_E @ model.OV @ model.W_U).eigenvalues  # [layer, head, d_head]
         out["ov_copying"] = eig.real.sum(-1) / eig.abs().sum(-1)

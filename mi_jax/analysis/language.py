@@ -11,6 +11,10 @@ use nothing but that token, so it is the model's bigram table q(b | a)):
                       0 for a model that is exactly the bigram table
     unigram_kl        sum_a p(a) KL(p(.) || q(. | a)): small while the model predicts unigram
                       frequencies whatever the token, rising as it learns bigrams
+    context_gain      on the validation windows, the model's own bigram loss -log q(x_t | x_{t-1}) minus
+                      its loss in context, per token: the nats it gains from anything but the previous
+                      token (earlier tokens, and the position). 0 for a model that reads nothing else; a
+                      1-layer model gains it by skip-trigrams, a 2-layer one by induction as well
 On repeated random tokens (`probe`, the induction task's probe over the vocabulary without BOS):
     previous_token, duplicate_token, induction, prefix_matching   [layer, head], as in
                       `analysis.induction`; and the composition scores (>= 2 layers) and OV circuits
@@ -76,11 +80,15 @@ def kl_rows(p: jax.Array, log_q: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.where(p > 0, p, 1.0)) - log_q), 0.0), axis=-1)
 
 
+def one_token_log_probs(params: dict, model: tfm.TransformerConfig, hooks=None) -> jax.Array:
+    """The model's bigram table log q(b | a) [a, b]: every vocabulary token alone at position 0."""
+    logits, _ = tfm.apply(params, jnp.arange(model.d_vocab)[:, None], model, hooks=hooks)
+    return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
+
+
 def ngram_distances(params: dict, data: dict, model: tfm.TransformerConfig, hooks=None) -> dict[str, jax.Array]:
     """bigram_kl and unigram_kl (the module doc) from every token alone at position 0."""
-    vocab = model.d_vocab
-    logits, _ = tfm.apply(params, jnp.arange(vocab)[:, None], model, hooks=hooks)
-    log_q = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)  # [a, b]
+    log_q = one_token_log_probs(params, model, hooks)  # [a, b]
     p_a = data["unigram"]
     return {"bigram_kl": jnp.sum(p_a * kl_rows(data["bigram"], log_q)),
             "unigram_kl": jnp.sum(p_a * kl_rows(data["unigram"][None], log_q))}
@@ -92,12 +100,15 @@ def make_measures(task) -> dict:
     span = cfg.seq_len // 2
 
     def losses(params, data):
-        loss = task_lib.window_loss(params, data["validation"], model, hooks)  # [n, seq_len]
+        windows = data["validation"]
+        loss = task_lib.window_loss(params, windows, model, hooks)  # [n, seq_len]
         mask = data["inductable"]
         position_loss = loss.mean(0)
+        own_bigram_loss = -one_token_log_probs(params, model, hooks)[windows[:, :-1], windows[:, 1:]]  # [n, seq_len]
         return {"position_loss": position_loss, "icl_score": task_lib.icl_score(position_loss, cfg.early, cfg.late),
                 "inductable_loss": (loss * mask).sum() / jnp.maximum(mask.sum(), 1),
-                "other_loss": (loss * ~mask).sum() / jnp.maximum((~mask).sum(), 1)}
+                "other_loss": (loss * ~mask).sum() / jnp.maximum((~mask).sum(), 1),
+                "context_gain": (own_bigram_loss - loss).mean()}
 
     def attention(params, data):
         layer_patterns, _ = ind.attention_cache(params, data["probe"], model, hooks)
@@ -124,7 +135,8 @@ def make_measures(task) -> dict:
 
 def stages(steps, results: dict, loss_steps, loss) -> dict:
     """One member's stages, read off its series: steps [time], results {name: [time, ...]} (one member's),
-    loss_steps, loss [n_evals] (the validation loss). The steps where the bigram distance, the best
+    loss_steps, loss [n_evals] (the validation loss). The steps where the bigram distance, the gain from
+    context beyond the previous token, the best
     previous-token head (layer 0's, which an induction circuit reads) and the best last-layer induction head
     change fastest (`induction_formed`: whether that head's score rose by MIN_RISE at all), and where the
     ICL score falls fastest; the best previous-token head of any layer; the
@@ -141,6 +153,8 @@ def stages(steps, results: dict, loss_steps, loss) -> dict:
         "icl_score": {"start": float(results["icl_score"][0]), "final": float(results["icl_score"][-1])},
         "bigram_kl": {"start": float(results["bigram_kl"][0]), "final": float(results["bigram_kl"][-1])},
         "bigram_step": ind.fastest_change(steps, results["bigram_kl"])[0],
+        "context_gain": {"start": float(results["context_gain"][0]), "final": float(results["context_gain"][-1])},
+        "context_step": ind.fastest_change(steps, results["context_gain"])[0],
         "previous_token_step": ind.fastest_change(steps, results["previous_token"][:, 0, prev])[0],
         "induction_step": ind.fastest_change(steps, induction)[0],
         "induction_formed": bool(induction.max() - induction[0] >= MIN_RISE),

@@ -223,7 +223,8 @@ def train_sae(cfg: SAEConfig, activations_fn: Callable[[jax.Array, jax.Array], j
     Metrics on a fixed evaluation set (cfg.eval_batches draws with a key of their own):
     mse (per element), fve (fraction of variance explained), l0 (mean active latents per example,
     BatchTopK with its threshold), dead (latents never active over the evaluation set), dead_train
-    (latents inactive for the last dead_after steps), loss (the last step's training loss).
+    (latents inactive for the last dead_after steps), loss (the last step's training loss), firing [d_sae]
+    (the fraction of evaluation rows each latent is active on).
     """
     init_key, data_key, eval_key = jax.random.split(key, 3)
     first = activations_fn(jax.random.fold_in(data_key, 0), jnp.asarray(0))
@@ -264,13 +265,15 @@ def train_sae(cfg: SAEConfig, activations_fn: Callable[[jax.Array, jax.Array], j
 
 
 def evaluate_sae(cfg: SAEConfig, sae: dict, x: jax.Array, *, k=None) -> dict:
-    """{mse, fve, l0, dead} of the SAE on activations x [n, d_in] (BatchTopK with its inference threshold)."""
+    """{mse, fve, l0, dead, firing [d_sae] (the fraction of rows each latent is active on)} of the SAE on
+    activations x [n, d_in] (BatchTopK with its inference threshold)."""
     f = encode(cfg, sae, x, k=k)
     err = x - decode(sae, f)
     sse = (err**2).sum()
     sst = ((x - x.mean(0)) ** 2).sum()
+    firing = (f > 0).mean(0)
     return {"mse": (err**2).mean(), "fve": 1.0 - sse / jnp.maximum(sst, EPS),
-            "l0": (f > 0).sum(-1).mean(), "dead": (~(f > 0).any(0)).sum()}
+            "l0": (f > 0).sum(-1).mean(), "dead": (firing == 0).sum(), "firing": firing}
 
 
 # ---------------------------------------------------------------------------------------------- ground truth
@@ -298,7 +301,7 @@ def mmcs_weighted(decoder: jax.Array, true_features: jax.Array) -> jax.Array:
 def sae_measure(cfg: SAEConfig, activations: Callable, *, key: jax.Array | None = None,
                 true_features: Callable | None = None, prefix: str = "sae") -> Callable:
     """An `analyze` measure family: fn(params, data) trains an SAE on `activations(params, data, key, step)`
-    ([batch_size, d_in]) and returns {prefix/mse, /fve, /l0, /dead, /dead_train, /loss} (+ /mmcs when
+    ([batch_size, d_in]) and returns {prefix/mse, /fve, /l0, /dead, /dead_train, /loss, /firing} (+ /mmcs when
     `true_features(params, data)` -> [n, d_in] is given). Every checkpoint uses the same key (cfg.seed)."""
     key = jax.random.key(cfg.seed) if key is None else key
 

@@ -14,7 +14,17 @@ Per SAE, on a fixed batch of the task's data (`evaluation_seed`):
                                             activation ablated to zero or to its mean over the batch
     mmcs, mmcs_weighted                     against the task's `true_features` (toy models), when it has them
     feature_max_cosine                      and each true feature's best cosine with a decoder row [..., n_true]
+    feature_frequency_fractions             grokking (a + b, a - b): each latent's activation over every (a, b),
+                                            the fraction of its variance in each frequency's 2D block, as
+                                            for the MLP's neurons [..., d_sae, freq]
+    feature_answer_fraction                 and the fraction explained by the answer (a +- b mod p) alone
+                                            [..., d_sae]
+    decoder                                 the decoder rows [..., d_sae, d] (the report follows features from
+                                            one checkpoint's SAE to the next: lineages)
 Shapes: [*instance, *grid] per checkpoint; `analyze` adds [time, member] in front.
+
+A transformer's hook points hold [batch, pos, d]: every position is a row, or only `position`'s (then the
+SAE is spliced in at that position alone).
 """
 
 from __future__ import annotations
@@ -26,10 +36,12 @@ import jax
 import jax.numpy as jnp
 
 from mi_jax.analysis import crosscoder as crosscoder_lib
+from mi_jax.analysis import grokking as grokking_lib
 from mi_jax.analysis import sae as sae_lib
 from mi_jax.analysis.crosscoder import CrosscoderConfig
 from mi_jax.analysis.sae import SAEConfig
 from mi_jax.config import ConfigError, check, check_name
+from mi_jax.models.fast import rough_mean
 from mi_jax.tasks import make_task
 
 
@@ -39,6 +51,7 @@ class SAESettings:
 
     sae: SAEConfig = SAEConfig()
     hook: str = ""  # "": the task's default hook point (the first of its `sae_hook_points`)
+    position: int | None = None  # a transformer's token position (-1: the last); None: every position
     every: int = 1  # every n-th checkpoint (the last always kept)
     ks: tuple[int, ...] = ()  # a grid of k (topk, batchtopk), all trained in the same program
     l1_coefficients: tuple[float, ...] = ()  # a grid of L1 coefficients (relu)
@@ -89,14 +102,28 @@ def task_for(config, settings: SAESettings):
 
 
 def hook_point(task, settings: SAESettings) -> str:
-    """The hook point the SAEs read: settings.hook, checked (one line naming the nearest), or the task's default."""
+    """The hook point the SAEs read: settings.hook, checked (one line naming the nearest), or the task's default;
+    settings.position checked against its activations' positions."""
     kind = type(task.cfg).kind
     if not hasattr(task, "hooked_loss") or not hasattr(task, "sae_hook_points"):
         raise ConfigError(f"no SAEs for {kind} runs: the task has no hook points (hooked_loss, sae_hook_points)")
     points = task.sae_hook_points()
-    if not settings.hook:
-        return points[0]
-    return check_name(settings.hook, points, "hook point", f" for an SAE of this {kind} model")
+    hook = points[0] if not settings.hook else check_name(settings.hook, points, "hook point",
+                                                          f" for an SAE of this {kind} model")
+    if settings.position is not None:
+        key, shared = jax.random.key(0), getattr(task, "shared_data", None)
+        shape = jax.eval_shape(lambda: capture(task, task.init_params(key), draw(task, shared, key, 0), hook)).shape
+        rows = shape[_instances(task):-1]  # [batch, pos] for a transformer
+        check(len(rows) == 2, f"hook point {hook} has no token positions (activations {list(shape)}): set no position")
+        check(-rows[1] <= settings.position < rows[1],
+              f"position={settings.position} is out of range: {hook} has {rows[1]} positions")
+    return hook
+
+
+def task_shared(task):
+    """The task's shared data (a corpus) as device arrays, or None."""
+    shared = getattr(task, "shared_data", None)
+    return jax.tree.map(jnp.asarray, shared) if shared else None
 
 
 def draw(task, shared, key: jax.Array, step) -> object:
@@ -115,16 +142,23 @@ def _instances(task) -> int:
     return getattr(task, "INSTANCE_AXES", 0)
 
 
+def at_position(act: jax.Array, position: int | None) -> jax.Array:
+    """[..., pos, d] -> [..., d] at `position`; unchanged when None."""
+    return act if position is None else act[..., position, :]
+
+
 def _flat(act: jax.Array, instance_axes: int) -> jax.Array:
     """[*instance, *rows, d] -> [instance, row, d] (one instance when the task has none)."""
     return act.reshape((math.prod(act.shape[:instance_axes]), -1, act.shape[-1]))
 
 
-def activation_rows(task, params: dict, shared, hook: str, n_rows: int, key: jax.Array, step) -> jax.Array:
-    """[instance, n_rows, d]: the activations at `hook` of a fresh training batch (drawn at (key, step)), rows
-    drawn with replacement. The same (key, step) gives the same inputs to every checkpoint."""
+def activation_rows(task, params: dict, shared, hook: str, n_rows: int, key: jax.Array, step,
+                    position: int | None = None) -> jax.Array:
+    """[instance, n_rows, d]: the activations at `hook` (at `position`) of a fresh training batch (drawn at
+    (key, step)), rows drawn with replacement. The same (key, step) gives the same inputs to every checkpoint."""
     k_batch, k_rows = jax.random.split(key)
-    act = _flat(capture(task, params, draw(task, shared, k_batch, step), hook), _instances(task))
+    act = at_position(capture(task, params, draw(task, shared, k_batch, step), hook), position)
+    act = _flat(act, _instances(task))
     return act[:, jax.random.randint(k_rows, (n_rows,), 0, act.shape[1])]
 
 
@@ -139,7 +173,7 @@ def train_saes(task, settings: SAESettings, hook: str, params: dict, shared=None
     uses the same key (sae.seed), so one checkpoint's SAEs are those `sae_measures` trained for it."""
     cfg, grid, values = settings.dictionary, settings.grid, _grid_values(settings)
     train_key = jax.random.split(jax.random.key(cfg.seed))[0]
-    rows = lambda kk, s: activation_rows(task, params, shared, hook, cfg.batch_size, kk, s)  # noqa: E731
+    rows = lambda kk, s: activation_rows(task, params, shared, hook, cfg.batch_size, kk, s, settings.position)  # noqa: E731
 
     def one(i, value):  # the SAE of instance i (at grid value `value`)
         over = {} if grid is None else {grid[0]: value}
@@ -151,54 +185,95 @@ def train_saes(task, settings: SAESettings, hook: str, params: dict, shared=None
 
 
 def sae_measures(task, settings: SAESettings, hook: str):
-    """(the measure family fn(params, data) -> {"sae/NAME": [*instance, *grid]}, its data) for `analyze`."""
+    """(the measure family fn(params, data) -> {"sae/NAME": [*instance, *grid, ...]}, its data) for `analyze`."""
     cfg, axes, grid, values = settings.dictionary, _instances(task), settings.grid, _grid_values(settings)
     shared = getattr(task, "shared_data", None)
     truth = getattr(task, "true_features", None)
     eval_key = jax.random.fold_in(jax.random.split(jax.random.key(cfg.seed))[1], settings.evaluation_seed)
+    grid_name = grid[0] if grid else None
+    per_sae = (lambda fn: jax.vmap(fn)) if grid is None else (lambda fn: jax.vmap(jax.vmap(fn, (0, None))))  # noqa: E731
 
     def measure(params, data):
         shared_now = data.get("shared") if data else None
         saes, metrics = train_saes(task, settings, hook, params, shared_now)
         batch = draw(task, shared_now, eval_key, 0)
-        metrics.update(splicing_scores(task, params, batch, hook, cfg, saes, values,
-                                       grid_name=grid[0] if grid else None))
+        metrics.update(splicing_scores(task, params, batch, hook, cfg, saes, values, grid_name, settings.position))
         if truth is not None:
             true = _flat(truth(params, hook), axes)  # [instance, n, d]
             for name, fn in (("mmcs", sae_lib.mmcs), ("mmcs_weighted", sae_lib.mmcs_weighted),
                              ("feature_max_cosine", sae_lib.max_cosines)):
-                per = jax.vmap(fn) if grid is None else jax.vmap(jax.vmap(fn, (0, None)))
-                metrics[name] = per(saes["W_dec"], true)
+                metrics[name] = per_sae(fn)(saes["W_dec"], true)
+        if _has_frequencies(task):
+            metrics.update(feature_frequencies(task, params, hook, settings.position, cfg, saes, values, grid_name))
+        metrics["decoder"] = saes["W_dec"]
         shape = jax.eval_shape(lambda: capture(task, params, batch, hook)).shape[:axes]
         return {f"sae/{k}": v.reshape(shape + v.shape[1:]) for k, v in metrics.items()}
 
     return measure, ({"shared": shared} if shared else None)
 
 
-def train_crosscoder_over(task, stacked_params: dict, cfg, hook: str, instance: int = 0) -> tuple[dict, dict]:
+def _has_frequencies(task) -> bool:
+    """Whether `feature_frequencies` applies: a grokking run over every (a, b) pair (a + b or a - b)."""
+    return type(task.cfg).kind == "grokking" and task.cfg.op != "/"
+
+
+def feature_frequencies(task, params: dict, hook: str, position: int | None, cfg: SAEConfig, saes: dict,
+                        grid_values=None, grid_name: str | None = None) -> dict:
+    """{feature_frequency_fractions [instance, (grid,) d_sae, freq], feature_answer_fraction [instance, (grid,)
+    d_sae]} of a grokking run's SAEs: each latent's activation over every (a, b) at `position` (None: the
+    `=` token), the fraction of its variance in each frequency's 2D block (`grokking.freq_fractions`, the
+    neurons' measure of Nanda et al. 2023), and the fraction its mean per answer explains (the variance
+    between the p groups of pairs with one answer). A latent that never fires has fractions 0."""
+    data = grokking_lib.make_data(task.cfg)
+    batch = (jnp.asarray(data["tokens"]), jnp.asarray(data["labels"]))
+    act = at_position(capture(task, params, batch, hook), -1 if position is None else position)  # [pair, d]
+
+    p = task.cfg.p
+    answer = grokking_lib.PAIR_SUMS.index("residue" if task.cfg.op == "+" else "diff_residue")
+
+    def one(sae, value):  # -> [d_sae, freq], [d_sae]
+        latents = sae_lib.encode(cfg, sae, act, **({"k": value} if grid_name == "k" else {}))
+        sums, total = grokking_lib.centred_sums(latents - rough_mean(latents), data, p)  # [4, p, d_sae], [d_sae]
+        fractions = grokking_lib.freq_fractions(sums, total, data, p).T
+        between = (sums[answer] ** 2).sum(0) / p  # p pairs per answer: Σ_answer p · mean²
+        return fractions, between / jnp.where(total > 0, total, 1.0)
+
+    per = jax.vmap(one, (0, None)) if grid_values is None else jax.vmap(jax.vmap(one, (0, 0)), (0, None))
+    fractions, answer_fraction = per(saes, grid_values)
+    return {"feature_frequency_fractions": fractions, "feature_answer_fraction": answer_fraction}
+
+
+def train_crosscoder_over(task, stacked_params: dict, cfg, hook: str, instance: int = 0,
+                          position: int | None = None) -> tuple[dict, dict]:
     """A crosscoder (`crosscoder.train_crosscoder`) over the checkpoints in stacked_params (leaves [T, ...],
-    one member), on activations at `hook` of instance `instance`, every checkpoint fed the same inputs."""
-    shared = getattr(task, "shared_data", None)
-    shared = jax.tree.map(jnp.asarray, shared) if shared else None
+    one member), on activations at `hook` (at `position`) of instance `instance`, every checkpoint fed the
+    same inputs."""
+    shared = task_shared(task)
 
     def acts(key, step):  # [batch, T, d]
-        per = jax.vmap(lambda p: activation_rows(task, p, shared, hook, cfg.batch_size, key, step)[instance])
+        per = jax.vmap(lambda p: activation_rows(task, p, shared, hook, cfg.batch_size, key, step, position)[instance])
         return jnp.swapaxes(per(stacked_params), 0, 1)
 
     return jax.jit(lambda key: crosscoder_lib.train_crosscoder(cfg, acts, key))(jax.random.key(cfg.seed))
 
 
 def splicing_scores(task, params: dict, batch, hook: str, cfg: SAEConfig, saes: dict, grid_values=None,
-                    grid_name: str | None = None) -> dict:
+                    grid_name: str | None = None, position: int | None = None) -> dict:
     """{recovered_zero, recovered_mean} [instance] (or [instance, grid]): the fraction of the loss recovered
-    with each SAE's reconstruction spliced in at `hook`, (L_ablated - L_sae) / (L_ablated - L_clean), the
-    activation ablated to zero or to its mean over the batch's rows; nan where ablating costs nothing.
+    with each SAE's reconstruction spliced in at `hook` (at `position` alone, when set),
+    (L_ablated - L_sae) / (L_ablated - L_clean), the activation ablated to zero or to its mean over the
+    batch's rows; nan where ablating costs nothing.
     saes: leaves [instance, ...] (or [instance, grid, ...] with grid_values [grid] of `grid_name`)."""
     axes = _instances(task)
-    flat = _flat(capture(task, params, batch, hook), axes)
+    flat = _flat(at_position(capture(task, params, batch, hook), position), axes)
 
     def loss_with(edit):  # edit: [instance, row, d] -> the same; -> [instance]
-        return jnp.reshape(task.hooked_loss(params, batch, {hook: lambda a: edit(_flat(a, axes)).reshape(a.shape)}), -1)
+        def replaced(a):
+            old = at_position(a, position)
+            new = edit(_flat(old, axes)).reshape(old.shape)
+            return new if position is None else a.at[..., position, :].set(new)
+
+        return jnp.reshape(task.hooked_loss(params, batch, {hook: replaced}), -1)
 
     clean = loss_with(lambda a: a)
     zero = loss_with(jnp.zeros_like)

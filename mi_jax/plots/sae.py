@@ -1,5 +1,6 @@
 """Figures of SAEs over training: each metric of the per-checkpoint SAEs (fraction of variance explained,
-L0, dead latents, the loss recovered when spliced in, the recovery of a toy model's true features) against
+L0, dead latents, the loss recovered when spliced in, the recovery of a toy model's true features, a
+grokking model's latents of one frequency, the drift of features between checkpoints) against
 the step, one line per member, instance or grid value, beside the run's own test loss; and a crosscoder's
 decoder norms per latent and checkpoint as a heat map, latents sorted by birth."""
 
@@ -15,7 +16,11 @@ from mi_jax.plots import save
 PANELS = (("fve", "fraction of variance explained"), ("l0", "L0 (active latents)"),
           ("dead", "dead latents"), ("recovered_zero", "loss recovered (vs zero ablation)"),
           ("recovered_mean", "loss recovered (vs mean ablation)"), ("mmcs", "MMCS to the true features"),
-          ("mmcs_weighted", "MMCS, weighted by feature norm"))
+          ("mmcs_weighted", "MMCS, weighted by feature norm"),
+          ("frequency_features", "latents of one frequency (>= 50% of variance)"),
+          ("key_frequency_share", "latents' variance in the key frequencies (median)"),
+          ("answer_features", "latents of the answer (>= 50% of variance)"),
+          ("lineage_cosine", "feature drift: cosine with the match at the previous checkpoint (median)"))
 MAX_LINES = 12  # lines per panel; beyond, every n-th
 
 
@@ -36,7 +41,7 @@ def sae_over_training(steps, metrics: dict[str, np.ndarray], labels: list[str], 
         for j in shown:
             color = cmap(j / max(1, n_lines - 1)) if n_lines > 10 else cmap(j % 10)
             ax.plot(steps, values[:, j], lw=1.0, color=color, label=labels[j], **marker)
-        if name.startswith("recovered") or name in ("fve", "mmcs", "mmcs_weighted"):
+        if name.startswith("recovered") or name in ("fve", "mmcs", "mmcs_weighted", "lineage_cosine", "key_frequency_share"):
             ax.axhline(1.0, color="grey", lw=0.6, ls="--")
         if name.startswith("recovered"):  # a ratio that explodes where ablating costs almost nothing: keep the view
             finite = values[np.isfinite(values)]

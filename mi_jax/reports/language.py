@@ -51,7 +51,9 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
     for m, s in enumerate(members):
         lines.append(
             f"{traj.member_label(m)}: bigram KL {s['bigram_kl']['start']:.2f} -> {s['bigram_kl']['final']:.2f} "
-            f"(fastest at step {s['bigram_step']}), {s['previous_token_head']} previous-token fastest at "
+            f"(fastest at step {s['bigram_step']}), context gain {s['context_gain']['start']:.2f} -> "
+            f"{s['context_gain']['final']:.2f} nats (fastest at {s['context_step']}), "
+            f"{s['previous_token_head']} previous-token fastest at "
             f"{s['previous_token_step']} (best of any layer {s['previous_token_best']['head']} "
             f"{s['previous_token_best']['final']:.2f}), {s['induction_head']} induction {s['induction_score']['start']:.2f} -> "
             f"{s['induction_score']['final']:.2f} ({'formed, fastest at ' + str(s['induction_step']) if s['induction_formed'] else 'none formed'}), ICL "
@@ -61,7 +63,8 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
             f"the first copy's {s['repeat_loss_gap']['start']:.2f} -> {s['repeat_loss_gap']['final']:.2f}; "
             f"loss plateau {s['plateau_start']}-{s['plateau_end']}, bump {s['bump']:.3f} nats")
     if logger is not None:
-        logger.log_series(traj.steps, {name: results[name] for name in ("icl_score", "bigram_kl", "unigram_kl")})
+        logger.log_series(traj.steps, {name: results[name] for name in ("icl_score", "bigram_kl", "unigram_kl",
+                                                                        "context_gain")})
     labels = [traj.member_label(m) for m in range(traj.n_members)]
     per_member = lambda name: np.swapaxes(np.asarray(results[name]), 0, 1)  # noqa: E731 - [member, time, ...]
     # the best head of any layer: a model may put its previous-token heads in layer 1 (shortformer positions do)
@@ -72,7 +75,7 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
                                                per_member("icl_score"), formed,
                                                labels, out_dir / "language_loss.png"),
         plots.stages(traj.steps, {**{k: per_member(k) for k in ("bigram_kl", "unigram_kl", "inductable_loss",
-                                                                 "other_loss")}, **best}, labels,
+                                                                 "other_loss", "context_gain")}, **best}, labels,
                      {"induction heads": formed,
                       "ICL score falls": [s["icl_step"] for s in members]}, out_dir / "language_stages.png"),
     ]
