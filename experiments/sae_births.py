@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mi_jax.analysis import crosscoder
+from mi_jax.analysis.induction import transition_window
 from mi_jax.io.results import load_results
 from mi_jax.reports.sae import BORN_AT
 
@@ -30,9 +31,7 @@ def induction_curve(run: Path) -> tuple[np.ndarray, np.ndarray, tuple, str, str]
         return steps, r["text_induction"][:, 0, -1].max(-1), window, "induction on repeated text", "text LM"
     steps, r = load_results(run / "analysis" / "induction.npz")
     score = r["induction"][:, 0, -1].max(-1)
-    lo, hi = score.min() + 0.1 * np.ptp(score), score.min() + 0.9 * np.ptp(score)
-    window = (steps[np.argmax(score >= lo)], steps[np.argmax(score >= hi)])
-    return steps, score, window, "induction score", "synthetic induction task"
+    return steps, score, transition_window(steps, score), "induction score", "synthetic induction task"
 
 
 def main(runs: list[Path]) -> None:
@@ -45,7 +44,7 @@ def main(runs: list[Path]) -> None:
         order = crosscoder.birth_order(norms, BORN_AT)
         image = row[0].imshow(norms[order], aspect="auto", cmap="magma", interpolation="nearest", vmin=0)
         row[0].set_xticks(range(len(steps)), [str(int(s)) for s in steps], rotation=90, fontsize=7)
-        row[0].set(xlabel="checkpoint (step)", ylabel="latent (by birth)", title=f"{name}: crosscoder decoder norms, {HOOK}")
+        row[0].set(xlabel="checkpoint (step)", ylabel="latent (by birth)", title=f"{name}:\ncrosscoder decoder norms, {HOOK}")
         fig.colorbar(image, ax=row[0])
         born = crosscoder.births(norms, BORN_AT)
         counts = np.bincount(born[born >= 0], minlength=len(steps))

@@ -136,12 +136,11 @@ def make_measures(task) -> dict:
 def stages(steps, results: dict, loss_steps, loss) -> dict:
     """One member's stages, read off its series: steps [time], results {name: [time, ...]} (one member's),
     loss_steps, loss [n_evals] (the validation loss). The steps where the bigram distance, the gain from
-    context beyond the previous token, the best
-    previous-token head (layer 0's, which an induction circuit reads) and the best last-layer induction head
-    change fastest (`induction_formed`: whether that head's score rose by MIN_RISE at all), and where the
-    ICL score falls fastest; the best previous-token head of any layer; the
-    induction window (10-90% of the best head's rise); the plateau and bump of the loss before the
-    ICL score's fall (`analysis.induction.loss_bump`)."""
+    context beyond the previous token, the best previous-token head (layer 0's, which an induction circuit
+    reads) and the best last-layer induction head change fastest (`induction_formed`: whether that head's
+    score rose by MIN_RISE at all), and where the ICL score falls fastest; the best previous-token head of
+    any layer; the induction window (10-90% of the best head's rise); the plateau and bump of the loss
+    before the ICL score's fall (`analysis.induction.loss_bump`)."""
     last = results["induction"].shape[1] - 1
     head = int(np.argmax(results["induction"][-1, last]))
     prev = int(np.argmax(results["previous_token"][-1, 0]))

@@ -271,9 +271,10 @@ def evaluate_sae(cfg: SAEConfig, sae: dict, x: jax.Array, *, k=None) -> dict:
     err = x - decode(sae, f)
     sse = (err**2).sum()
     sst = ((x - x.mean(0)) ** 2).sum()
-    firing = (f > 0).mean(0)
+    active = f > 0
+    firing = active.mean(0)
     return {"mse": (err**2).mean(), "fve": 1.0 - sse / jnp.maximum(sst, EPS),
-            "l0": (f > 0).sum(-1).mean(), "dead": (firing == 0).sum(), "firing": firing}
+            "l0": active.sum(-1).mean(), "dead": (firing == 0).sum(), "firing": firing}
 
 
 # ---------------------------------------------------------------------------------------------- ground truth

@@ -78,16 +78,17 @@ def feature_lineages(decoder: np.ndarray, firing: np.ndarray) -> tuple[dict, np.
     T, d_sae = decoder.shape[0], decoder.shape[-2]
     lead = decoder.shape[1:-2]
     dec = decoder.reshape(T, -1, d_sae, decoder.shape[-1])
-    fires = firing.reshape(T, -1, d_sae) > 0
     index = np.empty((T, dec.shape[1], d_sae), np.int64)
     similarity = np.empty((T - 1, dec.shape[1], d_sae))
-    drift = np.full((T, dec.shape[1]), np.nan)
     for line in range(dec.shape[1]):
         index[:, line], similarity[:, line] = crosscoder_lib.lineages(dec[:, line])
-        for t in range(1, T):
-            perm, sim = crosscoder_lib.match_features(dec[t - 1, line], dec[t, line])
-            both = fires[t - 1, line] & (perm >= 0) & fires[t, line][np.maximum(perm, 0)]
-            drift[t, line] = np.median(sim[both]) if both.any() else np.nan
+    # each lineage's latent at every checkpoint fires (-1: a lineage left unmatched)
+    fires = np.take_along_axis(firing.reshape(T, -1, d_sae) > 0, np.maximum(index, 0), -1) & (index >= 0)
+    both = fires[:-1] & fires[1:]
+    with warnings.catch_warnings():  # a step with no latent firing at both ends: nan
+        warnings.simplefilter("ignore", RuntimeWarning)
+        drift = np.concatenate([np.full((1, dec.shape[1]), np.nan),
+                                np.nanmedian(np.where(both, similarity, np.nan), axis=-1)])
     return {"index": index, "similarity": similarity}, drift.reshape((T, *lead))
 
 
