@@ -3,6 +3,8 @@ analysed: the LLC next to the grokking progress measures, and next to the induct
 
     python experiments/llc_figures.py grokking checkpoints/grokking_small experiments/results/llc_grokking_small.png
     python experiments/llc_figures.py induction checkpoints/induction_2l experiments/results/llc_induction_2l.png
+    python experiments/llc_figures.py language checkpoints/language/attn_2l_induction_seeds \
+        experiments/results/language_induction_llc.png
 
 Prints one JSON line of the numbers the note quotes. "Critical points" of the LLC curve (Hoogland et
 al. 2024: stage boundaries) are the checkpoints where the slope of the LLC, smoothed over
@@ -122,6 +124,51 @@ def induction(run_dir: Path, out: Path) -> dict:
             "flagged": int((~land["usable"]).sum())}
 
 
+def language(run_dir: Path, out: Path) -> dict:
+    """The LLC of one member (`mi-jax llc --set member=M`, or the first) beside its n-gram and induction stages."""
+    steps, land = load_results(run_dir / "analysis" / "llc.npz")
+    seed = json.loads((run_dir / "analysis" / "llc_summary.json").read_text())["members"][0]["seed"]
+    stages = json.loads((run_dir / "analysis" / "language_summary.json").read_text())["members"]
+    m = [s["seed"] for s in stages].index(seed)
+    s_steps, lang = load_results(run_dir / "analysis" / "language.npz")
+    stage = stages[m]
+    text = stage["text_induction"]
+    layer, h = int(text["head"][1]), int(text["head"].split("H")[1])
+    crit = critical_points(steps, land["llc_mean"][:, 0])
+    fig, axes = plt.subplots(4, 1, figsize=(8, 10), sharex=True)
+    llc_panel(axes[0], steps, land, crit)
+    axes[1].plot(s_steps, lang["bigram_kl"][:, m], label="bigram KL")
+    axes[1].plot(s_steps, lang["unigram_kl"][:, m], label="unigram KL")
+    axes[1].plot(s_steps, lang["context_gain"][:, m], label="gain from context (nats)")
+    axes[1].set(ylabel="nats")
+    axes[2].plot(s_steps, 10 * lang["text_induction"][:, m, layer, h], label=f"10 x {text['head']} attention to the copy's next token")
+    axes[2].plot(s_steps, -lang["repeat_loss_gap"][:, m], label="loss on the first copy minus on the repeat")
+    axes[2].plot(s_steps, lang["previous_token"][:, m, 0].max(-1), label="best layer-0 previous-token score")
+    axes[3].plot(steps, land["hessian_top"][:, 0, 0], label="top Hessian eigenvalue")
+    axes[3].plot(steps, land["hessian_trace"][:, 0], label="Hessian trace")
+    axes[3].set(xlabel="step")
+    axes[3].set_yscale("symlog", linthresh=1e-3)
+    for ax in axes:
+        ax.axvspan(*text["window"], color="tab:orange", alpha=0.15)
+        ax.axvline(stage["bigram_step"], color="tab:blue", lw=1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_title(f"{run_dir.name}, seed {seed}: LLC (dotted: its critical points); blue: the bigram KL's fastest "
+                      "fall; shaded: the induction attention's 10-90% window", fontsize=8)
+    save(fig, out)
+    at = lambda s: round(float(land["llc_mean"][int(np.argmin(np.abs(steps - s))), 0]), 2)  # noqa: E731
+    return {"seed": seed, "bigram_step": stage["bigram_step"], "context_step": stage["context_step"],
+            "text_induction_window": text["window"], "icl_step": stage["icl_step"], "critical_points": crit,
+            "llc_first": round(float(land["llc_mean"][0, 0]), 2), "llc_at_bigram_step": at(stage["bigram_step"]),
+            "llc_at_window": [at(s) for s in text["window"]], "llc_last": round(float(land["llc_mean"][-1, 0]), 2),
+            "llc_max": round(float(np.nanmax(land["llc_mean"][:, 0])), 2),
+            "llc_max_step": int(steps[np.nanargmax(land["llc_mean"][:, 0])]),
+            "llc_std_median": round(float(np.nanmedian(land["llc_std"][:, 0])), 2),
+            "hessian_top_max": round(float(land["hessian_top"][:, 0, 0].max()), 1),
+            "hessian_top_max_step": int(steps[np.argmax(land["hessian_top"][:, 0, 0])]),
+            "flagged": int((~land["usable"]).sum())}
+
+
 if __name__ == "__main__":
     kind, run_dir, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    print(json.dumps({"grokking": grokking, "induction": induction}[kind](run_dir, out)))
+    print(json.dumps({"grokking": grokking, "induction": induction, "language": language}[kind](run_dir, out)))

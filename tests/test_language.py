@@ -241,6 +241,18 @@ def test_repeated_text_scores_a_copying_head_and_a_model_that_copies_nothing():
     assert out["text_induction"].shape == (2, 2)  # [layer, head]
 
 
+def test_the_onset_of_copying_is_where_the_repeat_gap_stays_below_the_threshold():
+    from mi_jax.analysis.language import COPYING, steps_to_copying
+
+    steps = np.arange(0, 700, 100)
+    below = -COPYING - 0.01
+    # one noisy early dip (step 100) does not count: the onset is where the gap stays below
+    assert steps_to_copying(steps, [0.0, below, -0.02, -0.05, below, below, -0.3]) == 400
+    assert steps_to_copying(steps, [below] * 7) == 0
+    assert steps_to_copying(steps, [0.0, below, below, below, below, below, -0.05]) is None  # lost by the end
+    assert steps_to_copying(steps, [-COPYING + 0.01] * 7) is None
+
+
 def test_inductable_tokens_are_those_whose_bigram_occurred_earlier():
     from mi_jax.analysis.language import inductable
 
@@ -261,6 +273,8 @@ def test_the_report_runs_end_to_end_on_the_tiny_corpus(tmp_path):
         assert member["induction_head"].startswith("L1H") and member["previous_token_head"].startswith("L0H")
         assert isinstance(member["induction_formed"], bool)
         assert member["text_induction"]["head"].startswith("L1H") and "final" in member["repeat_loss_gap"]
+        onset = member["steps_to_induction"]
+        assert member["tokens_to_induction"] == (None if onset is None else onset * 8 * 16)  # batch x seq_len
     results = np.load(run / "analysis" / "language.npz")
     assert results["position_loss"].shape == (5, 2, 16) and results["induction"].shape == (5, 2, 2, 2)
     for name in ("language_loss.png", "language_stages.png", "language_head_scores_seed1.png"):
@@ -286,6 +300,10 @@ def test_the_llc_a_sweep_and_patching_over_training_work_on_a_language_run(tmp_p
                      progress=False, one_program=True)
     losses = [np.asarray(t.metrics["test_loss"])[-1] for t in sweep.trajectories]
     assert np.concatenate(losses).shape == (2,) and len(set(np.concatenate(losses).round(6))) == 2
+    mj.analyze_run(tmp_path / "sweep", wandb="off")  # each member's onset of copying, against the grid
+    rows = json.loads((tmp_path / "sweep" / "analysis" / "sweep_summary.json").read_text())["members"]
+    assert [r["train.lr"] for r in rows] == [1e-3, 3e-3] and all("tokens_to_induction" in r for r in rows)
+    assert (tmp_path / "sweep" / "analysis" / "sweep_tokens_to_induction.png").stat().st_size > 0
 
     # head patching over the series, clean = a validation window, corrupted = its first half shuffled
     traj, task = mj.Trajectory.load(run), make_task(tiny_language())

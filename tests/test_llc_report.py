@@ -50,6 +50,19 @@ def test_llc_command_writes_every_checkpoint_and_member_and_names_a_diverging_ch
     assert (tiny_run / "analysis" / "llc.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # two LLC runs; the out-of-range member is one line in the default suite
+def test_one_member_alone_gets_the_estimates_it_gets_among_all(tiny_run, capsys):
+    stable = [*SMALL, "--set", "llc.epsilon=1e-4", "--set", "llc.gamma=1000"]
+    assert run_cli(capsys, "llc", str(tiny_run), *stable)[0] == 0
+    _, every_member = load_results(tiny_run / "analysis" / "llc.npz")
+    assert run_cli(capsys, "llc", str(tiny_run), *stable, "--set", "member=1")[0] == 0
+    _, one = load_results(tiny_run / "analysis" / "llc.npz")
+    assert one["llc_mean"].shape == (3, 1) and np.isfinite(one["llc_mean"]).all()
+    np.testing.assert_allclose(one["llc_mean"][:, 0], every_member["llc_mean"][:, 1], rtol=1e-5)
+    summary = json.loads((tiny_run / "analysis" / "llc_summary.json").read_text())
+    assert [m["seed"] for m in summary["members"]] == [1]
+
+
 @pytest.mark.slow  # the calibration command end to end (its one-program grid is tested in test_llc.py)
 def test_llc_command_with_stable_settings_gives_finite_estimates_below_the_regular_bound(tiny_run, capsys):
     code, out, _ = run_cli(capsys, "llc", str(tiny_run), *SMALL, "--set", "llc.epsilon=1e-4",
@@ -81,6 +94,8 @@ def test_frozen_biases_are_not_parameters_of_the_llc():
     (["llc.n_chains=0"], "n_chains must be >= 1, got 0"),
     (["llc.n_draws=0"], "n_draws must be >= 1, got 0"),
     (["llc.batch_size=500"], "the training set has 84 examples, fewer than batch_size=500"),
+    (["member=2"], "member=2 is out of range: the run has 2 members"),
+    (["member=-1"], "member must be >= 0, got -1"),
 ])
 def test_each_bad_llc_setting_is_one_line(tiny_run, capsys, sets, message):
     argv = ["llc", str(tiny_run), "--wandb", "off"] + [a for s in sets for a in ("--set", s)]

@@ -41,6 +41,7 @@ from mi_jax.tasks import language as task_lib
 
 PROBE_SEED = 7
 MIN_RISE = 0.25  # an induction head "forms" when its score rises this much (the induction kind's criterion)
+COPYING = 0.1  # nats a token: the repeat's loss this far below the first copy's is in-context copying
 
 
 def inductable(windows: np.ndarray) -> np.ndarray:
@@ -133,14 +134,26 @@ def make_measures(task) -> dict:
     return measures
 
 
+def steps_to_copying(steps, repeat_loss_gap) -> int | None:
+    """The first checkpoint step from which the repeat's loss stays at least COPYING below the first copy's
+    (None: it never does): the onset of induction on text, robust to one noisy evaluation.
+    steps, repeat_loss_gap [time]."""
+    copying = np.asarray(repeat_loss_gap) <= -COPYING
+    if not copying[-1]:
+        return None
+    after = np.flatnonzero(~copying)
+    return int(steps[after[-1] + 1 if len(after) else 0])
+
+
 def stages(steps, results: dict, loss_steps, loss) -> dict:
     """One member's stages, read off its series: steps [time], results {name: [time, ...]} (one member's),
     loss_steps, loss [n_evals] (the validation loss). The steps where the bigram distance, the gain from
     context beyond the previous token, the best previous-token head (layer 0's, which an induction circuit
     reads) and the best last-layer induction head change fastest (`induction_formed`: whether that head's
     score rose by MIN_RISE at all), and where the ICL score falls fastest; the best previous-token head of
-    any layer; the induction window (10-90% of the best head's rise); the plateau and bump of the loss
-    before the ICL score's fall (`analysis.induction.loss_bump`)."""
+    any layer; the induction window (10-90% of the best head's rise); `steps_to_induction`, the onset
+    of copying on repeated text (`steps_to_copying`); the plateau and bump of the loss before the ICL
+    score's fall (`analysis.induction.loss_bump`)."""
     last = results["induction"].shape[1] - 1
     head = int(np.argmax(results["induction"][-1, last]))
     prev = int(np.argmax(results["previous_token"][-1, 0]))
@@ -168,6 +181,7 @@ def stages(steps, results: dict, loss_steps, loss) -> dict:
                              "step": ind.fastest_change(steps, text[:, text_head])[0],
                              "window": list(ind.transition_window(steps, text[:, text_head]))}
     out["repeat_loss_gap"] = {"start": float(results["repeat_loss_gap"][0]), "final": float(results["repeat_loss_gap"][-1])}
+    out["steps_to_induction"] = steps_to_copying(steps, results["repeat_loss_gap"])
     final = results["previous_token"][-1]  # [layer, head]; a model may put its previous-token heads in layer 1
     layer, best = np.unravel_index(int(np.argmax(final)), final.shape)
     out["previous_token_best"] = {"head": f"L{layer}H{best}", "final": float(final[layer, best])}

@@ -30,6 +30,7 @@ class LLCSettings:
     lanczos_steps: int = 20
     trace_probes: int = 16  # Hutchinson probes
     every: int = 1  # every n-th checkpoint (the last always kept)
+    member: int | None = None  # one member of an ensemble or sweep only (None: every member)
     n_examples: int = 1024  # training-set size of tasks that sample theirs (induction)
 
     def __post_init__(self):
@@ -39,6 +40,7 @@ class LLCSettings:
         check(self.trace_probes >= 1, f"trace_probes must be >= 1, got {self.trace_probes}")
         check(self.every >= 1, f"every must be >= 1, got {self.every}")
         check(self.n_examples >= 1, f"n_examples must be >= 1, got {self.n_examples}")
+        check(self.member is None or self.member >= 0, f"member must be >= 0, got {self.member}")
 
 
 def settings_for(task, sets: dict[str, str] | None = None) -> LLCSettings:

@@ -32,6 +32,13 @@ def corpus_warning(traj, task) -> list[str]:
                                    f"(sha256 {then[:12]} then, {now[:12]} now); measuring on today's text"]
 
 
+def _onset(stages: dict) -> str:
+    if stages["steps_to_induction"] is None:
+        return f"never {lm.COPYING} nats below"
+    return (f"{lm.COPYING} nats below from step {stages['steps_to_induction']}, "
+            f"{stages['tokens_to_induction'] / 1e6:.3g}M tokens")
+
+
 def report(traj, out_dir: Path, logger=None) -> list[str]:
     """Compute, save, log and plot the language measures of every member of a run."""
     out_dir = Path(out_dir)
@@ -45,7 +52,11 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
     for m in range(traj.n_members):
         mine = {k: np.asarray(v)[:, m] for k, v in results.items()}
         loss = np.asarray(traj.metrics["test_loss"], float)[:, m]
-        members.append({**traj.members[m], **lm.stages(traj.steps, mine, loss_steps, loss)})
+        stages = lm.stages(traj.steps, mine, loss_steps, loss)
+        member_cfg = traj.member_config(m)
+        onset = stages["steps_to_induction"]
+        stages["tokens_to_induction"] = None if onset is None else onset * member_cfg.train.batch_size * member_cfg.seq_len
+        members.append({**traj.members[m], **stages})
     summary = {"chance": ind.chance_scores(np.asarray(data["probe"]), task.cfg.seq_len // 2), "members": members}
     lines.append(f"wrote {save_summary(out_dir.parent, 'language', summary)}")
     for m, s in enumerate(members):
@@ -60,7 +71,8 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
             f"{s['icl_score']['start']:.2f} -> {s['icl_score']['final']:.2f} (falls fastest at {s['icl_step']}); "
             f"on repeated text {s['text_induction']['head']} induction {s['text_induction']['start']:.2f} -> "
             f"{s['text_induction']['final']:.2f} (fastest at {s['text_induction']['step']}), the repeat's loss minus "
-            f"the first copy's {s['repeat_loss_gap']['start']:.2f} -> {s['repeat_loss_gap']['final']:.2f}; "
+            f"the first copy's {s['repeat_loss_gap']['start']:.2f} -> {s['repeat_loss_gap']['final']:.2f} "
+            f"({_onset(s)}); "
             f"loss plateau {s['plateau_start']}-{s['plateau_end']}, bump {s['bump']:.3f} nats")
     if logger is not None:
         logger.log_series(traj.steps, {name: results[name] for name in ("icl_score", "bigram_kl", "unigram_kl",

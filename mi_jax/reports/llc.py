@@ -147,6 +147,11 @@ def llc_run(run_dir, sets: dict[str, str] | None = None, calibrate: bool = False
     """The whole `mi-jax llc` command: load, (calibrate,) compute, save, log, draw -> lines to print."""
     with opened(run_dir) as (traj, out_dir, lines), showing_progress(progress):
         settings = llc_task.settings_for(make_task(traj.config), sets)
+        if settings.member is not None:  # before the calibration, which samples the run's first member
+            config_lib.check(settings.member < traj.n_members,
+                             f"member={settings.member} is out of range: the run has {traj.n_members} member"
+                             + "s" * (traj.n_members > 1))
+            traj = traj.select_members([settings.member])
         if calibrate:
             eps = epsilons or [settings.llc.epsilon * f for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
             gam = gammas or [settings.llc.gamma * f for f in (0.1, 1.0, 10.0)]

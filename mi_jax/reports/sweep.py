@@ -4,7 +4,9 @@ member's summary measures drawn against the swept values.
 Summary measures, from each member's metrics: the final value of every scalar metric,
 `steps_to_generalise` and `steps_to_memorise`, the first evaluation step with test (train) accuracy
 >= 0.99 (None when never: such cells are marked in the figures, not left blank), and the member's
-`phase` in the sense of Liu et al. 2022 (`phase`). A sweep over two keys also gets a phase diagram.
+`phase` in the sense of Liu et al. 2022 (`phase`); from its program's own report, any onset it
+records (`steps_to_*`, `tokens_to_*`: a language run's `tokens_to_induction`). A sweep over two keys
+also gets a phase diagram.
 """
 
 from __future__ import annotations
@@ -57,8 +59,19 @@ def summary_rows(sweep) -> list[dict]:
             if "train_acc" in traj.metrics and "test_acc" in traj.metrics:
                 row["steps_to_memorise"] = _first_at_least(np.asarray(traj.metrics["train_acc"])[:, m], steps)
                 row["phase"] = phase(row["steps_to_memorise"], row["steps_to_generalise"], row["final_train_acc"])
+            row.update(_onsets(traj, m))
             rows.append(row)
     return rows
+
+
+def _onsets(traj, member: int) -> dict:
+    """The `steps_to_*` and `tokens_to_*` entries (an onset, None when never) of the member in its program's
+    own analysis summary (e.g. a language run's `tokens_to_induction`), where there is one."""
+    path = traj.run_dir / ANALYSIS / f"{type(traj.config).kind}_summary.json"
+    if not path.exists():
+        return {}
+    mine = json.loads(path.read_text())["members"][member]
+    return {k: v for k, v in mine.items() if k.startswith(("steps_to_", "tokens_to_"))}
 
 
 def report(sweep) -> list[str]:
@@ -70,7 +83,7 @@ def report(sweep) -> list[str]:
     path.write_text(json.dumps({"grid": sweep.grid, "members": rows}, indent=1))
     lines = [f"wrote {path} ({len(rows)} members)"]
     keys = list(sweep.grid)
-    measures = [name for name in rows[0] if name.startswith("final_") or name.startswith("steps_to_")]
+    measures = [name for name in rows[0] if name.startswith(("final_", "steps_to_", "tokens_to_"))]
     for name in measures:
         lines.append(f"wrote {plots.measure_against_grid(rows, keys, name, out / f'sweep_{name}.png')}")
     if "phase" in rows[0] and len(keys) >= 2:
