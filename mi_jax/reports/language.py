@@ -53,9 +53,8 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
         mine = {k: np.asarray(v)[:, m] for k, v in results.items()}
         loss = np.asarray(traj.metrics["test_loss"], float)[:, m]
         stages = lm.stages(traj.steps, mine, loss_steps, loss)
-        member_cfg = traj.member_config(m)
-        onset = stages["steps_to_induction"]
-        stages["tokens_to_induction"] = None if onset is None else onset * member_cfg.train.batch_size * member_cfg.seq_len
+        onset, cfg = stages["steps_to_induction"], traj.member_config(m)
+        stages["tokens_to_induction"] = None if onset is None else onset * cfg.train.batch_size * cfg.seq_len
         members.append({**traj.members[m], **stages})
     summary = {"chance": ind.chance_scores(np.asarray(data["probe"]), task.cfg.seq_len // 2), "members": members}
     lines.append(f"wrote {save_summary(out_dir.parent, 'language', summary)}")
