@@ -1,7 +1,7 @@
 """The induction phase change on code in every seed, against the 1-layer control: the validation loss, the
 ICL score, the best last-layer head's attention to the token after the current token's earlier copy (on
-repeated text) and the loss on the repeat minus the first copy, over training; each 2-layer seed's
-induction window shaded. After `mi-jax analyze` of both runs (experiments/language_stages.sh). Writes
+repeated text) and the loss on the repeat minus the first copy, over training; the induction window of
+each 2-layer seed that copies shaded. After `mi-jax analyze` of both runs (experiments/language_stages.sh). Writes
 experiments/results/language_induction_seeds.png and prints one JSON line of the numbers the note quotes.
 
     python experiments/language_induction_seeds.py [DIR]      # DIR=checkpoints/language
@@ -44,17 +44,19 @@ def main(folder: Path) -> None:
             s = runs[name]
             for m, seed in enumerate(s["seeds"]):
                 ax.plot(s[x], s[key][:, m], color=color, alpha=0.8, lw=1,
-                        label=f"{RUNS[name]}, seeds {', '.join(map(str, s['seeds']))}" if m == 0 else None)
+                        label=f"{RUNS[name]}, seed{'s' * (len(s['seeds']) > 1)} {', '.join(map(str, s['seeds']))}"
+                        if m == 0 else None)
         for summary in runs["attn_2l_induction_seeds"]["summaries"]:
-            ax.axvspan(*summary["text_induction"]["window"], color="tab:orange", alpha=0.07)
+            if summary["steps_to_induction"] is not None:  # the seeds that copy; the others' windows are noise
+                ax.axvspan(*summary["text_induction"]["window"], color="tab:orange", alpha=0.1)
         ax.set(ylabel=label)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylim(top=runs["attn_1l_induction"]["loss"][5:].max())
     axes[0, 0].legend(fontsize=8)
     for ax in axes[1]:
         ax.set(xlabel="step")
-    fig.suptitle("attention-only LMs on the stdlib source (BPE 512, d_model 64, context 256); shaded: each "
-                 "2-layer seed's induction window (10-90% of its copying head's rise)", fontsize=9)
+    fig.suptitle("attention-only LMs on the stdlib source (BPE 512, d_model 64, context 256); shaded: the "
+                 "induction window (10-90% of the copying head's rise) of each 2-layer seed that copies", fontsize=9)
     out = Path(__file__).parent / "results" / "language_induction_seeds.png"
     save(fig, out)
     numbers = {}

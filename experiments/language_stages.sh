@@ -18,7 +18,7 @@ $MJ analyze "$DIR/gelu_1l" --wandb off --quiet | grep seed
 python experiments/language_one_layer.py "$DIR"
 $MJ train language_attn_2l_induction --out "$DIR/attn_2l_induction" --overwrite --wandb off --quiet   # ~1 hour
 $MJ analyze "$DIR/attn_2l_induction" --wandb off --quiet | grep seed
-# application (a): 4 seeds as one program (2 hours on 2 cores) to step 14,000, past the phase change, and
+# application (a): 4 seeds as one program (2 hours on 2 cores) to step 14,000 (115M tokens), and
 # the same model with one layer; then (b): the LLC of one seed over every 5th checkpoint
 $MJ train language_attn_2l_induction --seeds 0,1,2,3 --set train.steps=14000 --out "$DIR/attn_2l_induction_seeds" \
     --overwrite --wandb off --quiet
@@ -27,12 +27,5 @@ $MJ train language_attn_2l_induction --set model.n_layers=1 --set train.steps=14
     --overwrite --wandb off --quiet
 $MJ analyze "$DIR/attn_1l_induction" --wandb off --quiet | grep seed
 python experiments/language_induction_seeds.py "$DIR"
-# application (c) at this budget: each seed fine-tuned on English prose, the Rust toolchain's release notes
-PROSE=${PROSE:-$(rustc --print sysroot)/share/doc/rust/html/releases.md}
-$MJ train language_attn_2l_induction --init-from "$DIR/attn_2l_induction_seeds" --seeds 0,1,2,3 \
-    --set data.source="$PROSE" --set data.tokenizer="$DIR/attn_2l_induction_seeds/tokenizer.json" \
-    --set train.steps=600 --set train.warmup_steps=50 --set train.ckpt_every=25 --set train.eval_every=25 \
-    --out "$DIR/ft_prose_induction" --overwrite --wandb off --quiet
-$MJ analyze "$DIR/ft_prose_induction" --wandb off --quiet
 $MJ llc "$DIR/attn_2l_induction_seeds" --set member=0 --set every=5 --wandb off --quiet
 python experiments/llc_figures.py language "$DIR/attn_2l_induction_seeds" experiments/results/language_induction_llc.png
