@@ -50,6 +50,29 @@ def llc_panel(ax, steps, land, crit):
     ax.set(ylabel="LLC")
 
 
+def hessian_panel(ax, steps, land, trace_label="Hessian trace"):
+    ax.plot(steps, land["hessian_top"][:, 0, 0], label="top Hessian eigenvalue")
+    ax.plot(steps, land["hessian_trace"][:, 0], label=trace_label)
+    ax.set(xlabel="step")
+    ax.set_yscale("symlog", linthresh=1e-3)
+
+
+def llc_numbers(steps, land, crit) -> dict:
+    """The LLC curve's and the Hessian's numbers that every note quotes (member 0 of llc.npz)."""
+    llc, top = land["llc_mean"][:, 0], land["hessian_top"][:, 0, 0]
+    return {"critical_points": crit, "llc_first": round(float(llc[0]), 2), "llc_max": round(float(np.nanmax(llc)), 2),
+            "llc_max_step": int(steps[np.nanargmax(llc)]), "llc_last": round(float(llc[-1]), 2),
+            "llc_std_median": round(float(np.nanmedian(land["llc_std"][:, 0])), 2),
+            "hessian_top_max": round(float(top.max()), 1), "hessian_top_max_step": int(steps[np.argmax(top)]),
+            "flagged": int((~land["usable"]).sum())}
+
+
+def head_index(label: str) -> tuple[int, int]:
+    """"L1H0" -> (1, 0)."""
+    layer, head = label[1:].split("H")
+    return int(layer), int(head)
+
+
 def grokking(run_dir: Path, out: Path) -> dict:
     steps, land = load_results(run_dir / "analysis" / "llc.npz")
     g_steps, g = load_results(run_dir / "analysis" / "grokking.npz")
@@ -63,10 +86,7 @@ def grokking(run_dir: Path, out: Path) -> dict:
     axes[1].set(yscale="log", ylabel="loss")
     axes[2].plot(g_steps, g["embed_gini"][:, 0], label="W_E Fourier Gini")
     axes[2].plot(g_steps, g["weight_norm"][:, 0] / g["weight_norm"][0, 0], label="weight norm / initial")
-    axes[3].plot(steps, land["hessian_top"][:, 0, 0], label="top Hessian eigenvalue")
-    axes[3].plot(steps, land["hessian_trace"][:, 0], label="Hessian trace (Hutchinson)")
-    axes[3].set(xlabel="step")
-    axes[3].set_yscale("symlog", linthresh=1e-3)
+    hessian_panel(axes[3], steps, land, "Hessian trace (Hutchinson)")
     for ax in axes:
         for name, color in (("memorised", "tab:blue"), ("cleanup", "tab:orange"), ("generalised", "tab:green")):
             if phases.get(name) is not None:
@@ -78,13 +98,8 @@ def grokking(run_dir: Path, out: Path) -> dict:
     save(fig, out)
     # at the LLC's checkpoint nearest each phase's step (the LLC may be estimated at every k-th checkpoint)
     at = lambda s: round(float(land["llc_mean"][int(np.argmin(np.abs(steps - s))), 0]), 2) if s is not None else None  # noqa: E731
-    return {"phases": phases, "llc_at_phases": {k: at(v) for k, v in phases.items()},
-            "llc_first": round(float(land["llc_mean"][0, 0]), 2), "llc_max": round(float(np.nanmax(land["llc_mean"][:, 0])), 2),
-            "llc_max_step": int(steps[np.nanargmax(land["llc_mean"][:, 0])]), "llc_last": round(float(land["llc_mean"][-1, 0]), 2),
-            "llc_std_median": round(float(np.nanmedian(land["llc_std"][:, 0])), 2), "critical_points": crit,
-            "hessian_top_max": round(float(land["hessian_top"][:, 0, 0].max()), 1),
-            "hessian_top_max_step": int(steps[np.argmax(land["hessian_top"][:, 0, 0])]),
-            "hessian_top_last": round(float(land["hessian_top"][-1, 0, 0]), 2), "flagged": int((~land["usable"]).sum())}
+    return {"phases": phases, "llc_at_phases": {k: at(v) for k, v in phases.items()}, **llc_numbers(steps, land, crit),
+            "hessian_top_last": round(float(land["hessian_top"][-1, 0, 0]), 2)}
 
 
 def induction(run_dir: Path, out: Path) -> dict:
@@ -92,7 +107,7 @@ def induction(run_dir: Path, out: Path) -> dict:
     i_steps, ind = load_results(run_dir / "analysis" / "induction.npz")
     summary = json.loads((run_dir / "analysis" / "induction_summary.json").read_text())["members"][0]
     head = summary["induction_head"]
-    layer, h = int(head[1]), int(head.split("H")[1])
+    layer, h = head_index(head)
     pc = summary["phase_change"]
     crit = critical_points(steps, land["llc_mean"][:, 0])
     fig, axes = plt.subplots(4, 1, figsize=(8, 10), sharex=True)
@@ -101,10 +116,7 @@ def induction(run_dir: Path, out: Path) -> dict:
     axes[1].plot(i_steps, -ind["icl_score"][:, 0] / np.abs(ind["icl_score"][:, 0]).max(), label="-ICL score (scaled)")
     axes[2].plot(steps, land["init_loss"][:, 0], label="training loss L_n(w*) (the LLC's training set)")
     axes[2].set(ylabel="loss")
-    axes[3].plot(steps, land["hessian_top"][:, 0, 0], label="top Hessian eigenvalue")
-    axes[3].plot(steps, land["hessian_trace"][:, 0], label="Hessian trace")
-    axes[3].set(xlabel="step")
-    axes[3].set_yscale("symlog", linthresh=1e-3)
+    hessian_panel(axes[3], steps, land)
     for ax in axes:
         ax.axvspan(*pc["induction_window"], color="tab:orange", alpha=0.15)
         ax.axvline(pc["induction_step"], color="tab:orange", lw=1)
@@ -114,14 +126,7 @@ def induction(run_dir: Path, out: Path) -> dict:
                       fontsize=8)
     save(fig, out)
     return {"phase_change": {k: pc[k] for k in ("induction_step", "induction_window", "icl_step", "loss_step")},
-            "critical_points": crit, "llc_first": round(float(land["llc_mean"][0, 0]), 2),
-            "llc_max": round(float(np.nanmax(land["llc_mean"][:, 0])), 2),
-            "llc_max_step": int(steps[np.nanargmax(land["llc_mean"][:, 0])]),
-            "llc_last": round(float(land["llc_mean"][-1, 0]), 2),
-            "llc_std_median": round(float(np.nanmedian(land["llc_std"][:, 0])), 2),
-            "hessian_top_max": round(float(land["hessian_top"][:, 0, 0].max()), 1),
-            "hessian_top_max_step": int(steps[np.argmax(land["hessian_top"][:, 0, 0])]),
-            "flagged": int((~land["usable"]).sum())}
+            **llc_numbers(steps, land, crit)}
 
 
 def language(run_dir: Path, out: Path) -> dict:
@@ -133,7 +138,7 @@ def language(run_dir: Path, out: Path) -> dict:
     s_steps, lang = load_results(run_dir / "analysis" / "language.npz")
     stage = stages[m]
     text = stage["text_induction"]
-    layer, h = int(text["head"][1]), int(text["head"].split("H")[1])
+    layer, h = head_index(text["head"])
     crit = critical_points(steps, land["llc_mean"][:, 0])
     fig, axes = plt.subplots(4, 1, figsize=(8, 10), sharex=True)
     llc_panel(axes[0], steps, land, crit)
@@ -144,10 +149,7 @@ def language(run_dir: Path, out: Path) -> dict:
     axes[2].plot(s_steps, 10 * lang["text_induction"][:, m, layer, h], label=f"10 x {text['head']} attention to the copy's next token")
     axes[2].plot(s_steps, -lang["repeat_loss_gap"][:, m], label="loss on the first copy minus on the repeat")
     axes[2].plot(s_steps, lang["previous_token"][:, m, 0].max(-1), label="best layer-0 previous-token score")
-    axes[3].plot(steps, land["hessian_top"][:, 0, 0], label="top Hessian eigenvalue")
-    axes[3].plot(steps, land["hessian_trace"][:, 0], label="Hessian trace")
-    axes[3].set(xlabel="step")
-    axes[3].set_yscale("symlog", linthresh=1e-3)
+    hessian_panel(axes[3], steps, land)
     for ax in axes:
         ax.axvspan(*text["window"], color="tab:orange", alpha=0.15)
         ax.axvline(stage["bigram_step"], color="tab:blue", lw=1)
@@ -158,15 +160,9 @@ def language(run_dir: Path, out: Path) -> dict:
     save(fig, out)
     at = lambda s: round(float(land["llc_mean"][int(np.argmin(np.abs(steps - s))), 0]), 2)  # noqa: E731
     return {"seed": seed, "bigram_step": stage["bigram_step"], "context_step": stage["context_step"],
-            "text_induction_window": text["window"], "icl_step": stage["icl_step"], "critical_points": crit,
-            "llc_first": round(float(land["llc_mean"][0, 0]), 2), "llc_at_bigram_step": at(stage["bigram_step"]),
-            "llc_at_window": [at(s) for s in text["window"]], "llc_last": round(float(land["llc_mean"][-1, 0]), 2),
-            "llc_max": round(float(np.nanmax(land["llc_mean"][:, 0])), 2),
-            "llc_max_step": int(steps[np.nanargmax(land["llc_mean"][:, 0])]),
-            "llc_std_median": round(float(np.nanmedian(land["llc_std"][:, 0])), 2),
-            "hessian_top_max": round(float(land["hessian_top"][:, 0, 0].max()), 1),
-            "hessian_top_max_step": int(steps[np.argmax(land["hessian_top"][:, 0, 0])]),
-            "flagged": int((~land["usable"]).sum())}
+            "text_induction_window": text["window"], "icl_step": stage["icl_step"],
+            "llc_at_bigram_step": at(stage["bigram_step"]), "llc_at_window": [at(s) for s in text["window"]],
+            **llc_numbers(steps, land, crit)}
 
 
 if __name__ == "__main__":
