@@ -11,6 +11,8 @@ encoding the same documents with one `encode_batch` (same venv, same tokenizers)
 snapshot every step) in one `analyze` call over the run's `Trajectory`, compilation included,
 against a TransformerLens loop over the run's `mi-jax export` (`benchmarks/peers/tl_lm_analysis.py`),
 whose values are held against mi_jax's (`results_agree`).
+`lm_full_step`: tokens/s and MFU of the full-size preset language_attn_2l_full in float32 and bfloat16,
+for an accelerator (no peer: TransformerLens on the same card is for a machine that has both).
 
     python benchmarks/bench.py --only lm_2l_step            # records the row (see bench.py)
     python benchmarks/bench_language.py [NAME ...]          # prints the rows, records nothing
@@ -284,7 +286,65 @@ def lm_analysis(n_checkpoints: int = 200, loop_measured: int = 10, rounds: int =
             "jit_loop_agrees": agree(solo, looped, rtol=2e-3, atol=2e-4), **check}
 
 
-BENCHMARKS = {"lm_2l_step": lm_2l_step, "lm_store": lm_store, "lm_analysis": lm_analysis}
+# ----------------------------------------------------------------------------- lm_full_step
+
+
+def model_flops_per_token(m, seq_len: int) -> float:
+    """Training FLOPs per token of a transformer (PaLM, Chowdhery et al. 2022, app. B): 6 per weight of
+    every matrix product (attention, MLP, unembedding; the embedding is a lookup) and 12 L H Q T for the
+    attention scores and their weighted sum over a context of T, the causal mask saving nothing."""
+    matrices = m.n_layers * 4 * m.d_model * m.n_heads * m.d_head + m.d_model * m.d_vocab_out
+    if m.d_mlp is not None:
+        matrices += m.n_layers * 2 * m.d_model * m.d_mlp
+    return 6.0 * matrices + 12.0 * m.n_layers * m.n_heads * m.d_head * seq_len
+
+
+def lm_full_step(n_chunks: int = 3) -> dict:
+    """Tokens/s and MFU of language_attn_2l_full's training (TransformerLens's attn-only-2l size: d_model
+    512, 8 heads, n_ctx 1,024, BPE 5,000, batch 32 windows, 32,768 tokens a step), in float32 (matmuls
+    as the backend runs them: TF32 on a GPU) and with `train.compute_dtype=bfloat16`: after one
+    compile-and-warm-up chunk of 100 steps (an evaluation at its end), `n_chunks` chunks timed;
+    `compile_s` is the first chunk less a compiled one. MFU is the model's FLOP/s (`model_flops_per_token`,
+    PaLM's count) over the card's dense peak where it is known (bench_sweep.PEAK_TFLOPS);
+    `xla_gflop_per_step` is XLA's own count of one step, shown beside it: right on CPU, but on a GPU it
+    leaves out most of the matrix products (152 GFLOP a step on an H200 where the model does 1,328).
+    The accelerator row: on CPU it times one 2-step chunk of 1 window, a smoke test of the path."""
+    from bench_sweep import PEAK_TFLOPS
+    from bench_training import step_flops
+
+    cfg = load("language_attn_2l_full")
+    steps, batch = (100, cfg.train.batch_size) if jax.default_backend() != "cpu" else (2, 1)
+    if quick() or jax.default_backend() == "cpu":
+        n_chunks = 1
+    kind = jax.devices()[0].device_kind
+    peak = next((p for name, p in PEAK_TFLOPS.items() if name in kind), None)
+    row = {"device": kind, "batch_size": batch, "seq_len": cfg.seq_len, "d_model": cfg.transformer.d_model,
+           "d_vocab": cfg.transformer.d_vocab, "steps_per_chunk": steps, "chunks": n_chunks}
+    for dtype in ("float32", "bfloat16"):
+        c = override(cfg, {"train.batch_size": str(batch), "train.compute_dtype": dtype,
+                           "train.ckpt_every": str(steps), "train.eval_every": str(steps)})
+        with runtime.quiet():
+            task = make_task(c)
+        trainer = Trainer(task, c.train)
+        first, state = time_chunks(trainer, trainer.init_state(), 1, warm=False)
+        seconds, _ = time_chunks(trainer, state, n_chunks, warm=False)
+        step_s = seconds / (n_chunks * steps)
+        flops = model_flops_per_token(c.transformer, c.seq_len) * batch * c.seq_len
+        tflops = flops / step_s / 1e12
+        row[dtype] = {"tokens_per_s": round(batch * c.seq_len / step_s), "ms_per_step": round(1e3 * step_s, 3),
+                      "compile_s": round(first - steps * step_s, 2), "model_gflop_per_step": round(flops / 1e9, 1),
+                      "xla_gflop_per_step": round(step_flops(task) / 1e9, 1), "achieved_tflops": round(tflops, 2)}
+        if peak is not None:
+            row[dtype]["mfu_vs_bf16_peak"] = round(tflops / peak["bf16"], 4)
+            row[dtype]["mfu_vs_tf32_peak"] = round(tflops / peak["tf32"], 4)
+        del trainer, state, task
+    row["tokens_per_s"] = row["float32"]["tokens_per_s"]
+    row["bf16_speedup"] = round(row["bfloat16"]["tokens_per_s"] / row["float32"]["tokens_per_s"], 2)
+    return row
+
+
+BENCHMARKS = {"lm_2l_step": lm_2l_step, "lm_store": lm_store, "lm_analysis": lm_analysis,
+              "lm_full_step": lm_full_step}
 # each benchmark's target (none where no bound is given) and the figures the results page shows beside it;
 # a literal, read by benchmarks/render.py without importing this file
 TARGETS = {
@@ -294,6 +354,7 @@ TARGETS = {
                  "peer": "tokenizers_s", "peer_name": "tokenizers"},
     "lm_analysis": {"figure": "speedup_vs_transformer_lens", "at_least": 3, "mi_jax": "vmapped_s",
                     "peer": "tl_s", "peer_name": "TransformerLens"},
+    "lm_full_step": {"figure": "bf16_speedup", "mi_jax": "tokens_per_s"},
 }
 # the peer venv each benchmark runs, whose versions its recorded rows carry (peer_runs.PEER_VENVS)
 PEERS = {"lm_2l_step": "transformer_lens", "lm_analysis": "transformer_lens"}

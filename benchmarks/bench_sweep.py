@@ -9,7 +9,8 @@ the accelerator row (`sweep_p113_members`) is where vmapping members pays.
 `sweep_p113_members`: member-steps/s of a grokking_p113 sweep with 64 members (4 learning rates x 16
 seeds; 4 members on CPU) against one member, after compilation, and each program's compile time; and
 the train step's achieved FLOP/s (XLA's count of a member's step) against the device's peak where it
-is known (MFU).
+is known (MFU). On a GPU XLA's count undercounts matrix products (`lm_full_step` found 152 GFLOP a step
+where its model does 1,328, and counts the model's FLOPs instead), so there this MFU is a lower bound.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def step_flops(task) -> float:
         return jax.tree.map(jnp.add, params, updates), opt_state
 
     params = task.init_params(jax.random.key(0))
-    batch = task.batch(jax.random.key(0), jnp.int32(0))
+    shared = getattr(task, "shared_data", None)  # a language task draws its windows from a device array
+    batch = task.batch(jax.random.key(0), jnp.int32(0), *([shared] if shared is not None else []))
     cost = jax.jit(step).lower(params, tx.init(params), batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))

@@ -43,18 +43,24 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _parse_seeds(text: str | None):
+def _int_list(text: str | None, flag: str) -> list[int] | None:
     from mi_jax.config import ConfigError
 
     if text is None:
         return None
     try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{flag} expects comma-separated integers, got {text!r}") from None
+
+
+def _parse_seeds(text: str | None):
+    from mi_jax.config import ConfigError
+
+    seeds = _int_list(text, "--seeds")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
         raise ConfigError(f"--seeds needs distinct integers, got {text!r}")
-    return seeds
+    return None if seeds is None else tuple(seeds)
 
 
 def _config(preset: str, sets: list[str], seeds: str | None = None):
@@ -87,8 +93,8 @@ def cmd_train(args) -> int:
     from mi_jax.runs import run
 
     if args.resume:
-        if args.sets or args.seeds or args.init_from:
-            raise ConfigError("--resume continues a run with its saved config; drop --set/--seeds/--init-from")
+        if args.sets or args.seeds or args.init_from or args.init_members:
+            raise ConfigError("--resume continues a run with its saved config; drop --set/--seeds/--init-from/--init-members")
         run.resume(Path(args.resume), wandb=args.wandb, progress=not args.quiet)
         _say(f"run dir: {args.resume}")
         return 0
@@ -97,7 +103,7 @@ def cmd_train(args) -> int:
     cfg = _config(args.preset, args.sets, args.seeds)
     run_dir = Path(args.out) if args.out else run.default_run_dir(args.preset)
     final = run.train(cfg, run_dir, overwrite=args.overwrite, wandb=args.wandb, progress=not args.quiet,
-                      init_from=args.init_from)
+                      init_from=args.init_from, init_members=_int_list(args.init_members, "--init-members"))
     origin = f" (fine-tuned from {args.init_from})" if args.init_from else ""
     _say(f"run dir: {run_dir}{origin}\nfinal (step {final.get('step')}): {summary(final)}")
     return 0
@@ -220,6 +226,9 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
     train.add_argument("--init-from", dest="init_from", metavar="RUN_DIR[:STEP]",
                        help="fine-tune: start from that run's snapshot at STEP (default its last), optimiser fresh")
+    train.add_argument("--init-members", dest="init_members", metavar="I,J,...",
+                       help="with --init-from: the base's members that start this run's (one, or one per member; "
+                            "default member i from member i)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run dir")
     train.set_defaults(func=cmd_train)
 

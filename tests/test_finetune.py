@@ -88,7 +88,7 @@ def test_a_killed_finetune_resumes_bit_identically(runs, tmp_path):
 
 
 @pytest.mark.slow  # more runs; the default suite keeps the fine-tune's start, its one-line errors and the measures
-def test_members_start_from_one_base_member_or_each_from_their_own(runs, tmp_path):
+def test_members_start_from_one_base_member_or_each_from_their_own(runs, capsys, tmp_path):
     base_dir, _ = runs
     task = make_task(finetune_config())
     params, origin = run_lib.start_from(base_dir, task, 3)  # no step: the base's last snapshot
@@ -106,6 +106,15 @@ def test_members_start_from_one_base_member_or_each_from_their_own(runs, tmp_pat
     assert not same_params(tuned.at(0, 0), tuned.at(0, 1))
     with pytest.raises(ConfigError, match="2 members cannot start 3"):
         run_lib.start_from(tmp_path / "ens", task, 3)
+    # chosen base members: swapped, or one of them for a one-member run (from the command line)
+    swapped, origin = run_lib.start_from(tmp_path / "ens", make_task(finetune_config(seeds=(4, 5))), 2, init_members=[1, 0])
+    assert origin["member"] == [1, 0]
+    assert all(same_params(jax.tree.map(lambda x: x[m], swapped), ens.at(-1, 1 - m)) for m in range(2))
+    code, _, err = run_cli(capsys, "train", "grokking_small", *TINY_SETS, "--init-from", str(tmp_path / "ens"),
+                           "--init-members", "1", "--out", str(tmp_path / "one"), "--wandb", "off", "--quiet")
+    assert code == 0, err
+    one = mj.Trajectory.load(tmp_path / "one")
+    assert one.init_from["member"] == [1] and same_params(one.at(0, 0), ens.at(-1, 1))
 
 
 @pytest.mark.slow  # more runs; the default suite keeps the fine-tune's start, its one-line errors and the measures
@@ -146,6 +155,23 @@ def test_other_bad_inits_are_one_line(runs, capsys, tmp_path):
     assert_one_line_error(capsys, ["train", "grokking_small", *TINY_SETS, "--init-from", str(base_dir), "--out",
                                    str(base_dir), "--overwrite"], "cannot be fine-tuned from itself")
     assert not out.exists() and run_dir_lib.read_config(base_dir).get("init_from") is None
+
+
+def test_chosen_init_members_must_exist_and_fit(runs, capsys, tmp_path):
+    base_dir, _ = runs
+    task = make_task(finetune_config())
+    params, origin = run_lib.start_from(base_dir, task, 3, init_members=[0])
+    assert origin["member"] == [0, 0, 0] and jax.tree.leaves(params)[0].shape[0] == 3
+    with pytest.raises(ConfigError, match="--init-members: 2 members cannot start 3: give one, or one per member"):
+        run_lib.start_from(base_dir, task, 3, init_members=[0, 0])
+    with pytest.raises(ConfigError, match="--init-members: the base has members 0-0, not 1"):
+        run_lib.start_from(base_dir, task, 1, init_members=[1])
+    out = tmp_path / "run"
+    assert_one_line_error(capsys, ["train", "grokking_small", *TINY_SETS, "--init-members", "0", "--out", str(out)],
+                          "--init-members needs --init-from")
+    assert_one_line_error(capsys, ["train", "grokking_small", *TINY_SETS, "--init-from", str(base_dir),
+                                   "--init-members", "one", "--out", str(out)], "--init-members expects comma-separated integers")
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------- measures

@@ -76,13 +76,15 @@ def with_seeds(cfg, seeds: tuple[int, ...] | None):
 
 
 def train(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", progress: bool = True,
-          members: list[dict] | None = None, group: str | None = None, init_from: str | Path | None = None) -> dict:
+          members: list[dict] | None = None, group: str | None = None, init_from: str | Path | None = None,
+          init_members: list[int] | None = None) -> dict:
     """Train `cfg` into a new run dir (`overwrite` replaces an existing one) -> the final metrics row.
 
     `wandb`: "offline" (default: logs in RUN_DIR/wandb, no account or network), "online" or "off".
     `members`, `group`: a sweep program's members (see `training.loop.Trainer`) and wandb group.
     `init_from`: "BASE_RUN_DIR[:STEP]", fine-tune from that run's snapshot at STEP (default its last):
     see `start_from`; the final row's step is then the base's step plus the steps trained here.
+    `init_members`: which of the base's members start this run's (one for all, or one per member).
     """
     runtime.configure()
     with runtime.quiet(not progress):
@@ -93,7 +95,9 @@ def train(cfg, run_dir, *, overwrite: bool = False, wandb: str = "offline", prog
     _check_replaceable(run_dir, overwrite)
     n_members = len(members) if members is not None else len(cfg.train.seed_list)
     # the base's params are read (and checked) before the run dir is touched: it may be the one replaced
-    init_params, origin = start_from(init_from, task, n_members, run_dir) if init_from is not None else (None, None)
+    check(init_members is None or init_from is not None, "--init-members needs --init-from")
+    init_params, origin = (start_from(init_from, task, n_members, run_dir, init_members) if init_from is not None
+                           else (None, None))
     with distributed.writer_lock(run_dir, "training", before=lambda: _writable_dir(run_dir)) as writer:
         if writer:
             empty(run_dir)
@@ -164,13 +168,16 @@ def parse_init_from(text) -> tuple[Path, int | None]:
     return Path(str(text)), None
 
 
-def start_from(init_from, task, n_members: int, run_dir: Path | None = None) -> tuple[dict, dict]:
+def start_from(init_from, task, n_members: int, run_dir: Path | None = None,
+               init_members: list[int] | None = None) -> tuple[dict, dict]:
     """The params a fine-tune of `task` with `n_members` members starts from, and its lineage ->
     (params {leaf: [member, ...]} on the host, {"run", "step", "member"} as config.json records it).
 
     init_from: "BASE_RUN_DIR[:STEP]" (STEP one of the base's snapshot steps, default its last). A base of
-    one member starts every member; a base of `n_members` starts member i from its member i. The base's
-    kind and params' shapes must be this run's; anything else stops with one ConfigError line.
+    one member starts every member; a base of `n_members` starts member i from its member i.
+    `init_members` chooses the base members instead: one for every member, or one for each (e.g. the
+    members of one learning rate of a sweep). The base's kind and params' shapes must be this run's;
+    anything else stops with one ConfigError line.
     """
     base_dir, step = parse_init_from(init_from)
     what = f"--init-from {base_dir}"
@@ -186,7 +193,13 @@ def start_from(init_from, task, n_members: int, run_dir: Path | None = None) -> 
     steps = [int(s) for s in base.steps]
     step = steps[-1] if step is None else step
     check(step in steps, f"{what}: no snapshot at step {step} (its snapshots: {_few(steps)})")
-    if base.n_members == 1:
+    if init_members is not None:
+        check(len(init_members) in (1, n_members), f"--init-members: {len(init_members)} members cannot start "
+                                                   f"{n_members}: give one, or one per member")
+        bad = [i for i in init_members if not 0 <= i < base.n_members]
+        check(not bad, f"--init-members: the base has members 0-{base.n_members - 1}, not {bad[0] if bad else ''}")
+        source = list(init_members) * (n_members if len(init_members) == 1 else 1)
+    elif base.n_members == 1:
         source = [0] * n_members
     else:
         check(base.n_members == n_members, f"{what}: {base.n_members} members cannot start {n_members}: "
