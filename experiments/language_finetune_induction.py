@@ -6,7 +6,7 @@ fine-tune, the members that copied on code against those that did not; and each 
 by its role in the circuit. Writes experiments/results/language_finetune_induction.png and prints one
 JSON line of the numbers the note quotes.
 
-    python experiments/language_finetune_induction.py [RUN_DIR]   # checkpoints/language/ft_prose_induction
+    python experiments/language_finetune_induction.py [RUN_DIR [PNG]]   # checkpoints/language/ft_prose_induction
 """
 
 import json
@@ -25,17 +25,19 @@ ROLES = ("copying head", "other layer-1 head", "previous-token head", "other lay
 def roles(r: dict, m: int) -> dict[str, tuple[int, int]]:
     """Each role's (layer, head) in member m, read at the base (the fine-tune's first checkpoint): the
     copying head is layer 1's best at attending to the copy's next token, the previous-token head layer
-    0's best previous-token head."""
+    0's best previous-token head; the other head of each layer is the preset's second (2 heads a layer)."""
+    assert r["text_induction"].shape[-1] == 2, "the roles are for language_attn_2l_induction's 2 heads a layer"
     copy_head = int(r["text_induction"][0, m, 1].argmax())
     prev_head = int(r["previous_token"][0, m, 0].argmax())
     return {ROLES[0]: (1, copy_head), ROLES[1]: (1, 1 - copy_head), ROLES[2]: (0, prev_head), ROLES[3]: (0, 1 - prev_head)}
 
 
-def main(run_dir: Path) -> None:
+def main(run_dir: Path, out: Path = Path(__file__).parent / "results" / "language_finetune_induction.png") -> None:
     steps, r = load_results(run_dir / "analysis" / "language.npz")
     _, ft = load_results(run_dir / "analysis" / "finetune.npz")
     summaries = json.loads((run_dir / "analysis" / "language_summary.json").read_text())["members"]
-    metrics = Trajectory.load(run_dir).metrics
+    traj = Trajectory.load(run_dir)
+    metrics = traj.metrics
     copies = r["repeat_loss_gap"][0] <= -0.1  # [member]: copying on prose at the base
     seeds = [s["seed"] for s in summaries]
     fine_steps = steps - steps[0]
@@ -65,8 +67,8 @@ def main(run_dir: Path) -> None:
     ax.set_xticks(x, [role.replace(" head", "\nhead") for role in ROLES], fontsize=8)
     ax.set(ylabel="relative change at the end (members that copied)")
     ax.legend(fontsize=8)
-    fig.suptitle("code models (lr 3e-3, 197M tokens) fine-tuned on prose for 600 steps, 8 seeds", fontsize=9)
-    out = Path(__file__).parent / "results" / "language_finetune_induction.png"
+    fig.suptitle(f"code models (lr 3e-3, 197M tokens) fine-tuned on prose at lr {traj.config.train.lr:g}"
+                 f" for {int(fine_steps[-1])} steps, {len(seeds)} seeds", fontsize=9)
     save(fig, out)
     loss = np.asarray(metrics["test_loss"], float)
     rounded = lambda a: [round(float(v), 3) for v in a]  # noqa: E731
@@ -82,4 +84,5 @@ def main(run_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("checkpoints/language/ft_prose_induction"))
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("checkpoints/language/ft_prose_induction"),
+         *map(Path, sys.argv[2:3]))
