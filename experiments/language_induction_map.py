@@ -55,7 +55,7 @@ def main(sweep: Path) -> None:
     gap.set(xlabel="training tokens (M)", ylabel="loss on the repeat - first copy (nats)",
             title="every member (colour: learning rate)")
     share.legend(loc="upper left", fontsize=8)
-    save(fig, Path("experiments/results/language_induction_map.png"))
+    save(fig, Path(__file__).parent / "results" / "language_induction_map.png")
     print(json.dumps({"budget_M_tokens": round(float(tokens[-1]), 1), "per_lr": numbers}))
 
 
