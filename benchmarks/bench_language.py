@@ -305,11 +305,11 @@ def lm_full_step(n_chunks: int = 3) -> dict:
     as the backend runs them: TF32 on a GPU) and with `train.compute_dtype=bfloat16`: after one
     compile-and-warm-up chunk of 100 steps (an evaluation at its end), `n_chunks` chunks timed;
     `compile_s` is the first chunk less a compiled one. MFU is the model's FLOP/s (`model_flops_per_token`,
-    PaLM's count) over the card's dense peak where it is known (bench_sweep.PEAK_TFLOPS);
+    PaLM's count) over the card's dense peak where it is known (`bench_sweep.mfu`);
     `xla_gflop_per_step` is XLA's own count of one step, shown beside it: right on CPU, but on a GPU it
     leaves out most of the matrix products (152 GFLOP a step on an H200 where the model does 1,328).
     The accelerator row: on CPU it times one 2-step chunk of 1 window, a smoke test of the path."""
-    from bench_sweep import PEAK_TFLOPS
+    from bench_sweep import mfu
     from bench_training import step_flops
 
     cfg = load("language_attn_2l_full")
@@ -317,7 +317,6 @@ def lm_full_step(n_chunks: int = 3) -> dict:
     if quick() or jax.default_backend() == "cpu":
         n_chunks = 1
     kind = jax.devices()[0].device_kind
-    peak = next((p for name, p in PEAK_TFLOPS.items() if name in kind), None)
     row = {"device": kind, "batch_size": batch, "seq_len": cfg.seq_len, "d_model": cfg.transformer.d_model,
            "d_vocab": cfg.transformer.d_vocab, "steps_per_chunk": steps, "chunks": n_chunks}
     for dtype in ("float32", "bfloat16"):
@@ -333,10 +332,8 @@ def lm_full_step(n_chunks: int = 3) -> dict:
         tflops = flops / step_s / 1e12
         row[dtype] = {"tokens_per_s": round(batch * c.seq_len / step_s), "ms_per_step": round(1e3 * step_s, 3),
                       "compile_s": round(first - steps * step_s, 2), "model_gflop_per_step": round(flops / 1e9, 1),
-                      "xla_gflop_per_step": round(step_flops(task) / 1e9, 1), "achieved_tflops": round(tflops, 2)}
-        if peak is not None:
-            row[dtype]["mfu_vs_bf16_peak"] = round(tflops / peak["bf16"], 4)
-            row[dtype]["mfu_vs_tf32_peak"] = round(tflops / peak["tf32"], 4)
+                      "xla_gflop_per_step": round(step_flops(task) / 1e9, 1), "achieved_tflops": round(tflops, 2),
+                      **mfu(tflops, kind)}
         del trainer, state, task
     row["tokens_per_s"] = row["float32"]["tokens_per_s"]
     row["bf16_speedup"] = round(row["bfloat16"]["tokens_per_s"] / row["float32"]["tokens_per_s"], 2)

@@ -30,6 +30,12 @@ from mi_jax.training.loop import Trainer
 PEAK_TFLOPS = {"H200": {"bf16": 989.0, "tf32": 494.5}, "H100": {"bf16": 989.0, "tf32": 494.5}}
 
 
+def mfu(tflops: float, kind: str) -> dict:
+    """{mfu_vs_tf32_peak, mfu_vs_bf16_peak} of `tflops` on a card of PEAK_TFLOPS ({} for another device)."""
+    peak = next((p for name, p in PEAK_TFLOPS.items() if name in kind), None)
+    return {} if peak is None else {f"mfu_vs_{k}_peak": round(tflops / peak[k], 4) for k in ("tf32", "bf16")}
+
+
 def _members(lrs, seeds) -> list[dict]:
     return [{"train.lr": lr, "seed": seed} for lr in lrs for seed in seeds]
 
@@ -91,11 +97,8 @@ def sweep_p113_members(n_members: int | None = None, n_chunks: int = 5) -> dict:
            "compile_s_many": round(many_first_s - cfg.train.ckpt_every / many_rate, 2),
            "gflop_per_member_step": round(flops / 1e9, 3),
            "achieved_tflops": round(flops * many_rate * n_members / 1e12, 3)}
-    peak = next((p for name, p in PEAK_TFLOPS.items() if name in kind), None)
-    if peak is not None:
-        row["mfu_vs_tf32_peak"] = round(row["achieved_tflops"] / peak["tf32"], 4)
-        row["mfu_vs_bf16_peak"] = round(row["achieved_tflops"] / peak["bf16"], 4)
-    else:
+    row.update(mfu(row["achieved_tflops"], kind))
+    if "mfu_vs_tf32_peak" not in row:
         row["matmul_peak_gflops"] = round(matmul_peak_gflops(), 1)
     return row
 
