@@ -38,13 +38,14 @@ def main(run_dir: Path, out: Path = Path(__file__).parent / "results" / "languag
     summaries = json.loads((run_dir / "analysis" / "language_summary.json").read_text())["members"]
     traj = Trajectory.load(run_dir)
     metrics = traj.metrics
+    loss = np.asarray(metrics["test_loss"], float)  # [evaluation, member]
     copies = r["repeat_loss_gap"][0] <= -0.1  # [member]: copying on prose at the base
     seeds = [s["seed"] for s in summaries]
+    where = [roles(r, m) for m in range(len(seeds))]
     fine_steps = steps - steps[0]
-    copy_attention = np.stack([r["text_induction"][:, m, 1, roles(r, m)[ROLES[0]][1]] for m in range(len(seeds))], 1)
+    copy_attention = np.stack([r["text_induction"][:, m, 1, where[m][ROLES[0]][1]] for m in range(len(seeds))], 1)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    panels = [(axes[0, 0], np.asarray(metrics["step"]) - steps[0], np.asarray(metrics["test_loss"], float),
-               "prose validation loss (nats)"),
+    panels = [(axes[0, 0], np.asarray(metrics["step"]) - steps[0], loss, "prose validation loss (nats)"),
               (axes[0, 1], fine_steps, r["repeat_loss_gap"], "loss on the repeat - first copy (nats)"),
               (axes[1, 0], fine_steps, copy_attention, "copying head: attention to the copy's next token")]
     for ax, x, y, label in panels:
@@ -53,9 +54,9 @@ def main(run_dir: Path, out: Path = Path(__file__).parent / "results" / "languag
                     label=("copied on code" if copies[m] else "did not") if m == int(np.argmax(copies == copies[m])) else None)
         ax.set(xlabel="fine-tuning step", ylabel=label)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylim(top=float(np.asarray(metrics["test_loss"], float)[1:].max()))
+    axes[0, 0].set_ylim(top=float(loss[1:].max()))
     axes[0, 0].legend(fontsize=8)
-    change = {role: {kind: [float(ft[f"change_W_{kind}"][-1, m][roles(r, m)[role]]) for m in np.flatnonzero(copies)]
+    change = {role: {kind: [float(ft[f"change_W_{kind}"][-1, m][where[m][role]]) for m in np.flatnonzero(copies)]
                      for kind in ("QK", "OV")} for role in ROLES}
     ax = axes[1, 1]
     x = np.arange(len(ROLES))
@@ -70,7 +71,6 @@ def main(run_dir: Path, out: Path = Path(__file__).parent / "results" / "languag
     fig.suptitle(f"code models (lr 3e-3, 197M tokens) fine-tuned on prose at lr {traj.config.train.lr:g}"
                  f" for {int(fine_steps[-1])} steps, {len(seeds)} seeds", fontsize=9)
     save(fig, out)
-    loss = np.asarray(metrics["test_loss"], float)
     rounded = lambda a: [round(float(v), 3) for v in a]  # noqa: E731
     print(json.dumps({"seeds": seeds, "copied_on_code": copies.tolist(),
                       "prose_loss_start_end": [rounded(loss[0]), rounded(loss[-1])],

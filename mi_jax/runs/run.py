@@ -196,8 +196,8 @@ def start_from(init_from, task, n_members: int, run_dir: Path | None = None,
     if init_members is not None:
         check(len(init_members) in (1, n_members), f"--init-members: {len(init_members)} members cannot start "
                                                    f"{n_members}: give one, or one per member")
-        bad = [i for i in init_members if not 0 <= i < base.n_members]
-        check(not bad, f"--init-members: the base has members 0-{base.n_members - 1}, not {bad[0] if bad else ''}")
+        bad = next((i for i in init_members if not 0 <= i < base.n_members), None)
+        check(bad is None, f"--init-members: the base has members 0-{base.n_members - 1}, not {bad}")
         source = list(init_members) * (n_members if len(init_members) == 1 else 1)
     elif base.n_members == 1:
         source = [0] * n_members
