@@ -67,6 +67,11 @@ def llc_numbers(steps, land, crit) -> dict:
             "flagged": int((~land["usable"]).sum())}
 
 
+def llc_at(steps, land, step) -> float | None:
+    """The LLC (member 0) at the checkpoint nearest `step`: the LLC may be estimated at every k-th one."""
+    return None if step is None else round(float(land["llc_mean"][int(np.argmin(np.abs(steps - step))), 0]), 2)
+
+
 def head_index(label: str) -> tuple[int, int]:
     """"L1H0" -> (1, 0)."""
     layer, head = label[1:].split("H")
@@ -96,9 +101,8 @@ def grokking(run_dir: Path, out: Path) -> dict:
     axes[0].set_title(f"{run_dir.name}: LLC (dotted: its critical points) and progress measures; "
                       "phase lines: memorised, cleanup, generalised", fontsize=8)
     save(fig, out)
-    # at the LLC's checkpoint nearest each phase's step (the LLC may be estimated at every k-th checkpoint)
-    at = lambda s: round(float(land["llc_mean"][int(np.argmin(np.abs(steps - s))), 0]), 2) if s is not None else None  # noqa: E731
-    return {"phases": phases, "llc_at_phases": {k: at(v) for k, v in phases.items()}, **llc_numbers(steps, land, crit),
+    return {"phases": phases, "llc_at_phases": {k: llc_at(steps, land, v) for k, v in phases.items()},
+            **llc_numbers(steps, land, crit),
             "hessian_top_last": round(float(land["hessian_top"][-1, 0, 0]), 2)}
 
 
@@ -158,10 +162,10 @@ def language(run_dir: Path, out: Path) -> dict:
     axes[0].set_title(f"{run_dir.name}, seed {seed}: LLC (dotted: its critical points); blue: the bigram KL's fastest "
                       "fall; shaded: the induction attention's 10-90% window", fontsize=8)
     save(fig, out)
-    at = lambda s: round(float(land["llc_mean"][int(np.argmin(np.abs(steps - s))), 0]), 2)  # noqa: E731
     return {"seed": seed, "bigram_step": stage["bigram_step"], "context_step": stage["context_step"],
             "text_induction_window": text["window"], "icl_step": stage["icl_step"],
-            "llc_at_bigram_step": at(stage["bigram_step"]), "llc_at_window": [at(s) for s in text["window"]],
+            "llc_at_bigram_step": llc_at(steps, land, stage["bigram_step"]),
+            "llc_at_window": [llc_at(steps, land, s) for s in text["window"]],
             **llc_numbers(steps, land, crit)}
 
 
