@@ -39,7 +39,7 @@ def _peer_python() -> str | None:
         return f"no {PEER_PY} and no {setup} to build it"
     build = subprocess.run(["bash", str(setup)], capture_output=True, text=True)
     if build.returncode != 0 or not PEER_PY.exists():
-        return f"could not build {PEER_PY.parent.parent}: {_last_line(build.stderr)}"
+        return f"could not build the TransformerLens venv ({setup.name}): {_last_line(build.stderr)}"
     return None
 
 
@@ -62,7 +62,7 @@ def setup_devinterp() -> str | None:
                 [str(DEVINTERP_PY), "-c", DEVINTERP_CHECK]):
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            return f"could not build {venv}: {_last_line(done.stderr)}"
+            return f"could not build the devinterp venv: {_last_line(done.stderr)}"
     return None
 
 

@@ -169,3 +169,32 @@ def test_an_unverified_load_names_a_missing_snapshot_when_it_is_read(tmp_path):
     np.testing.assert_array_equal(traj.at(2)["b_U"], flat["b_U"][2, 0])
     with pytest.raises(mj.CheckpointError, match="b_U.*missing"):
         traj.at(1)
+
+
+def test_an_analysis_out_of_device_memory_halves_its_chunk_until_it_fits(monkeypatch):
+    """A device that cannot hold 16 checkpoints' activations (16 x 8 members of a 512-token model on a
+    GPU shared by four processes did not) gets 8, 4, ...: the same results, one warning a halving."""
+    from mi_jax.analysis import core
+
+    flat = random_series(5, 2, seed=4)
+    measures = {"bias": lambda p, _: p["b_U"].max()}
+    tried = []
+    map_over_time = core._map_over_time
+
+    def small_device(per_time, params, extra, chunk_size, block_bytes, fits=2):
+        tried.append(chunk_size)
+        if chunk_size > fits:
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 67.12GiB")
+        return map_over_time(per_time, params, extra, chunk_size, block_bytes)
+
+    expected = analyze_params(unflatten(flat), measures, chunk_size=1)
+    monkeypatch.setattr(core, "_map_over_time", small_device)
+    with pytest.warns(UserWarning, match="out of device memory; trying again with 2 checkpoint"):
+        out = analyze_params(unflatten(flat), measures, chunk_size=8)
+    assert tried == [8, 4, 2]
+    np.testing.assert_allclose(out["bias"], expected["bias"])
+    tried.clear()  # a device too small for one checkpoint: its error, once nothing is left to halve
+    monkeypatch.setattr(core, "_map_over_time", lambda *args: small_device(*args, fits=0))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="RESOURCE_EXHAUSTED"), pytest.warns(UserWarning):
+        analyze_params(unflatten(flat), measures, chunk_size=4)
+    assert tried == [4, 2, 1]

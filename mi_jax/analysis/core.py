@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -104,7 +105,7 @@ def analyze_params(
         d, mine = _restored((data, own), lifted)
         return jax.vmap(lambda q, m: one(q, m, d))(p, mine) if member_axis else one(p, {}, d)
 
-    return _map_over_time(per_time, params, leaves, chunk_size or default_chunk_size(), block_bytes)
+    return _map_fitting_memory(per_time, params, leaves, chunk_size or default_chunk_size(), block_bytes)
 
 
 LIFT_SIZE = 1024  # data arrays of at least this many elements are passed to the program, the rest compiled in
@@ -143,6 +144,22 @@ def _block_len(params: dict, n_time: int, n_dev: int, chunk_size: int, block_byt
     n_units = -(-n_time // unit)
     n_blocks = -(-n_units // most)
     return unit * -(-n_units // n_blocks)  # blocks as even as can be: the last one's padding stays small
+
+
+def _map_fitting_memory(per_time: Callable, params: dict, extra: list, chunk_size: int,
+                        block_bytes: int = STREAM_BYTES) -> dict[str, np.ndarray]:
+    """`_map_over_time`, the chunk of checkpoints halved (with a warning) for as long as the device runs out of
+    memory: 16 checkpoints of a large model's activations (long contexts, a wide vocabulary, many members) may
+    not fit, or a device shared with other processes may hold less than its size."""
+    while True:
+        try:
+            return _map_over_time(per_time, params, extra, chunk_size, block_bytes)
+        except jax.errors.JaxRuntimeError as error:
+            if "RESOURCE_EXHAUSTED" not in str(error) or chunk_size <= 1:
+                raise
+            chunk_size //= 2
+            warnings.warn(f"the analysis ran out of device memory; trying again with {chunk_size} checkpoint(s) a batch",
+                          stacklevel=2)
 
 
 def _map_over_time(per_time: Callable, params: dict, extra: list, chunk_size: int,
