@@ -212,7 +212,7 @@ def test_context_gain_is_zero_for_a_model_that_reads_only_the_previous_token():
 
     task = make_task(tiny_language())
     data = {k: np.asarray(v) for k, v in measures.probe_data(task).items()}
-    losses = measures.make_measures(task)["losses"]
+    losses = measures.make_measures(task)["text"]
     params = task.init_params(jax.random.key(0))
     assert abs(float(losses(params, data)["context_gain"])) > 1e-4  # at init the heads and positions move the logits
     silenced = lambda path, x: np.zeros_like(x) if leaf_name(path).split(".")[-1] in ("W_pos", "W_O") else x  # noqa: E731
@@ -223,6 +223,8 @@ def test_context_gain_is_zero_for_a_model_that_reads_only_the_previous_token():
 
 def test_repeated_text_scores_a_copying_head_and_a_model_that_copies_nothing():
     from mi_jax.analysis import language as measures
+    from mi_jax.models import transformer as tfm
+    import jax.numpy as jnp
 
     task = make_task(tiny_language())
     data = {k: np.asarray(v) for k, v in measures.probe_data(task).items()}
@@ -231,7 +233,7 @@ def test_repeated_text_scores_a_copying_head_and_a_model_that_copies_nothing():
     assert text.shape == (task.cfg.n_eval, task.cfg.seq_len)
     np.testing.assert_array_equal(text[:, :half], text[:, half:])
     np.testing.assert_array_equal(text[:, :half], task.eval_tokens[:, :half])
-    repeated = measures.make_measures(task)["repeated_text"]
+    repeated = measures.make_measures(task)["text"]
     # every weight zero: uniform predictions (no gap between the copies) and uniform causal attention
     params = jax.tree.map(np.zeros_like, task.init_params(jax.random.key(0)))
     out = repeated(params, data)
@@ -239,6 +241,13 @@ def test_repeated_text_scores_a_copying_head_and_a_model_that_copies_nothing():
     uniform = np.mean(1.0 / (np.arange(half, 2 * half) + 1))
     np.testing.assert_allclose(np.asarray(out["text_induction"]), uniform, rtol=1e-5)
     assert out["text_induction"].shape == (2, 2)  # [layer, head]
+    # the first copy's loss is taken from the validation windows: the gap equals the one of a single pass
+    params = task.init_params(jax.random.key(1))
+    logits, _ = tfm.apply(params, jnp.asarray(text), task.model)
+    loss = np.asarray(lm.next_token_loss(logits[:, :-1], jnp.asarray(text[:, 1:])))
+    one_pass = loss[:, half:].mean() - loss[:, : half - 1].mean()
+    assert abs(one_pass) > 1e-3
+    np.testing.assert_allclose(float(repeated(params, data)["repeat_loss_gap"]), one_pass, rtol=1e-4, atol=1e-6)
 
 
 def test_the_onset_of_copying_is_where_the_repeat_gap_stays_below_the_threshold():

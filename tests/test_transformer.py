@@ -151,3 +151,18 @@ def test_shortformer_positions_reach_queries_and_keys_only():
     np.testing.assert_allclose(logits, reference, atol=1e-5)
     last, _ = apply(params, tokens, cfg, last_position_only=True)
     np.testing.assert_allclose(last[:, 0], logits[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_logits_at_some_positions_are_those_positions_of_the_full_logits(layer_norm):
+    cfg = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_vocab=11, n_ctx=9, d_mlp=None, layer_norm=layer_norm)
+    params = init_params(cfg, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (3, 8), 0, 11)
+    names = ["blocks.1.attn.hook_pattern"]
+    logits, cache = apply(params, tokens, cfg, cache=names)
+    part, part_cache = apply(params, tokens, cfg, cache=names, logit_positions=slice(4, -1))
+    assert part.shape == (3, 3, 11)
+    np.testing.assert_allclose(part, logits[:, 4:-1], atol=1e-5)
+    np.testing.assert_array_equal(part_cache[names[0]], cache[names[0]])  # the layers still see every position
+    with pytest.raises(ConfigError, match="not both"):
+        apply(params, tokens, cfg, last_position_only=True, logit_positions=slice(4, None))

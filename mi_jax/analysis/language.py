@@ -87,48 +87,56 @@ def one_token_log_probs(params: dict, model: tfm.TransformerConfig, hooks=None) 
     return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
 
 
-def ngram_distances(params: dict, data: dict, model: tfm.TransformerConfig, hooks=None) -> dict[str, jax.Array]:
-    """bigram_kl and unigram_kl (the module doc) from every token alone at position 0."""
-    log_q = one_token_log_probs(params, model, hooks)  # [a, b]
+def ngram_kl(log_q: jax.Array, data: dict) -> dict[str, jax.Array]:
+    """bigram_kl and unigram_kl (the module doc) of the model's bigram table log_q [a, b]."""
     p_a = data["unigram"]
     return {"bigram_kl": jnp.sum(p_a * kl_rows(data["bigram"], log_q)),
             "unigram_kl": jnp.sum(p_a * kl_rows(data["unigram"][None], log_q))}
 
 
+def ngram_distances(params: dict, data: dict, model: tfm.TransformerConfig, hooks=None) -> dict[str, jax.Array]:
+    """bigram_kl and unigram_kl (the module doc) from every token alone at position 0."""
+    return ngram_kl(one_token_log_probs(params, model, hooks), data)
+
+
 def make_measures(task) -> dict:
-    """{family: fn(params, data) -> {name: value}} over `probe_data(task)`, one forward pass each."""
+    """{family: fn(params, data) -> {name: value}} over `probe_data(task)`. The `text` family computes the
+    validation, one-token and repeated-text measures together, sharing what they can: one bigram table for the
+    n-gram distances and the context gain, and the validation loss as the loss on the repeat's first copy (the
+    validation windows' first half, which a causal model reads alike), so the repeat alone is unembedded."""
     cfg, model, hooks = task.cfg, task.model, task.hooks
     span = cfg.seq_len // 2
 
-    def losses(params, data):
+    def text(params, data):
         windows = data["validation"]
         loss = task_lib.window_loss(params, windows, model, hooks)  # [n, seq_len]
         mask = data["inductable"]
         position_loss = loss.mean(0)
-        own_bigram_loss = -one_token_log_probs(params, model, hooks)[windows[:, :-1], windows[:, 1:]]  # [n, seq_len]
+        log_q = one_token_log_probs(params, model, hooks)  # [a, b]
+        own_bigram_loss = -log_q[windows[:, :-1], windows[:, 1:]]  # [n, seq_len]
         return {"position_loss": position_loss, "icl_score": task_lib.icl_score(position_loss, cfg.early, cfg.late),
                 "inductable_loss": (loss * mask).sum() / jnp.maximum(mask.sum(), 1),
                 "other_loss": (loss * ~mask).sum() / jnp.maximum((~mask).sum(), 1),
-                "context_gain": (own_bigram_loss - loss).mean()}
+                "context_gain": (own_bigram_loss - loss).mean(), **ngram_kl(log_q, data),
+                **repeated_text(params, data["repeated_text"], loss)}
+
+    def repeated_text(params, tokens, validation_loss):
+        """tokens [n, 2 * half], the first half of each validation window twice; validation_loss [n, seq_len]."""
+        half = tokens.shape[1] // 2
+        names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.n_layers)]
+        # entry t - half: predicting token t + 1 of the repeat; the first copy's entries are validation_loss's
+        logits, cache = tfm.apply(params, tokens, model, cache=names, hooks=hooks, logit_positions=slice(half, -1))
+        repeat_loss = task_lib.next_token_loss(logits, tokens[:, half + 1:])
+        induction = [ind.offset_score(cache[name][:, None], np.arange(half, 2 * half), half - 1) for name in names]
+        return {"text_induction": jnp.concatenate(induction),
+                "repeat_loss_gap": repeat_loss.mean() - validation_loss[:, : half - 1].mean()}
 
     def attention(params, data):
         layer_patterns, _ = ind.attention_cache(params, data["probe"], model, hooks)
         per_layer = [ind.head_scores(pattern[:, None], data["probe"], span) for pattern in layer_patterns]
         return {k: jnp.concatenate([scores[k] for scores in per_layer]) for k in ind.HEAD_SCORES}
 
-    def repeated_text(params, data):
-        tokens = data["repeated_text"]  # [n, 2 * half]
-        half = tokens.shape[1] // 2
-        names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.n_layers)]
-        logits, cache = tfm.apply(params, tokens, model, cache=names, hooks=hooks)
-        loss = task_lib.next_token_loss(logits[:, :-1], tokens[:, 1:])  # entry t: predicting token t + 1
-        induction = [ind.offset_score(cache[name][:, None], np.arange(half, 2 * half), half - 1) for name in names]
-        return {"text_induction": jnp.concatenate(induction),
-                "repeat_loss_gap": loss[:, half:].mean() - loss[:, : half - 1].mean()}
-
-    measures = {"losses": losses, "attention": attention, "repeated_text": repeated_text,
-                "ngrams": lambda p, d: ngram_distances(p, d, model, hooks),
-                "ov": lambda p, d: {"ov_circuit": ind.ov_circuit(p)}}
+    measures = {"text": text, "attention": attention, "ov": lambda p, d: {"ov_circuit": ind.ov_circuit(p)}}
     if model.n_layers >= 2:
         measures["composition"] = lambda p, d: {f"{k}_composition": v for k, v in ind.composition_scores(p).items()}
     return measures

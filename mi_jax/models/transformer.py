@@ -273,6 +273,7 @@ def apply(
     cache: Iterable[str] | str = (),
     hooks: dict[str, Callable] | None = None,
     last_position_only: bool = False,
+    logit_positions: slice | None = None,
     fast: bool = True,
 ):
     """Run the transformer. Pure: works under jit, vmap, scan and grad.
@@ -283,6 +284,9 @@ def apply(
     `last_position_only`: compute queries, MLP and unembedding of the *last layer* at the
     final position only (logits [batch, 1, vocab_out]); the training fast path for tasks
     scored at the last token. The earlier layers still run at every position.
+    `logit_positions`: the final layer norm and the unembedding at these positions only (logits
+    [batch, len(positions), vocab_out]): the rest of the model runs at every position; for measures
+    that score a part of a sequence, the unembedding being the costly product at a large vocabulary.
     `fast=False` runs the reference computation only (no `fast` CPU paths): the same values.
     """
     hk = _Hooks(cache, hooks)
@@ -290,6 +294,7 @@ def apply(
         not (last_position_only and hk.active),
         "last_position_only is a training fast path and takes no hooks or cache",
     )
+    check(not (last_position_only and logit_positions is not None), "give last_position_only or logit_positions, not both")
     n_pos = tokens.shape[-1]
     check(n_pos <= cfg.n_ctx, f"sequence length {n_pos} exceeds model.n_ctx={cfg.n_ctx}")
     act = ACTIVATIONS[cfg.act_fn]
@@ -323,6 +328,8 @@ def apply(
             post = hk(f"{name}.mlp.hook_post", act(pre))
             resid = resid + hk(f"{name}.hook_mlp_out", post @ m["W_out"] + m["b_out"])
         resid = hk(f"{name}.hook_resid_post", resid)
+    if logit_positions is not None:
+        resid = resid[:, logit_positions]
     if cfg.layer_norm:
         resid = hk("ln_final.hook_normalized", _layer_norm(resid, params["ln_final"]))
     # float32 at least: a bfloat16 forward pass (train.compute_dtype) takes its log-softmax in float32
