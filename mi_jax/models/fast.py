@@ -23,13 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mi_jax.models.ops import ACTIVATIONS, causal_mask
+from mi_jax.models.ops import ACTIVATIONS, causal_mask, dense
 
 
 def project(x, W, b):
     """x [batch, pos, d_model] @ W [head, d_model, d_head] -> [batch, pos, head, d_head], as one 2-D matmul."""
     n_head, d_model, d_head = W.shape
-    flat = x.reshape(-1, d_model) @ W.transpose(1, 0, 2).reshape(d_model, n_head * d_head)
+    flat = dense(x, W.transpose(1, 0, 2).reshape(d_model, n_head * d_head))
     return flat.reshape(*x.shape[:-1], n_head, d_head) + b
 
 

@@ -41,7 +41,7 @@ from flax import nnx
 
 from mi_jax.config import check, check_name
 from mi_jax.models import fast as fast_paths
-from mi_jax.models.ops import ACTIVATIONS, causal_mask
+from mi_jax.models.ops import ACTIVATIONS, causal_mask, dense
 
 ActFn = Literal["relu", "gelu", "silu"]
 
@@ -262,7 +262,7 @@ def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str, fast: bool,
     if hk.wants(f"{name}.hook_result"):
         result = hk(f"{name}.hook_result", jnp.einsum("bqhe,hed->bqhd", z, p["W_O"]))
         return result.sum(2) + p["b_O"]
-    return z.reshape(*z.shape[:2], -1) @ p["W_O"].reshape(-1, p["W_O"].shape[-1]) + p["b_O"]
+    return dense(z.reshape(*z.shape[:2], -1), p["W_O"].reshape(-1, p["W_O"].shape[-1])) + p["b_O"]
 
 
 def apply(
@@ -324,16 +324,16 @@ def apply(
             resid = hk(f"{name}.hook_resid_mid", resid)
             x = hk(f"{name}.ln2.hook_normalized", _layer_norm(resid, p["ln2"])) if cfg.layer_norm else resid
             m = p["mlp"]
-            pre = hk(f"{name}.mlp.hook_pre", x @ m["W_in"] + m["b_in"])
+            pre = hk(f"{name}.mlp.hook_pre", dense(x, m["W_in"]) + m["b_in"])
             post = hk(f"{name}.mlp.hook_post", act(pre))
-            resid = resid + hk(f"{name}.hook_mlp_out", post @ m["W_out"] + m["b_out"])
+            resid = resid + hk(f"{name}.hook_mlp_out", dense(post, m["W_out"]) + m["b_out"])
         resid = hk(f"{name}.hook_resid_post", resid)
     if logit_positions is not None:
         resid = resid[:, logit_positions]
     if cfg.layer_norm:
         resid = hk("ln_final.hook_normalized", _layer_norm(resid, params["ln_final"]))
     # float32 at least: a bfloat16 forward pass (train.compute_dtype) takes its log-softmax in float32
-    logits = hk("logits", (resid @ params["W_U"] + params["b_U"]).astype(jnp.promote_types(resid.dtype, jnp.float32)))
+    logits = hk("logits", (dense(resid, params["W_U"]) + params["b_U"]).astype(jnp.promote_types(resid.dtype, jnp.float32)))
     return logits, hk.finish(cfg)
 
 
