@@ -189,9 +189,10 @@ def test_an_analysis_out_of_device_memory_halves_its_chunk_until_it_fits(monkeyp
 
     expected = analyze_params(unflatten(flat), measures, chunk_size=1)
     monkeypatch.setattr(core, "_map_over_time", small_device)
-    with pytest.warns(UserWarning, match="out of device memory; trying again with 2 checkpoint"):
+    with pytest.warns(UserWarning) as warned:
         out = analyze_params(unflatten(flat), measures, chunk_size=8)
     assert tried == [8, 4, 2]
+    assert [str(w.message).split("; ")[1] for w in warned] == [f"trying again with {n} checkpoint(s) a batch" for n in (4, 2)]
     np.testing.assert_allclose(out["bias"], expected["bias"])
     tried.clear()  # a device too small for one checkpoint: its error, once nothing is left to halve
     monkeypatch.setattr(core, "_map_over_time", lambda *args: small_device(*args, fits=0))
