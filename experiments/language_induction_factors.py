@@ -57,9 +57,14 @@ def main(factors_dir: Path, lr_sweep: Path) -> None:
         base = point(lr_sweep / "program_0", budget, lr=1e-2)
         for key, value in BASE.items():
             points[key][float(value)] = base
+    if budget is None:
+        sys.exit(f"no analysed factor programs under {factors_dir} (run language_induction_factors.sh first)")
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), sharey=True)
     for ax, (key, by_value) in zip(axes, points.items()):
         values = sorted(by_value)
+        if not values:  # a key this map did not vary
+            ax.set_visible(False)
+            continue
         for v in values:
             p = by_value[v]
             never = p["seeds"] - len(p["onsets_M_tokens"])
@@ -70,7 +75,7 @@ def main(factors_dir: Path, lr_sweep: Path) -> None:
                             ha="center", fontsize=7)
         medians = [by_value[v]["median_M_tokens"] for v in values]
         ax.plot([v for v, m in zip(values, medians) if m is not None], [m for m in medians if m is not None],
-                color="k", lw=1, marker="_", ms=14, label="median of 8 seeds")
+                color="k", lw=1, marker="_", ms=14, label="median over the seeds")
         ax.axvline(BASE[key], color="grey", lw=0.6, ls=":")
         ax.set_xscale("log", base=2)
         ax.set(xlabel=LABEL[key], xticks=values, xticklabels=[f"{v:g}" for v in values], ylim=(0, budget * 1.15),
