@@ -19,6 +19,7 @@ from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.io.series import read_index
 from mi_jax.tasks.grokking import GrokkingTask
 from mi_jax.training import loop
+from mi_jax.training.chunk import draw
 from mi_jax.training.optimizer import make_optimizer
 
 
@@ -51,8 +52,7 @@ def step_flops(task) -> float:
         return jax.tree.map(jnp.add, params, updates), opt_state
 
     params = task.init_params(jax.random.key(0))
-    shared = getattr(task, "shared_data", None)  # a language task draws its windows from a device array
-    batch = task.batch(jax.random.key(0), jnp.int32(0), *([shared] if shared is not None else []))
+    batch = draw(task, getattr(task, "shared_data", None), jax.random.key(0), jnp.int32(0))
     cost = jax.jit(step).lower(params, tx.init(params), batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))

@@ -43,6 +43,7 @@ from mi_jax.analysis.sae import SAEConfig
 from mi_jax.config import ConfigError, check, check_name
 from mi_jax.models.fast import rough_mean
 from mi_jax.tasks import make_task
+from mi_jax.training.chunk import draw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,11 +125,6 @@ def task_shared(task):
     """The task's shared data (a corpus) as device arrays, or None."""
     shared = getattr(task, "shared_data", None)
     return jax.tree.map(jnp.asarray, shared) if shared else None
-
-
-def draw(task, shared, key: jax.Array, step) -> object:
-    """A training batch of the task at (key, step); `shared`: its shared data (a corpus), or None."""
-    return task.batch(key, step, shared) if shared else task.batch(key, step)
 
 
 def capture(task, params: dict, batch, hook: str) -> jax.Array:

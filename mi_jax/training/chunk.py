@@ -5,6 +5,7 @@ jits (vmapped over members for an ensemble or a sweep program).
     run_segments(program, state, acc, seed_key, v, lengths, evaluations)
                                                          -> (state, acc, metrics [slot], params [slot, ...])
     evaluate(program, params, v)                         -> {name: scalar}
+    draw(task, shared, key, step)                        -> a training batch, outside a chunk
 
 A *chunk* is a scan over `slots` segments. Segment i runs `lengths[i]` optimiser steps (0: an unused
 slot) in a `fori_loop`, then evaluates if `evaluations[i]`, and emits the params after it: the loop
@@ -48,6 +49,11 @@ class Program:
     per_member_task: bool
     shared: bool
     batch_sharding: NamedSharding | None
+
+
+def draw(task, shared, key: jax.Array, step) -> object:
+    """A training batch of the task at (key, step) outside a chunk; `shared`: its shared data (a corpus), or None."""
+    return task.batch(key, step, shared) if shared else task.batch(key, step)
 
 
 def _task(program: Program, name: str):

@@ -12,6 +12,7 @@ multiple of the devices (the copies are computed like it, never saved or reporte
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -20,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mi_jax.config import check
+from mi_jax.training import chunk
 from mi_jax.training.config import TrainConfig
 
 
@@ -67,7 +69,7 @@ def _split(task, tc: TrainConfig, n_members: int | None) -> int:
     if n_members:
         return tc.devices or (count if several_processes else min(count, n_members))
     shared = getattr(task, "shared_data", None)
-    batch = jax.eval_shape(task.batch, jax.random.key(0), jnp.zeros((), jnp.int32), *([shared] if shared else []))
+    batch = jax.eval_shape(functools.partial(chunk.draw, task), shared, jax.random.key(0), jnp.zeros((), jnp.int32))
     size = math.gcd(*(leaf.shape[0] for leaf in jax.tree.leaves(batch)))
     if tc.devices or several_processes:  # every process must hold a share: no smaller split
         n = tc.devices or count
