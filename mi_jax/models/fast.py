@@ -39,7 +39,7 @@ def last_query_attention(p, q, k, v):
     scores = (q * k).sum(-1) / math.sqrt(q.shape[-1])  # [batch, key_pos, head]
     pattern = jax.nn.softmax(scores, axis=1)
     z = (pattern[..., None] * v).sum(1, keepdims=True)  # [batch, 1, head, d_head]
-    return z.reshape(z.shape[0], 1, -1) @ p["W_O"].reshape(-1, p["W_O"].shape[-1]) + p["b_O"]
+    return dense(z.reshape(z.shape[0], 1, -1), p["W_O"].reshape(-1, p["W_O"].shape[-1])) + p["b_O"]
 
 
 def first_layer_last_query(params, tokens):
