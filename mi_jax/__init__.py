@@ -62,6 +62,7 @@ _NAMES = {
     "TransformerConfig": ("mi_jax.models.transformer", "TransformerConfig"),
     "HookedTransformer": ("mi_jax.models.transformer", "HookedTransformer"),
     "apply": ("mi_jax.models.transformer", "apply"),
+    "label_loss": ("mi_jax.models.transformer", "label_loss"),
     "init_params": ("mi_jax.models.transformer", "init_params"),
     "hook_names": ("mi_jax.models.transformer", "hook_names"),
 }
@@ -109,7 +110,8 @@ if TYPE_CHECKING:  # what the names are, for editors and type checkers
     from mi_jax.config import ConfigError, override
     from mi_jax.demo import demo
     from mi_jax.io import CheckpointError
-    from mi_jax.models.transformer import HookedTransformer, TransformerConfig, apply, hook_names, init_params
+    from mi_jax.models.transformer import (HookedTransformer, TransformerConfig, apply, hook_names, init_params,
+                                          label_loss)
     from mi_jax.presets import load as load_preset
     from mi_jax.reports import analyze_run
     from mi_jax.reports.llc import llc_run

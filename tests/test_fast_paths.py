@@ -75,6 +75,49 @@ def test_hooked_attention_in_the_fast_orientation_equals_the_reference(name):
     close(fast_grads, ref_grads, 1e-4)
 
 
+def test_attention_in_query_blocks_equals_the_reference():
+    # 131 positions: two uneven blocks of queries (65, 66); the pattern cached, not edited, comes from the
+    # blocks too, 0 at the future keys as the reference's softmax gives
+    cfg = mj.TransformerConfig(n_layers=2, d_model=24, n_heads=3, n_ctx=132, d_vocab=11, d_mlp=None)
+    params = mj.init_params(cfg, jax.random.key(2))
+    tokens = jax.random.randint(jax.random.key(4), (2, 131), 0, cfg.d_vocab)
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
+
+    def run(p, is_fast, **kw):
+        logits, cache = mj.apply(p, tokens, cfg, fast=is_fast, **kw)
+        return jax.nn.log_softmax(logits).mean() + sum(v.mean() for v in cache.values()), (logits, cache)
+
+    for kw in ({}, {"cache": names}):
+        (_, (ref_logits, ref_cache)), ref_grads = jax.value_and_grad(lambda p: run(p, False, **kw), has_aux=True)(params)
+        (_, (fast_logits, fast_cache)), fast_grads = jax.value_and_grad(lambda p: run(p, True, **kw), has_aux=True)(params)
+        close(fast_logits, ref_logits, 1e-5)
+        close(fast_cache, ref_cache, 1e-6)
+        close(fast_grads, ref_grads, 1e-5)
+    assert sorted(fast_cache) == names and (np.asarray(fast_cache[names[0]])[:, :, 0, 1:] == 0).all()
+
+
+def test_the_loss_unembedded_in_blocks_of_rows_equals_the_loss_of_the_whole_logits(monkeypatch):
+    from mi_jax.models import ops
+
+    monkeypatch.setattr(ops, "BLOCK_LOGITS", 1000)  # 37 rows x 100 logits: 4 blocks of 10 rows, 3 of them padding
+    keys = jax.random.split(jax.random.key(0), 4)
+    x, W, b = (jax.random.normal(k, shape) for k, shape in zip(keys, [(37, 8), (8, 100), (100,)]))
+    labels = jax.random.randint(keys[3], (37,), 0, 100)
+    whole = lambda x, W, b: ops.cross_entropy(x @ W + b, labels)  # noqa: E731
+    blocked = lambda x, W, b: ops.unembedded_cross_entropy(x, W, b, labels)  # noqa: E731
+    assert "scan" in str(jax.make_jaxpr(blocked)(x, W, b))  # the blocks are mapped in turn
+    expected = -jnp.take_along_axis(jax.nn.log_softmax(x @ W + b), labels[:, None], 1)[:, 0]
+    close(whole(x, W, b), expected, 1e-6)
+    close(blocked(x, W, b), expected, 1e-6)
+    close(jax.grad(lambda *a: blocked(*a).sum(), (0, 1, 2))(x, W, b), jax.grad(lambda *a: whole(*a).sum(), (0, 1, 2))(x, W, b), 1e-5)
+    # the model's label_loss: the cross-entropy of `apply`'s logits, the last positions only where asked
+    cfg, params = model(**CONFIGS["attention only, 2 layers"])
+    tokens = jax.random.randint(keys[3], (12, 6), 0, cfg.d_vocab)
+    logits, _ = mj.apply(params, tokens, cfg)
+    loss, _ = mj.label_loss(params, tokens, tokens[:, 3:] % cfg.d_vocab_out, cfg, logit_positions=slice(3, None))
+    close(loss, ops.cross_entropy(logits[:, 3:], tokens[:, 3:] % cfg.d_vocab_out), 1e-5)
+
+
 def test_grid_forward_equals_the_reference_forward_on_every_modular_input():
     cfg = mj.GrokkingConfig(p=13, model=mj.TransformerConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64))
     params = mj.init_params(cfg.transformer, jax.random.key(1))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mi_jax import ConfigError, TransformerConfig, apply, hook_names, init_params
+from mi_jax import ConfigError, TransformerConfig, apply, hook_names, init_params, label_loss
 
 CFG = TransformerConfig(n_layers=2, d_model=24, n_heads=3, d_head=8, d_mlp=40, layer_norm=True, n_ctx=7, d_vocab=11, d_vocab_out=9)
 B, P = 4, 6
@@ -166,3 +166,28 @@ def test_logits_at_some_positions_are_those_positions_of_the_full_logits(layer_n
     np.testing.assert_array_equal(part_cache[names[0]], cache[names[0]])  # the layers still see every position
     with pytest.raises(ConfigError, match="not both"):
         apply(params, tokens, cfg, last_position_only=True, logit_positions=slice(4, None))
+
+
+@pytest.mark.parametrize("positional_embedding", ["learned", "shortformer"])
+def test_a_run_continued_from_past_keys_and_values_is_the_tail_of_the_whole_run(positional_embedding):
+    cfg = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_vocab=11, n_ctx=9, d_mlp=32, layer_norm=True,
+                            positional_embedding=positional_embedding)
+    params = init_params(cfg, jax.random.key(0))
+    params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(1), x.shape), params)
+    tokens = jax.random.randint(jax.random.key(2), (3, 8), 0, 11)
+    kv = [f"blocks.{layer}.attn.hook_{x}" for layer in range(2) for x in "kv"]
+    pattern = "blocks.1.attn.hook_pattern"
+    logits, cache = apply(params, tokens, cfg, cache=kv + [pattern])
+    past = [(cache[f"blocks.{layer}.attn.hook_k"][:, :5], cache[f"blocks.{layer}.attn.hook_v"][:, :5]) for layer in range(2)]
+    for fast in (True, False):
+        rest, rest_cache = apply(params, tokens[:, 5:], cfg, cache=[pattern], past=past, fast=fast)
+        np.testing.assert_allclose(rest, logits[:, 5:], atol=1e-5)
+        assert rest_cache[pattern].shape == (3, 2, 3, 8)  # the new queries over every key
+        np.testing.assert_allclose(rest_cache[pattern], cache[pattern][:, :, 5:], atol=1e-6)
+    loss, _ = label_loss(params, tokens[:, 5:], tokens[:, 5:], cfg, past=past, logit_positions=slice(0, None))
+    expected = jax.nn.logsumexp(logits[:, 5:], -1) - jnp.take_along_axis(logits[:, 5:], tokens[:, 5:, None], -1)[..., 0]
+    np.testing.assert_allclose(loss, expected, atol=1e-5)
+    with pytest.raises(ConfigError, match="sequence length 10 exceeds model.n_ctx=9"):
+        apply(params, tokens[:, :5], cfg, past=past)
+    with pytest.raises(ConfigError, match="past gives keys and values for 1 of the model's 2 layers"):
+        apply(params, tokens[:, 5:], cfg, past=past[:1])

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mi_jax.models import transformer as tfm
+from mi_jax.models.ops import cross_entropy
 from mi_jax.trees import flatten
 
 NOISE = 1e-5  # a loss change within this fraction of the losses is float32 rounding: nothing to undo (nan)
@@ -130,10 +131,8 @@ def eval_set(task, max_examples: int | None = 1024) -> EvalSet | None:
         tokens = np.asarray(task.eval_tokens[cut])
         return EvalSet(tokens, lambda logits: per_token_loss(logits, jnp.asarray(tokens)).mean())
     if kind == "language":
-        from mi_jax.tasks.language import next_token_loss
-
         windows = np.asarray(task.eval_tokens[cut])  # [batch, seq_len + 1]: inputs, then each input's next token
-        return EvalSet(windows[:, :-1], lambda logits: next_token_loss(logits, jnp.asarray(windows[:, 1:])).mean())
+        return EvalSet(windows[:, :-1], lambda logits: cross_entropy(logits, jnp.asarray(windows[:, 1:])).mean())
     return None
 
 

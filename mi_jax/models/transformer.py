@@ -41,7 +41,7 @@ from flax import nnx
 
 from mi_jax.config import check, check_name
 from mi_jax.models import fast as fast_paths
-from mi_jax.models.ops import ACTIVATIONS, causal_mask, dense
+from mi_jax.models.ops import ACTIVATIONS, causal_mask, cross_entropy, dense, unembedded_cross_entropy
 
 ActFn = Literal["relu", "gelu", "silu"]
 
@@ -197,6 +197,10 @@ class _Hooks:
     def wants(self, name: str) -> bool:
         return self.cache_all or name in self.wanted or name in self.hooks
 
+    def edits(self, name: str) -> bool:
+        """Whether a user hook may change this activation (not only cache it)."""
+        return name in self.hooks
+
     @property
     def active(self) -> bool:
         """Whether anything is hooked or cached at all."""
@@ -229,9 +233,10 @@ def _layer_norm(x, ln):
     return x / scale * ln["w"] + ln["b"]
 
 
-def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str, fast: bool, x_k=None):
+def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str, fast: bool, x_k=None, past=None):
     """Multi-head attention: x_q [batch, pos, d_model] queries, x_kv [batch, key_pos, d_model] keys and
-    values (x_k: the keys' input where it differs from the values', as with shortformer positions)
+    values (x_k: the keys' input where it differs from the values', as with shortformer positions;
+    past: (k, v) [batch, n_past, head, d_head] of earlier positions, put before the keys and values)
     -> the attention output [batch, pos, d_model].
 
         q = x_q W_Q + b_Q,  k = x_k W_K + b_K,  v = x_kv W_V + b_V           [batch, pos, head, d_head]
@@ -245,11 +250,16 @@ def _attention(p, x_q, x_kv, *, causal: bool, hk: _Hooks, name: str, fast: bool,
     q = hk(f"{name}.hook_q", project(x_q, p["W_Q"], p["b_Q"]))
     k = hk(f"{name}.hook_k", project(x_kv if x_k is None else x_k, p["W_K"], p["b_K"]))
     v = hk(f"{name}.hook_v", project(x_kv, p["W_V"], p["b_V"]))
+    if past is not None:
+        k, v = (jnp.concatenate([before, now], axis=1) for before, now in zip(past, (k, v)))
     scores_name, pattern_name = f"{name}.hook_attn_scores", f"{name}.hook_pattern"
     if fast and q.shape[1] == 1 and not hk.active:
         return fast_paths.last_query_attention(p, q, k, v)
-    if fast and (hk.wants(scores_name) or hk.wants(pattern_name)):
+    if fast and (hk.wants(scores_name) or hk.edits(pattern_name)):
         z = fast_paths.attend_hooked(q, k, v, causal, lambda s: hk(scores_name, s), lambda a: hk(pattern_name, a))
+    elif fast and hk.wants(pattern_name):  # cached only: in query blocks like `attend`
+        z, pattern = fast_paths.attend_with_pattern(q, k, v, causal)
+        hk(pattern_name, pattern)
     elif fast:
         z = fast_paths.attend(q, k, v, causal)
     else:
@@ -274,6 +284,7 @@ def apply(
     hooks: dict[str, Callable] | None = None,
     last_position_only: bool = False,
     logit_positions: slice | None = None,
+    past: list | None = None,
     fast: bool = True,
 ):
     """Run the transformer. Pure: works under jit, vmap, scan and grad.
@@ -287,30 +298,76 @@ def apply(
     `logit_positions`: the final layer norm and the unembedding at these positions only (logits
     [batch, len(positions), vocab_out]): the rest of the model runs at every position; for measures
     that score a part of a sequence, the unembedding being the costly product at a large vocabulary.
+    `past`: each layer's (k, v) [batch, n_past, head, d_head] for the positions before `tokens` (an earlier
+    run's `attn.hook_k` / `hook_v`, its first n_past positions): the tokens continue that sequence at
+    position n_past, their queries attending to those keys too (patterns [batch, head, pos, n_past + pos]);
+    hooks and cache see the new positions only.
     `fast=False` runs the reference computation only (no `fast` CPU paths): the same values.
     """
     hk = _Hooks(cache, hooks)
+    resid = _final_residual(params, tokens, cfg, hk, last_position_only, logit_positions, past, fast)
+    return _unembed(params, resid, hk), hk.finish(cfg)
+
+
+def label_loss(
+    params: dict,
+    tokens: jax.Array,
+    labels: jax.Array,
+    cfg: TransformerConfig,
+    *,
+    cache: Iterable[str] | str = (),
+    hooks: dict[str, Callable] | None = None,
+    logit_positions: slice | None = None,
+    past: list | None = None,
+    fast: bool = True,
+):
+    """The cross-entropy of `labels` under `apply`'s logits: tokens [batch, pos], labels [batch, n] for the
+    n positions unembedded (all, or `logit_positions`) -> (loss [batch, n] float32, cache); `past` as `apply`'s.
+
+    With `fast` and the logits neither hooked nor cached, the unembedding and the loss run together
+    (`ops.unembedded_cross_entropy`: on CPU in blocks of rows, the logits never written whole).
+    """
+    hk = _Hooks(cache, hooks)
+    resid = _final_residual(params, tokens, cfg, hk, False, logit_positions, past, fast)
+    if fast and not hk.wants("logits"):
+        loss = unembedded_cross_entropy(resid, params["W_U"], params["b_U"], labels)
+    else:
+        loss = cross_entropy(_unembed(params, resid, hk), labels)
+    return loss, hk.finish(cfg)
+
+
+def _unembed(params: dict, resid: jax.Array, hk: _Hooks) -> jax.Array:
+    # float32 at least: a bfloat16 forward pass (train.compute_dtype) takes its log-softmax in float32
+    return hk("logits", (dense(resid, params["W_U"]) + params["b_U"]).astype(jnp.promote_types(resid.dtype, jnp.float32)))
+
+
+def _final_residual(params, tokens, cfg, hk, last_position_only, logit_positions, past, fast) -> jax.Array:
+    """`apply` up to the unembedding: the residual stream after the final layer norm [batch, pos, d_model]
+    (the last position or `logit_positions` only, where asked)."""
     check(
         not (last_position_only and hk.active),
         "last_position_only is a training fast path and takes no hooks or cache",
     )
     check(not (last_position_only and logit_positions is not None), "give last_position_only or logit_positions, not both")
-    n_pos = tokens.shape[-1]
-    check(n_pos <= cfg.n_ctx, f"sequence length {n_pos} exceeds model.n_ctx={cfg.n_ctx}")
+    n_past, n_pos = (0 if past is None else past[0][0].shape[1]), tokens.shape[-1]
+    check(past is None or len(past) == cfg.n_layers,
+          f"past gives keys and values for {0 if past is None else len(past)} of the model's {cfg.n_layers} layers")
+    check(n_past + n_pos <= cfg.n_ctx, f"sequence length {n_past + n_pos} exceeds model.n_ctx={cfg.n_ctx}")
+    positions = slice(n_past, n_past + n_pos)
     act = ACTIVATIONS[cfg.act_fn]
     resid = hk("hook_embed", params["W_E"][tokens])
     shortformer = None
     if cfg.positional_embedding == "learned":
-        resid = resid + hk("hook_pos_embed", params["W_pos"][:n_pos])[None]
+        resid = resid + hk("hook_pos_embed", params["W_pos"][positions])[None]
     elif cfg.positional_embedding == "shortformer":  # added to every layer's query and key inputs only
-        shortformer = hk("hook_pos_embed", params["W_pos"][:n_pos])[None]
+        shortformer = hk("hook_pos_embed", params["W_pos"][positions])[None]
     for layer in range(cfg.n_layers):
         p, name = params["blocks"][layer], f"blocks.{layer}"
         last = last_position_only and layer == cfg.n_layers - 1
         resid = hk(f"{name}.hook_resid_pre", resid)
         x = hk(f"{name}.ln1.hook_normalized", _layer_norm(resid, p["ln1"])) if cfg.layer_norm else resid
         if (fast and last and layer == 0 and not cfg.layer_norm and tokens.shape[0] > cfg.d_vocab
-                and shortformer is None):
+                and shortformer is None and past is None):
             attn_out, resid = fast_paths.first_layer_last_query(params, tokens)
         else:
             x_k = None if shortformer is None else x + shortformer
@@ -318,7 +375,8 @@ def apply(
             x_q = x_q[:, -1:] if last else x_q
             if last:  # the last position attends to every key: no mask needed
                 resid = resid[:, -1:]
-            attn_out = _attention(p["attn"], x_q, x, causal=not last, hk=hk, name=f"{name}.attn", fast=fast, x_k=x_k)
+            attn_out = _attention(p["attn"], x_q, x, causal=not last, hk=hk, name=f"{name}.attn", fast=fast, x_k=x_k,
+                                  past=None if past is None else past[layer])
         resid = resid + hk(f"{name}.hook_attn_out", attn_out)
         if cfg.d_mlp is not None:
             resid = hk(f"{name}.hook_resid_mid", resid)
@@ -332,9 +390,7 @@ def apply(
         resid = resid[:, logit_positions]
     if cfg.layer_norm:
         resid = hk("ln_final.hook_normalized", _layer_norm(resid, params["ln_final"]))
-    # float32 at least: a bfloat16 forward pass (train.compute_dtype) takes its log-softmax in float32
-    logits = hk("logits", (dense(resid, params["W_U"]) + params["b_U"]).astype(jnp.promote_types(resid.dtype, jnp.float32)))
-    return logits, hk.finish(cfg)
+    return resid
 
 
 def hook_names(cfg: TransformerConfig) -> list[str]:

@@ -32,7 +32,7 @@ import numpy as np
 from mi_jax.config import check
 from mi_jax.io import corpus as corpus_lib
 from mi_jax.models import transformer as tfm
-from mi_jax.tasks.common import label_log_probs, merged_hooks, training_hooks, vector_hook_points
+from mi_jax.tasks.common import merged_hooks, training_hooks, vector_hook_points
 from mi_jax.training.config import TrainConfig
 from mi_jax.training.parallel import split_batch
 
@@ -182,16 +182,10 @@ def window_starts(key: jax.Array, n: int, stream_length: int, length: int) -> ja
     return jax.random.randint(key, (n,), 0, stream_length - length + 1)
 
 
-def next_token_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """logits [batch, pos, vocab], labels [batch, pos] -> the loss at each position [batch, pos]."""
-    return -label_log_probs(jax.nn.log_softmax(logits, axis=-1), labels)
-
-
 def window_loss(params: dict, tokens: jax.Array, model: tfm.TransformerConfig, hooks=None) -> jax.Array:
     """Windows [batch, seq_len + 1] -> the loss of predicting tokens 1.. from those before [batch, seq_len]
     (entry t - 1: token t)."""
-    logits, _ = tfm.apply(params, tokens[:, :-1], model, hooks=hooks)
-    return next_token_loss(logits, tokens[:, 1:])
+    return tfm.label_loss(params, tokens[:, :-1], tokens[:, 1:], model, hooks=hooks)[0]
 
 
 def icl_score(position_loss: jax.Array, early: int, late: int) -> jax.Array:
