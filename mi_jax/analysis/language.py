@@ -36,6 +36,7 @@ import numpy as np
 
 from mi_jax.analysis import induction as ind
 from mi_jax.models import transformer as tfm
+from mi_jax.models.fast import stored
 from mi_jax.tasks import induction as induction_task
 from mi_jax.tasks import language as task_lib
 
@@ -55,13 +56,17 @@ def inductable(windows: np.ndarray) -> np.ndarray:
 
 
 def ngram_statistics(stream: np.ndarray, vocab: int) -> dict[str, np.ndarray]:
-    """The stream's unigram p(a) [vocab] and bigram p(b | a) [vocab, vocab] (rows of unseen tokens uniform)."""
+    """The stream's unigram p(a) [vocab] and bigram p(b | a) [vocab, vocab] (rows of unseen tokens uniform),
+    and their entropies (scalars): the unigram's, and the bigram rows' weighted by p(a)."""
     stream = np.asarray(stream, np.int64)
     unigram = np.bincount(stream, minlength=vocab).astype(np.float64)
     pairs = np.bincount(stream[:-1] * vocab + stream[1:], minlength=vocab * vocab).reshape(vocab, vocab)
     rows = pairs.sum(1, keepdims=True)
-    bigram = np.where(rows > 0, pairs / np.maximum(rows, 1), 1.0 / vocab)
-    return {"unigram": (unigram / unigram.sum()).astype(np.float32), "bigram": bigram.astype(np.float32)}
+    unigram = (unigram / unigram.sum()).astype(np.float32)
+    bigram = np.where(rows > 0, pairs / np.maximum(rows, 1), 1.0 / vocab).astype(np.float32)
+    plogp = lambda p: np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(-1)  # noqa: E731  (float64)
+    return {"unigram": unigram, "bigram": bigram, "unigram_entropy": np.float32(-plogp(unigram.astype(np.float64))),
+            "bigram_entropy": np.float32(-unigram.astype(np.float64) @ plogp(bigram.astype(np.float64)))}
 
 
 def probe_data(task, n_probe: int = 32) -> dict[str, np.ndarray]:
@@ -76,22 +81,20 @@ def probe_data(task, n_probe: int = 32) -> dict[str, np.ndarray]:
             "repeated_text": np.concatenate([first_half, first_half], 1)}
 
 
-def kl_rows(p: jax.Array, log_q: jax.Array) -> jax.Array:
-    """KL(p || q) along the last axis, with 0 log 0 = 0: p [..., v], log_q [..., v] -> [...]."""
-    return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.where(p > 0, p, 1.0)) - log_q), 0.0), axis=-1)
-
-
 def one_token_log_probs(params: dict, model: tfm.TransformerConfig, hooks=None) -> jax.Array:
-    """The model's bigram table log q(b | a) [a, b]: every vocabulary token alone at position 0."""
+    """The model's bigram table log q(b | a) [a, b]: every vocabulary token alone at position 0. Stored
+    (`fast.stored`): the measures read it in several reductions, each of which XLA:CPU would otherwise
+    recompute it in (the table and its readers 20.6 -> 12.8 ms at vocab 2,048)."""
     logits, _ = tfm.apply(params, jnp.arange(model.d_vocab)[:, None], model, hooks=hooks)
-    return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
+    return stored(jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1))
 
 
 def ngram_kl(log_q: jax.Array, data: dict) -> dict[str, jax.Array]:
-    """bigram_kl and unigram_kl (the module doc) of the model's bigram table log_q [a, b]."""
+    """bigram_kl and unigram_kl (the module doc) of the model's bigram table log_q [a, b], each a cross-entropy
+    less the stream's entropy (`ngram_statistics`), so that no logarithm of the tables is taken per model."""
     p_a = data["unigram"]
-    return {"bigram_kl": jnp.sum(p_a * kl_rows(data["bigram"], log_q)),
-            "unigram_kl": jnp.sum(p_a * kl_rows(data["unigram"][None], log_q))}
+    return {"bigram_kl": -p_a @ (data["bigram"] * log_q).sum(-1) - data["bigram_entropy"],
+            "unigram_kl": -p_a @ (log_q @ p_a) - data["unigram_entropy"]}
 
 
 def ngram_distances(params: dict, data: dict, model: tfm.TransformerConfig, hooks=None) -> dict[str, jax.Array]:
@@ -102,32 +105,39 @@ def ngram_distances(params: dict, data: dict, model: tfm.TransformerConfig, hook
 def make_measures(task) -> dict:
     """{family: fn(params, data) -> {name: value}} over `probe_data(task)`. The `text` family computes the
     validation, one-token and repeated-text measures together, sharing what they can: one bigram table for the
-    n-gram distances and the context gain, and the validation loss as the loss on the repeat's first copy (the
-    validation windows' first half, which a causal model reads alike), so the repeat alone is unembedded."""
+    n-gram distances and the context gain, and the validation pass as the repeated text's first copy (the
+    validation windows' first half, which a causal model reads alike): its loss, and its keys and values, from
+    which the repeat alone is run."""
     cfg, model, hooks = task.cfg, task.model, task.hooks
     span = cfg.seq_len // 2
 
     def text(params, data):
         windows = data["validation"]
-        loss = task_lib.window_loss(params, windows, model, hooks)  # [n, seq_len]
+        kv = [f"blocks.{layer}.attn.hook_{x}" for layer in range(model.n_layers) for x in "kv"]
+        loss, cache = tfm.label_loss(params, windows[:, :-1], windows[:, 1:], model, cache=kv, hooks=hooks)  # [n, seq_len]
         mask = data["inductable"]
         position_loss = loss.mean(0)
         log_q = one_token_log_probs(params, model, hooks)  # [a, b]
         own_bigram_loss = -log_q[windows[:, :-1], windows[:, 1:]]  # [n, seq_len]
+        past = [(cache[f"blocks.{layer}.attn.hook_k"][:, :span], cache[f"blocks.{layer}.attn.hook_v"][:, :span])
+                for layer in range(model.n_layers)]
         return {"position_loss": position_loss, "icl_score": task_lib.icl_score(position_loss, cfg.early, cfg.late),
                 "inductable_loss": (loss * mask).sum() / jnp.maximum(mask.sum(), 1),
                 "other_loss": (loss * ~mask).sum() / jnp.maximum((~mask).sum(), 1),
                 "context_gain": (own_bigram_loss - loss).mean(), **ngram_kl(log_q, data),
-                **repeated_text(params, data["repeated_text"], loss)}
+                **repeated_text(params, data["repeated_text"][:, span:], past, loss)}
 
-    def repeated_text(params, tokens, validation_loss):
-        """tokens [n, 2 * half], the first half of each validation window twice; validation_loss [n, seq_len]."""
-        half = tokens.shape[1] // 2
+    def repeated_text(params, repeat, past, validation_loss):
+        """repeat [n, half]: the first half of each validation window again, after it (`past`: the validation
+        pass's keys and values there, a causal model's same for the same tokens at the same positions);
+        validation_loss [n, seq_len], the first copy's loss among it."""
+        half = repeat.shape[1]
         names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.n_layers)]
-        # entry t - half: predicting token t + 1 of the repeat; the first copy's entries are validation_loss's
-        logits, cache = tfm.apply(params, tokens, model, cache=names, hooks=hooks, logit_positions=slice(half, -1))
-        repeat_loss = task_lib.next_token_loss(logits, tokens[:, half + 1:])
-        induction = [ind.offset_score(cache[name][:, None], np.arange(half, 2 * half), half - 1) for name in names]
+        # entry i: predicting the repeat's token i + 1
+        repeat_loss, cache = tfm.label_loss(params, repeat, repeat[:, 1:], model, cache=names, hooks=hooks,
+                                            logit_positions=slice(0, -1), past=past)
+        # pattern row i is query half + i; the token after its earlier copy is key i + 1
+        induction = [ind.offset_score(cache[name][:, None], np.arange(half), -1) for name in names]
         return {"text_induction": jnp.concatenate(induction),
                 "repeat_loss_gap": repeat_loss.mean() - validation_loss[:, : half - 1].mean()}
 
