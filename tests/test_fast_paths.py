@@ -110,6 +110,8 @@ def test_the_loss_unembedded_in_blocks_of_rows_equals_the_loss_of_the_whole_logi
     close(whole(x, W, b), expected, 1e-6)
     close(blocked(x, W, b), expected, 1e-6)
     close(jax.grad(lambda *a: blocked(*a).sum(), (0, 1, 2))(x, W, b), jax.grad(lambda *a: whole(*a).sum(), (0, 1, 2))(x, W, b), 1e-5)
+    members = jnp.stack([W, 2 * W])  # vmapped, as an ensemble's analysis runs it
+    close(jax.vmap(lambda W: blocked(x, W, b))(members), jax.vmap(lambda W: whole(x, W, b))(members), 1e-5)
     # the model's label_loss: the cross-entropy of `apply`'s logits, the last positions only where asked
     cfg, params = model(**CONFIGS["attention only, 2 layers"])
     tokens = jax.random.randint(keys[3], (12, 6), 0, cfg.d_vocab)

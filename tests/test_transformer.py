@@ -184,8 +184,9 @@ def test_a_run_continued_from_past_keys_and_values_is_the_tail_of_the_whole_run(
         np.testing.assert_allclose(rest, logits[:, 5:], atol=1e-5)
         assert rest_cache[pattern].shape == (3, 2, 3, 8)  # the new queries over every key
         np.testing.assert_allclose(rest_cache[pattern], cache[pattern][:, :, 5:], atol=1e-6)
-    loss, _ = label_loss(params, tokens[:, 5:], tokens[:, 5:], cfg, past=past, logit_positions=slice(0, None))
-    expected = jax.nn.logsumexp(logits[:, 5:], -1) - jnp.take_along_axis(logits[:, 5:], tokens[:, 5:, None], -1)[..., 0]
+    labels = (tokens[:, 6:] + 1) % 11  # any labels, for the new positions from the second on
+    loss, _ = label_loss(params, tokens[:, 5:], labels, cfg, past=past, logit_positions=slice(1, None))
+    expected = jax.nn.logsumexp(logits[:, 6:], -1) - jnp.take_along_axis(logits[:, 6:], labels[..., None], -1)[..., 0]
     np.testing.assert_allclose(loss, expected, atol=1e-5)
     with pytest.raises(ConfigError, match="sequence length 10 exceeds model.n_ctx=9"):
         apply(params, tokens[:, :5], cfg, past=past)
