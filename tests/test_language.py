@@ -341,3 +341,14 @@ def test_a_language_fine_tune_needs_its_bases_tokenizer(tmp_path, capsys):
     assert code == 0
     traj = mj.Trajectory.load(tmp_path / "ft")
     assert list(traj.steps) == [10, 14] and traj.init_from["step"] == 10
+
+
+@pytest.mark.parametrize("name", ["language_attn_1l_full", "language_attn_2l_full", "language_gelu_1l_full",
+                                  "language_gelu_2l_full"])
+def test_the_full_size_presets_have_transformer_lens_s_toy_lm_shapes(name):
+    # attn-only-1l/2l and gelu-1l/2l: d_model 512, 8 heads of 64, context 1,024, layer norm; gelu's MLP 2,048
+    cfg = mj.load_preset(name)
+    m = cfg.model
+    assert (m.d_model, m.n_heads, m.d_head, cfg.seq_len, m.layer_norm) == (512, 8, 64, 1024, True)
+    assert m.n_layers == int(name.split("_")[2][0])
+    assert m.d_mlp == (2048 if "gelu" in name else None) and ("gelu" not in name or m.act_fn == "gelu")
