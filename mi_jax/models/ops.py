@@ -45,9 +45,14 @@ def unembedded_cross_entropy(x: jax.Array, W_U: jax.Array, b_U: jax.Array, label
     logits exceed BLOCK_LOGITS, evaluated in blocks of rows mapped in turn, so that no more than one block's
     logits are held; differentiated as the whole product."""
     flat_x, flat_labels = x.reshape(-1, x.shape[-1]), labels.reshape(-1)
-    n_blocks = -(-flat_x.shape[0] * W_U.shape[-1] // BLOCK_LOGITS)
-    loss = _in_row_blocks if jax.default_backend() == "cpu" and n_blocks > 1 else _unembedded_loss
+    blocked = jax.default_backend() == "cpu" and _n_row_blocks(flat_x.shape[0], W_U.shape[-1]) > 1
+    loss = _in_row_blocks if blocked else _unembedded_loss
     return loss(flat_x, W_U, b_U, flat_labels).reshape(labels.shape)
+
+
+def _n_row_blocks(n_rows: int, vocab: int) -> int:
+    """Blocks of rows whose logits hold at most about BLOCK_LOGITS each."""
+    return -(-n_rows * vocab // BLOCK_LOGITS)
 
 
 def _unembedded_loss(x, W_U, b_U, labels):
@@ -57,7 +62,7 @@ def _unembedded_loss(x, W_U, b_U, labels):
 @jax.custom_jvp
 def _in_row_blocks(x, W_U, b_U, labels):
     n = x.shape[0]
-    n_blocks = -(-n * W_U.shape[-1] // BLOCK_LOGITS)
+    n_blocks = _n_row_blocks(n, W_U.shape[-1])
     rows = -(-n // n_blocks)
     pad = n_blocks * rows - n
     blocks = (jnp.pad(x, ((0, pad), (0, 0))).reshape(n_blocks, rows, -1), jnp.pad(labels, (0, pad)).reshape(n_blocks, rows))
