@@ -108,3 +108,11 @@ def test_reading_metrics_that_repeat_a_step_keeps_the_last_row_of_each(tmp_path)
     assert [r["step"] for r in run_dir_lib.read_metrics(tmp_path, upto_step=100)] == [0, 50, 100]
     arrays = run_dir_lib.metrics_arrays(got, solo=True)
     assert arrays["loss"].shape == (4, 1) and np.array_equal(arrays["step"], [0, 50, 100, 150])
+
+
+def test_a_metric_missing_from_the_first_rows_is_kept_with_nans_there():
+    rows = [{"step": 0, "test_loss": [3.0, 3.1]}, {"step": 50, "test_loss": [2.0, 2.1], "step_loss": [2.5, 2.6]},
+            {"step": 100, "test_loss": [1.5, 1.6], "step_loss": [1.8, 1.9]}]
+    arrays = run_dir_lib.metrics_arrays(rows, solo=False)
+    assert arrays["step"].dtype.kind == "i" and arrays["test_loss"].shape == (3, 2)
+    np.testing.assert_array_equal(arrays["step_loss"], [[np.nan, np.nan], [2.5, 2.6], [1.8, 1.9]])

@@ -96,10 +96,18 @@ def truncate_metrics(run_dir: Path, upto_step: int) -> None:
 
 def metrics_arrays(rows: list[dict], solo: bool) -> dict[str, np.ndarray]:
     """Rows -> {"step": [n], name: [n, member, ...]}. A solo run's rows hold one model's values
-    (no member axis in the file); `solo` gives them a member axis of 1."""
+    (no member axis in the file); `solo` gives them a member axis of 1. A name missing from some rows
+    (the training loss, which the evaluation at step 0 has none of) is NaN there."""
     if not rows:
         return {"step": np.zeros((0,), np.int64)}
-    out = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+
+    def column(name):
+        if all(name in r for r in rows):
+            return np.asarray([r[name] for r in rows])
+        missing = np.full(np.shape(next(r[name] for r in rows if name in r)), np.nan)
+        return np.asarray([r.get(name, missing) for r in rows], float)
+
+    out = {k: column(k) for k in dict.fromkeys(k for r in rows for k in r)}
     if solo:
         out = {k: v if k == "step" else v[:, None] for k, v in out.items()}
     return out
