@@ -212,6 +212,35 @@ def test_phase_change_finds_a_sigmoid_step():
     assert not flat["coincide"]  # the ICL score jumps but no induction head forms
 
 
+def test_lower_convex_hull_touches_a_convex_curve_and_bridges_a_dent():
+    x = np.linspace(0.0, 4.0, 41)
+    convex = (x - 1.5) ** 2
+    np.testing.assert_allclose(ind.lower_convex_hull(x, convex), convex, atol=1e-12)
+    dented = convex + np.where(np.abs(x - 3) < 0.5, 0.4, 0.0)  # lifted points leave the hull where they were
+    np.testing.assert_allclose(ind.lower_convex_hull(x, dented), convex, atol=0.3)
+    assert (ind.lower_convex_hull(x, dented) <= dented + 1e-12).all()
+
+
+def test_loss_bump_is_a_slow_stretch_then_a_faster_fall_and_absent_from_a_power_law():
+    steps = np.arange(0, 20_001, 200)
+    t = np.maximum(steps, 1).astype(float)
+    power_law = 2.0 + 4.0 * (t / 100) ** -0.5  # convex in log(step): no bump anywhere
+    assert ind.loss_bump(steps, power_law)["bump"] < 1e-3
+    early_drop = 2.0 + 3.0 * np.exp(-t / 300)  # concave in log(step) before its steepest point, convex after
+    assert ind.loss_bump(steps, early_drop)["bump"] < 1e-3
+    phase = 0.3 / (1 + np.exp(-(t - 9_000) / 400))  # 0.3 nats lost at step ~9,000
+    plateau = power_law + 0.3 - phase
+    bump = ind.loss_bump(steps, plateau)
+    assert bump["bump"] > 0.1 and bump["rise"] == 0.0  # slows, then falls faster; never climbs
+    assert 4_000 < bump["plateau_start"] < bump["bump_step"] < 9_000 <= bump["plateau_end"] < 10_000
+    noisy = plateau + np.random.default_rng(0).normal(0, 0.005, len(steps))
+    assert abs(ind.loss_bump(steps, noisy)["bump_step"] - bump["bump_step"]) <= 1_000
+    climb = plateau + 0.1 * np.exp(-(((t - 8_000) / 600) ** 2))  # a true rise on the plateau
+    assert ind.loss_bump(steps, climb)["rise"] > 0.01
+    assert ind.loss_bump([0, 10, 20], [5.0, 3.0, 2.5])["bump"] == 0.0  # fewer evaluations than the smoothing
+    assert ind.loss_bump([0], [5.0]) == {"bump": 0.0, "bump_step": 0, "plateau_start": 0, "plateau_end": 0, "rise": 0.0}
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [

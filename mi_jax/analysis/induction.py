@@ -253,7 +253,9 @@ def make_measures(cfg: task_lib.InductionConfig) -> dict:
 def smooth(values: np.ndarray, width: int = 3) -> np.ndarray:
     """Centred moving average along time (edges use the available neighbours). values [time]."""
     values = np.asarray(values, float)
-    kernel = np.ones(width)
+    if len(values) == 0:
+        return values
+    kernel = np.ones(min(width, len(values)))  # np.convolve's "same" keeps the longer of the two
     total = np.convolve(values, kernel, mode="same")
     count = np.convolve(np.ones_like(values), kernel, mode="same")
     return total / count
@@ -276,21 +278,55 @@ def transition_window(steps: np.ndarray, values: np.ndarray, lo: float = 0.1, hi
     return first(lo), first(hi)
 
 
-def loss_bump(steps: np.ndarray, loss: np.ndarray, drop_step: int) -> dict:
-    """The loss around its fastest fall at `drop_step`: the plateau before it and any rise (bump) in it.
+def lower_convex_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The lower convex hull of the points (x, y) (x increasing), evaluated at every x: [n]."""
+    corners: list[int] = []
+    for i in range(len(x)):
+        # drop the last corner while it lies on or above the chord from the one before it to point i
+        while len(corners) >= 2 and ((y[corners[-1]] - y[corners[-2]]) * (x[i] - x[corners[-2]])
+                                     >= (y[i] - y[corners[-2]]) * (x[corners[-1]] - x[corners[-2]])):
+            corners.pop()
+        corners.append(i)
+    return np.interp(x, x[corners], y[corners])
 
-    plateau_start: first step after which the loss stays within 5% of its value at the drop onset;
-    bump: largest rise of the smoothed loss over its running minimum before `drop_step`.
-    """
-    s = smooth(loss)
-    before = np.asarray(steps) <= drop_step
-    head = s[before]
-    running_min = np.minimum.accumulate(head)
-    onset = head[-1]
-    near = np.abs(head - onset) <= 0.05 * abs(onset)
-    outside = np.nonzero(~near)[0]
-    start = int(steps[outside[-1] + 1]) if len(outside) and outside[-1] + 1 < len(head) else int(steps[0])
-    return {"plateau_start": start, "plateau_end": int(drop_step), "bump": float((head - running_min).max())}
+
+def hull_excess(steps: np.ndarray, loss: np.ndarray, width: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, smoothed loss, its excess over its lower convex hull in log(step)), each [n], from the first
+    fall's steepest point on: the loss smoothed over `width` evaluations; the excess is 0 wherever the curve
+    is convex in log training time, as a power law is (warm-up and the first drop, which bend the other way
+    by nature, are left out). steps, loss [n_evals]."""
+    steps, loss = np.asarray(steps), np.asarray(loss, float)
+    later = steps > 0  # log(step): the evaluation at step 0 has no place on the axis
+    steps, x, y = steps[later], np.log(steps[later].astype(float)), smooth(loss[later], width)
+    if len(x) == 0:
+        return steps, y, y
+    slope = np.diff(y) / np.diff(x)
+    start = int(np.argmax(np.append(np.diff(slope) > 0, True)))  # where the first fall stops steepening
+    steps, x, y = steps[start:], x[start:], y[start:]
+    return steps, y, y - lower_convex_hull(x, y)
+
+
+def loss_bump(steps: np.ndarray, loss: np.ndarray, width: int = 5) -> dict:
+    """Olsson et al.'s loss bump: the stretch where the loss curve stops being convex in log training
+    time, slowing down and then falling faster again (in their small models the only such stretch, at
+    the phase change). steps, loss [n_evals] (some after step 0); found without knowing where the phase
+    change is.
+
+    bump: the largest excess of the smoothed loss over its lower convex hull (`hull_excess`, nats), at
+    bump_step; plateau_start, plateau_end: the stretch around it where the excess is at least half its
+    peak (the slow stretch, then the start of the faster fall); rise: the largest rise of the smoothed
+    loss over its running minimum in that stretch (0 where the loss only slows, without climbing)."""
+    steps, y, excess = hull_excess(steps, loss, width)
+    if len(steps) == 0:  # no evaluation after step 0
+        return {"bump": 0.0, "bump_step": 0, "plateau_start": 0, "plateau_end": 0, "rise": 0.0}
+    peak = int(np.argmax(excess))
+    low = excess < excess[peak] / 2
+    first = peak - int(np.argmax(low[:peak + 1][::-1])) + 1 if low[:peak + 1].any() else 0
+    last = peak + int(np.argmax(low[peak:])) - 1 if low[peak:].any() else len(y) - 1
+    stretch = y[first:last + 1]
+    return {"bump": float(excess[peak]), "bump_step": int(steps[peak]),
+            "plateau_start": int(steps[first]), "plateau_end": int(steps[last]),
+            "rise": float((stretch - np.minimum.accumulate(stretch)).max())}
 
 
 def phase_change(
@@ -306,7 +342,8 @@ def phase_change(
     loss_steps, copy_loss (loss on the probe's repeated half, which only in-context learning lowers),
     loss (the whole test loss) [n_evals]. "coincide": the induction score rose by at least
     `min_rise` and its fastest change, the ICL score's and the copy loss's lie within one 10%-90%
-    induction window (at least one checkpoint interval) of each other. The plateau and bump are read off the whole loss before the change."""
+    induction window (at least one checkpoint interval) of each other. The loss bump (`loss_bump`) is found on
+    the whole loss, apart from the change, so that the two can be set side by side."""
     ind_step, ind_slope = fastest_change(steps, induction)
     icl_step, icl_slope = fastest_change(steps, icl)
     loss_step, loss_slope = fastest_change(loss_steps, copy_loss)
@@ -322,7 +359,7 @@ def phase_change(
         "icl_slope": icl_slope,
         "loss_step": loss_step,
         "loss_slope": loss_slope,
-        **loss_bump(loss_steps, loss, ind_step),
+        **loss_bump(loss_steps, loss),
         "coincide": bool(
             rise >= min_rise and abs(ind_step - icl_step) <= tolerance and abs(ind_step - loss_step) <= tolerance
         ),

@@ -170,8 +170,8 @@ def stages(steps, results: dict, loss_steps, loss) -> dict:
     reads) and the best last-layer induction head change fastest (`induction_formed`: whether that head's
     score rose by MIN_RISE at all), and where the ICL score falls fastest; the best previous-token head of
     any layer; the induction window (10-90% of the best head's rise); `steps_to_induction`, the onset
-    of copying on repeated text (`steps_to_copying`); the plateau and bump of the loss before the ICL
-    score's fall (`analysis.induction.loss_bump`)."""
+    of copying on repeated text (`steps_to_copying`); the loss bump (`analysis.induction.loss_bump`), found
+    on the validation loss alone, to set beside that onset."""
     last = results["induction"].shape[1] - 1
     head = int(np.argmax(results["induction"][-1, last]))
     prev = int(np.argmax(results["previous_token"][-1, 0]))
@@ -203,4 +203,4 @@ def stages(steps, results: dict, loss_steps, loss) -> dict:
     final = results["previous_token"][-1]  # [layer, head]; a model may put its previous-token heads in layer 1
     layer, best = np.unravel_index(int(np.argmax(final)), final.shape)
     out["previous_token_best"] = {"head": f"L{layer}H{best}", "final": float(final[layer, best])}
-    return {**out, **ind.loss_bump(loss_steps, loss, icl_step)}
+    return {**out, **ind.loss_bump(loss_steps, loss)}

@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from mi_jax.analysis import induction as ind
 from mi_jax.plots import save
 
 LAYER_COLORS = ("Blues", "Reds", "Greens", "Purples")
@@ -14,19 +15,23 @@ LAYER_COLORS = ("Blues", "Reds", "Greens", "Purples")
 
 def loss_with_phase_change(loss_steps, loss, icl_steps, icl, phase_steps, labels, path: Path) -> Path:
     """Test loss [member, n_evals] and ICL score [member, time] against step, one line per member,
-    each member's phase change as a dashed line (None: no phase change to mark)."""
-    fig, (ax_loss, ax_icl) = plt.subplots(1, 2, figsize=(11, 3.8))
+    each member's phase change as a dashed line (None: no phase change to mark); a third panel shows
+    each member's loss bump: its loss above its lower convex hull in log(step) (`analysis.induction.hull_excess`)."""
+    fig, (ax_loss, ax_icl, ax_bump) = plt.subplots(1, 3, figsize=(15, 3.8))
     for k, (ls, ic, step, label) in enumerate(zip(loss, icl, phase_steps, labels)):
         color = f"C{k % 10}"
         ax_loss.plot(loss_steps, ls, color=color, lw=1, label=label)
         ax_icl.plot(icl_steps, ic, color=color, lw=1)
-        for ax in (ax_loss, ax_icl):
+        ax_bump.plot(*ind.hull_excess(loss_steps, ls)[::2], color=color, lw=1)
+        for ax in (ax_loss, ax_icl, ax_bump):
             if step is not None:  # None: no phase change to mark
                 ax.axvline(step, color=color, ls="--", lw=0.8)
     ax_loss.set(xlabel="step", ylabel="test loss (nats)", title="loss (dashed: induction phase change)")
     ax_icl.set(xlabel="step", ylabel="loss(late) - loss(early)", title="in-context-learning score")
+    ax_bump.set(xscale="log", xlabel="step", ylabel="nats",
+                title="loss bump: loss above its convex hull in log(step)")
     ax_loss.legend(fontsize=7)
-    for ax in (ax_loss, ax_icl):
+    for ax in (ax_loss, ax_icl, ax_bump):
         ax.grid(alpha=0.3)
     return save(fig, path)
 

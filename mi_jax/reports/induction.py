@@ -62,7 +62,7 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
             f"{pc['induction_window'][1]}), {s['previous_token_head']} previous-token "
             f"{s['previous_token_score_final']:.2f}, ICL {s['icl_score']['start']:.2f} -> {s['icl_score']['final']:.2f}; "
             f"fastest change: induction {pc['induction_step']}, ICL {pc['icl_step']}, copy loss {pc['loss_step']}"
-            f" -> coincide: {pc['coincide']}"
+            f" -> coincide: {pc['coincide']}; loss bump {pc['bump']:.3f} nats at step {pc['bump_step']}"
         )
     if logger is not None:
         logger.log_series(traj.steps, {"icl_score": results["icl_score"],

@@ -72,7 +72,8 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
             f"{s['text_induction']['final']:.2f} (fastest at {s['text_induction']['step']}), the repeat's loss minus "
             f"the first copy's {s['repeat_loss_gap']['start']:.2f} -> {s['repeat_loss_gap']['final']:.2f} "
             f"({_onset(s)}); "
-            f"loss plateau {s['plateau_start']}-{s['plateau_end']}, bump {s['bump']:.3f} nats")
+            f"loss bump {s['bump']:.3f} nats at step {s['bump_step']} (slow stretch {s['plateau_start']}-"
+            f"{s['plateau_end']}, rise {s['rise']:.3f})")
     if logger is not None:
         logger.log_series(traj.steps, {name: results[name] for name in ("icl_score", "bigram_kl", "unigram_kl",
                                                                         "context_gain")})
@@ -83,7 +84,7 @@ def report(traj, out_dir: Path, logger=None) -> list[str]:
     formed = [s["induction_step"] if s["induction_formed"] else None for s in members]  # marked where one formed
     paths = [
         induction_plots.loss_with_phase_change(loss_steps, np.swapaxes(traj.metrics["test_loss"], 0, 1), traj.steps,
-                                               per_member("icl_score"), formed,
+                                               per_member("icl_score"), [s["steps_to_induction"] for s in members],
                                                labels, out_dir / "language_loss.png"),
         plots.stages(traj.steps, {**{k: per_member(k) for k in ("bigram_kl", "unigram_kl", "inductable_loss",
                                                                  "other_loss", "context_gain")}, **best}, labels,
