@@ -5,6 +5,8 @@ analysed: the LLC next to the grokking progress measures, and next to the induct
     python experiments/llc_figures.py induction checkpoints/induction_2l experiments/results/llc_induction_2l.png
     python experiments/llc_figures.py language checkpoints/language/attn_2l_induction_seeds \
         experiments/results/language_induction_llc.png
+    python experiments/llc_figures.py language_seeds checkpoints/language/attn_2l_lr1e-2 \
+        experiments/results/language_llc_seeds.png
 
 Prints one JSON line of the numbers the note quotes. "Critical points" of the LLC curve (Hoogland et
 al. 2024: stage boundaries) are the checkpoints where the slope of the LLC, smoothed over
@@ -169,6 +171,42 @@ def language(run_dir: Path, out: Path) -> dict:
             **llc_numbers(steps, land, crit)}
 
 
+def language_seeds(run_dir: Path, out: Path) -> dict:
+    """The LLC of every member of an ensemble (`mi-jax llc` without `member`) against step, each member's
+    onset of copying dashed, beside its copying (the loss on a text's repeat minus its first copy) and its
+    Hessian trace."""
+    steps, land = load_results(run_dir / "analysis" / "llc.npz")
+    stages = json.loads((run_dir / "analysis" / "language_summary.json").read_text())["members"]
+    s_steps, lang = load_results(run_dir / "analysis" / "language.npz")
+    fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    members = []
+    for m, stage in enumerate(stages):
+        color, onset = f"C{m}", stage["steps_to_induction"]
+        mean, std, ok = land["llc_mean"][:, m], land["llc_std"][:, m], land["usable"][:, m]
+        label = f"seed {stage['seed']}: " + (f"copies from step {onset}" if onset is not None else "never copies")
+        axes[0].plot(steps, mean, color=color, marker="o", ms=3, label=label)
+        axes[0].fill_between(steps, mean - std, mean + std, color=color, alpha=0.15)
+        axes[0].scatter(steps[~ok], np.where(np.isfinite(mean), mean, 0)[~ok], marker="x", color="red")
+        axes[1].plot(s_steps, lang["repeat_loss_gap"][:, m], color=color)
+        axes[2].plot(steps, land["hessian_trace"][:, m], color=color)
+        for ax in axes:
+            if onset is not None:
+                ax.axvline(onset, color=color, ls="--", lw=0.8)
+        members.append({"seed": stage["seed"], "onset": onset, "llc": [round(float(v), 1) for v in mean],
+                        "critical_points": critical_points(steps, mean), "flagged": int((~ok).sum()),
+                        "hessian_trace": [round(float(v), 1) for v in land["hessian_trace"][:, m]]})
+    axes[0].set(ylabel="LLC (mean over chains; x: flagged)")
+    axes[1].set(ylabel="repeat - first copy (nats)")
+    axes[2].set(ylabel="Hessian trace", xlabel="step")
+    axes[0].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"{run_dir.name}: the LLC of every seed (dashed: its onset of copying)", fontsize=9)
+    save(fig, out)
+    return {"steps": [int(s) for s in steps], "members": members}
+
+
 if __name__ == "__main__":
     kind, run_dir, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    print(json.dumps({"grokking": grokking, "induction": induction, "language": language}[kind](run_dir, out)))
+    print(json.dumps({"grokking": grokking, "induction": induction, "language": language,
+                      "language_seeds": language_seeds}[kind](run_dir, out)))
