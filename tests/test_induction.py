@@ -135,12 +135,14 @@ def test_trajectory_measures_equal_per_checkpoint_measures():
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs).reshape(3, 2, *xs[0].shape), *per)  # [time 3, seed 2]
     # 3 checkpoints split over the 2 test devices (the last share padded), and 1 on one device
     traj = analyze_params(stacked, measures, data, chunk_size=2)
+    in_turn = analyze_params(stacked, measures, data, chunk_size=2, members_in_turn=True)  # members mapped, not vmapped
     first = analyze_params(jax.tree.map(lambda x: x[:1], stacked), measures, data)
     one_checkpoint = jax.jit(lambda p: evaluate_measures(measures, p, data))
     for i, p in enumerate(per):
         one = one_checkpoint(p)
         for name, value in one.items():
             np.testing.assert_allclose(traj[name][i // 2, i % 2], np.asarray(value), rtol=2e-4, atol=2e-5)
+            np.testing.assert_allclose(in_turn[name][i // 2, i % 2], np.asarray(value), rtol=2e-4, atol=2e-5)
             if i < 2:
                 np.testing.assert_allclose(first[name][0, i], np.asarray(value), rtol=2e-4, atol=2e-5)
     assert all(v.shape[:2] == (3, 2) for v in traj.values())

@@ -105,13 +105,15 @@ def test_llc_over_a_stacked_series_equals_per_checkpoint_estimates():
     measure = llc.llc_measure(loss, DUMMY_DATA, cfg)
     # checkpoints two at a time (vmapped, as on an accelerator), the last batch short
     results = analyze_params(series, {"llc": measure}, chunk_size=2)
-    assert results["loss_trace"].shape == (5, 2, 3, 40)
+    in_turn = analyze_params(series, {"llc": measure}, chunk_size=2, members_in_turn=True)  # as `mi-jax llc` on CPU
+    assert results["loss_trace"].shape == in_turn["loss_trace"].shape == (5, 2, 3, 40)
     one = jax.jit(measure)
     for t in range(5):
         for s in range(2):
             alone = one({"w": series["w"][t, s]})
-            np.testing.assert_allclose(results["loss_trace"][t, s], alone["loss_trace"], rtol=1e-5, atol=1e-7)
-            np.testing.assert_allclose(results["llc_mean"][t, s], alone["llc_mean"], rtol=1e-5, atol=1e-6)
+            for got in (results, in_turn):
+                np.testing.assert_allclose(got["loss_trace"][t, s], alone["loss_trace"], rtol=1e-5, atol=1e-7)
+                np.testing.assert_allclose(got["llc_mean"][t, s], alone["llc_mean"], rtol=1e-5, atol=1e-6)
 
 
 def test_same_seed_gives_the_same_numbers_and_chains_differ():

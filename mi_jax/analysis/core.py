@@ -74,6 +74,7 @@ def analyze_params(
     per_member: dict | None = None,
     chunk_size: int | None = None,
     block_bytes: int = STREAM_BYTES,
+    members_in_turn: bool = False,
 ) -> dict[str, np.ndarray]:
     """Measures over stacked params with leaves [time, member, ...] -> {name: [time, member, ...]}
     (with `member_axis=False`: leaves [time, ...] -> [time, ...]).
@@ -83,6 +84,8 @@ def analyze_params(
     With several local devices (the CPU devices `mi-jax` makes of the cores, or GPUs) the
     checkpoints are split over them, each device mapping over its share, with no communication.
     The params may be lazy (a loaded `Trajectory`'s): they are read in blocks of about `block_bytes`.
+    `members_in_turn`: the members of a checkpoint one after another (a `lax.map`), not vmapped at once:
+    a member's memory instead of all of theirs, for measures that hold much (the LLC's chains and probes).
     """
     if not measures:
         raise ConfigError("no measures to compute")
@@ -103,7 +106,11 @@ def analyze_params(
 
     def per_time(p, lifted):
         d, mine = _restored((data, own), lifted)
-        return jax.vmap(lambda q, m: one(q, m, d))(p, mine) if member_axis else one(p, {}, d)
+        if not member_axis:
+            return one(p, {}, d)
+        if members_in_turn:
+            return jax.lax.map(lambda qm: one(*qm, d), (p, mine))
+        return jax.vmap(lambda q, m: one(q, m, d))(p, mine)
 
     return _map_fitting_memory(per_time, params, leaves, chunk_size or default_chunk_size(), block_bytes)
 
@@ -236,14 +243,16 @@ def _split_over_devices(over_time: Callable, extra: list, n_dev: int) -> tuple[C
 
 
 def analyze(traj, measures: dict[str, Measure], data: Any = None, *, per_member: dict | None = None,
-            chunk_size: int | None = None, block_bytes: int = STREAM_BYTES) -> dict[str, np.ndarray]:
+            chunk_size: int | None = None, block_bytes: int = STREAM_BYTES,
+            members_in_turn: bool = False) -> dict[str, np.ndarray]:
     """Measures for every checkpoint and member of `traj` with one compiled program: {name: [time, member, ...]}.
 
     measures: {name: fn(params, data)} (a family returns {name: value}); data: fixed arrays the
     measures share; per_member: {name: [member, ...]}, data that differs between members (see
     `analyze_params`); chunk_size: checkpoints per vmapped batch of the map over time; block_bytes:
-    params per block streamed from disk (host and device memory hold about two blocks).
+    params per block streamed from disk (host and device memory hold about two blocks); members_in_turn:
+    see `analyze_params`.
     """
     runtime.configure()
     return analyze_params(traj.params, measures, data, per_member=per_member, chunk_size=chunk_size,
-                          block_bytes=block_bytes)
+                          block_bytes=block_bytes, members_in_turn=members_in_turn)

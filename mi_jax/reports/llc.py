@@ -35,7 +35,9 @@ def measure(traj, settings: LLCSettings, task=None) -> tuple[dict, diag.LLCDiagn
     data = llc_task.training_set(task, settings)
     n_params = llc_task.n_trained(task, traj.at(0))
     with traj.config.train.precision():
-        results = analyze(traj, llc_task.measures(task, settings, data))
+        # on CPU the members one at a time: vmapped, their chains and Hessian probes outgrow host memory
+        results = analyze(traj, llc_task.measures(task, settings, data),
+                          members_in_turn=jax.default_backend() == "cpu")
     results = {k: np.asarray(v) for k, v in results.items()}
     checks = diag.diagnose(results, settings.llc.resolved_n_beta, n_params, steps=traj.steps, warn=False)  # the report prints them
     return results, checks, n_params

@@ -196,8 +196,8 @@ def icl_score(position_loss: jax.Array, early: int, late: int) -> jax.Array:
 class LanguageTask:
     """The training-side definition of a language run (pure functions of params, the streams on the device)."""
 
-    # the training set's loss and Hessian products 32 windows at a time: all 256 at once, a 4-member ensemble's
-    # logits and their derivatives outgrew 24 GB of host memory
+    # the training set's loss and Hessian products 32 windows at a time: the logits of all 256 at once, with
+    # their derivatives, take gigabytes a member
     LLC_SETTINGS = {"llc.epsilon": 1e-3, "llc.gamma": 100.0, "llc.n_chains": 4, "llc.n_draws": 100,
                     "llc.batch_size": 16, "llc.loss_chunk_size": 32, "n_examples": 256, "lanczos_steps": 12,
                     "trace_probes": 4}
