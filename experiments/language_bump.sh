@@ -3,7 +3,7 @@
 # 6,000 steps) and a 2-layer run at lr 1e-2 with 512 validation windows and an evaluation every 100
 # steps (4 seeds, 3,200 steps), each analysed (~17 and ~25 min when run side by side on 2 cores); then the bump against each
 # member's onset of copying, over the learning-rate map (experiments/language_induction_map.sh, run first)
-# and the control; last, the LLC of the 4 lr-1e-2 seeds at every 4th checkpoint (~35 min, ~17 GB of memory).
+# and the control; last, the LLC of the 4 lr-1e-2 seeds at every 4th checkpoint (~35 min on 2 cores).
 # Results: experiments/results/language.md.
 #     bash experiments/language_bump.sh      # DIR=checkpoints/language
 #     EXTRA="--set data.source=PATH" bash experiments/language_bump.sh   # another corpus
