@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from mi_jax.analysis.induction import hull_excess, loss_bump
+from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.io.results import load_results
 from mi_jax.plots import plt, save
-from mi_jax.runs.trajectory import Trajectory, load_config
+from mi_jax.runs.trajectory import load_config
 
 RUNS = {"induction_map_lr": "map", "attn_2l_lr1e-2": "2 layers, lr 1e-2", "attn_1l_lr1e-2": "1 layer"}
 LATE = 2_000  # onsets after this step come well after the loss's first fall
@@ -26,31 +27,36 @@ GROUPS = {f"copies after step {LATE:,}": "tab:red", f"copies by step {LATE:,}": 
           "never copies": "tab:grey", "1 layer": "k"}
 
 
-def members(run_dir: Path, run: str) -> list[dict]:
-    """Each member's bump on the validation and on the training loss, its onset of copying and its group."""
+def load_run(run_dir: Path) -> dict:
+    """{program, cfg, metrics, summaries} of one analysed run (a sweep's first program): its metrics read
+    from metrics.jsonl alone (every run here has a member axis), not its snapshots."""
     program = run_dir / "program_0" if (run_dir / "program_0").exists() else run_dir
-    summaries = json.loads((program / "analysis" / "language_summary.json").read_text())["members"]
-    metrics = Trajectory.load(program).metrics
+    return {"program": program, "cfg": load_config(program),
+            "metrics": run_dir_lib.metrics_arrays(run_dir_lib.read_metrics(program), solo=False),
+            "summaries": json.loads((program / "analysis" / "language_summary.json").read_text())["members"]}
+
+
+def members(run: dict, label: str) -> list[dict]:
+    """Each member's bump on the validation and on the training loss, its onset of copying and its group."""
+    metrics = run["metrics"]
     steps = np.asarray(metrics["step"])
-    lr = load_config(program).train.lr
     out = []
-    for m, s in enumerate(summaries):
+    for m, s in enumerate(run["summaries"]):
         trained = ~np.isnan(metrics["step_loss"][:, m])  # no training loss at step 0
         onset = s["steps_to_induction"]
-        group = ("1 layer" if run == "1 layer" else "never copies" if onset is None else list(GROUPS)[onset <= LATE])
-        out.append({"run": run, "lr": s.get("train.lr", lr), "seed": s["seed"], "onset": onset, "group": group,
-                    "validation": loss_bump(steps, metrics["test_loss"][:, m]),
+        group = ("1 layer" if label == "1 layer" else "never copies" if onset is None else list(GROUPS)[onset <= LATE])
+        out.append({"run": label, "lr": s.get("train.lr", run["cfg"].train.lr), "seed": s["seed"], "onset": onset,
+                    "group": group, "validation": loss_bump(steps, metrics["test_loss"][:, m]),
                     "training": loss_bump(steps[trained], metrics["step_loss"][trained, m])})
     return out
 
 
-def run_panels(ax_bump, ax_icl, run_dir: Path) -> None:
+def run_panels(ax_bump, ax_icl, run: dict) -> None:
     """One run, member by member: the validation loss above its convex hull, and the ICL score, each
     member's onset of copying dashed."""
-    metrics = Trajectory.load(run_dir).metrics
-    steps, r = load_results(run_dir / "analysis" / "language.npz")
-    summaries = json.loads((run_dir / "analysis" / "language_summary.json").read_text())["members"]
-    for m, s in enumerate(summaries):
+    metrics, cfg = run["metrics"], run["cfg"]
+    steps, r = load_results(run["program"] / "analysis" / "language.npz")
+    for m, s in enumerate(run["summaries"]):
         color = f"C{m}"
         label = f"seed {s['seed']}: " + (f"copies from step {s['steps_to_induction']}" if s["steps_to_induction"]
                                          else "never copies")
@@ -59,7 +65,6 @@ def run_panels(ax_bump, ax_icl, run_dir: Path) -> None:
         for ax in (ax_bump, ax_icl):
             if s["steps_to_induction"] is not None:
                 ax.axvline(s["steps_to_induction"], color=color, ls="--", lw=0.8)
-    cfg = load_config(run_dir)
     ax_bump.set(xscale="log", xlabel="step", ylabel="nats",
                 title=f"validation loss above its convex hull ({cfg.n_eval} windows)")
     ax_icl.set(xscale="log", xlabel="step", ylabel="nats",
@@ -68,9 +73,10 @@ def run_panels(ax_bump, ax_icl, run_dir: Path) -> None:
 
 
 def main(folder: Path) -> None:
-    rows = [row for name, run in RUNS.items() for row in members(folder / name, run)]
+    runs = {name: load_run(folder / name) for name in RUNS}
+    rows = [row for name, label in RUNS.items() for row in members(runs[name], label)]
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), layout="constrained")
-    run_panels(axes[0, 0], axes[0, 1], folder / "attn_2l_lr1e-2")
+    run_panels(axes[0, 0], axes[0, 1], runs["attn_2l_lr1e-2"])
     ax_size, ax_where = axes[1]
     for k, (group, color) in enumerate(GROUPS.items()):
         mine = [r for r in rows if r["group"] == group]
