@@ -21,19 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mi_jax.analysis.induction import smooth
 from mi_jax.io.results import load_results
 from mi_jax.plots import plt, save
 
 
-def smoothed(values: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average [time] (edges averaged over what exists)."""
-    kernel = np.ones(window)
-    return np.convolve(values, kernel, "same") / np.convolve(np.ones_like(values), kernel, "same")
-
-
 def critical_points(steps, values, window: int = 3) -> list[dict]:
     """Steps where the smoothed curve's slope changes sign, each named a peak or a trough."""
-    s = smoothed(np.asarray(values, float), window)
+    s = smooth(values, window)
     slope = np.sign(np.diff(s))
     out = []
     for i in np.flatnonzero(slope[1:] * slope[:-1] < 0):
