@@ -299,7 +299,7 @@ def hull_excess(steps: np.ndarray, loss: np.ndarray, width: int = 5) -> tuple[np
     later = steps > 0  # log(step): the evaluation at step 0 has no place on the axis
     steps, x, y = steps[later], np.log(steps[later].astype(float)), smooth(loss[later], width)
     if len(x) == 0:
-        return steps, y, y
+        return steps, y, np.zeros_like(y)
     slope = np.diff(y) / np.diff(x)
     start = int(np.argmax(np.append(np.diff(slope) > 0, True)))  # where the first fall stops steepening
     steps, x, y = steps[start:], x[start:], y[start:]
@@ -309,8 +309,8 @@ def hull_excess(steps: np.ndarray, loss: np.ndarray, width: int = 5) -> tuple[np
 def loss_bump(steps: np.ndarray, loss: np.ndarray, width: int = 5) -> dict:
     """Olsson et al.'s loss bump: the stretch where the loss curve stops being convex in log training
     time, slowing down and then falling faster again (in their small models the only such stretch, at
-    the phase change). steps, loss [n_evals] (some after step 0); found without knowing where the phase
-    change is.
+    the phase change). steps, loss [n_evals]; found without knowing where the phase change is (all 0
+    when there is no evaluation after step 0).
 
     bump: the largest excess of the smoothed loss over its lower convex hull (`hull_excess`, nats), at
     bump_step; plateau_start, plateau_end: the stretch around it where the excess is at least half its
