@@ -60,6 +60,17 @@ def test_the_stdlib_corpus_is_the_interpreters_source_without_its_tests():
     assert len(names) > 300
 
 
+def test_stdlib_plus_tests_adds_the_stdlib_s_tests_and_nothing_installed():
+    root, files = corpus_lib.stdlib_files()
+    _, with_tests = corpus_lib.stdlib_files(tests=True)
+    added = {p.relative_to(root).as_posix() for p in with_tests} - {p.relative_to(root).as_posix() for p in files}
+    assert set(files) < set(with_tests) and len(with_tests) > 2 * len(files)
+    assert all("/test/" in f"/{n}" or "/tests/" in f"/{n}" or "/idle_test/" in f"/{n}"
+               or n.split("/")[-1].startswith("test_") for n in added)
+    assert not [n for n in added if "site-packages/" in n or "__pycache__/" in n]
+    assert lm.DataConfig(source="stdlib+tests").source == "stdlib+tests"  # a name, not made a path
+
+
 @pytest.mark.parametrize("kind", ["bpe", "bytes"])
 def test_the_tokenizer_round_trips(kind):
     corpus = corpus_lib.read_corpus(str(TINY))

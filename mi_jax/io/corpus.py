@@ -10,6 +10,8 @@ Sources:
            `sysconfig.get_paths()["stdlib"]`, except those in folders named test, tests, idle_test,
            site-packages, dist-packages or __pycache__, and files named test_*.py (Python 3.11: 734
            files, 12.1 MB); one document per file
+  stdlib+tests  the same with the standard library's tests, 2.6x larger (Python 3.11: 1,790 files,
+           31.5 MB): every `.py` file there but those in site-packages, dist-packages or __pycache__
   folder   every .txt, .md, .rst and .py file below it, one document each, and every line of a
            .jsonl file (its `text` field) as one document
   file     one such file: a .jsonl gives a document per line, any other file one document per
@@ -46,7 +48,9 @@ from mi_jax.io import atomic_write
 
 BOS = "<|bos|>"
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")
-STDLIB_SKIP = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
+NOT_STDLIB = frozenset({"site-packages", "dist-packages", "__pycache__"})
+STDLIB_TESTS = frozenset({"test", "tests", "idle_test"})
+STDLIB_SOURCES = ("stdlib", "stdlib+tests")
 MIN_DOCUMENT_CHARS = 2000  # a single file's paragraphs are joined into documents at least this long
 ENCODE_DOCUMENTS = 64  # documents per call to the tokenizer (the progress bar's step)
 
@@ -89,11 +93,12 @@ def cache_dir() -> Path:
 # ----------------------------------------------------------------------------- documents
 
 
-def stdlib_files() -> tuple[Path, list[Path]]:
-    """(the stdlib folder, its documented subset of .py files, sorted)."""
+def stdlib_files(tests: bool = False) -> tuple[Path, list[Path]]:
+    """(the stdlib folder, its documented subset of .py files, sorted); `tests`: with the stdlib's tests."""
     root = Path(sysconfig.get_paths()["stdlib"])
+    skip = NOT_STDLIB if tests else NOT_STDLIB | STDLIB_TESTS
     files = [p for p in root.rglob("*.py")
-             if not STDLIB_SKIP & set(p.relative_to(root).parts[:-1]) and not p.name.startswith("test_")]
+             if not skip & set(p.relative_to(root).parts[:-1]) and (tests or not p.name.startswith("test_"))]
     return root, sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -127,10 +132,10 @@ def _paragraph_documents(text: str, name: str) -> list[tuple[str, str]]:
 
 
 def read_corpus(source: str) -> Corpus:
-    """The documents of `source` ("stdlib", a folder or a file; see the module doc)."""
+    """The documents of `source` ("stdlib", "stdlib+tests", a folder or a file; see the module doc)."""
     identity: dict = {}
-    if source == "stdlib":
-        root, files = stdlib_files()
+    if source in STDLIB_SOURCES:
+        root, files = stdlib_files(tests=source == "stdlib+tests")
         documents = [(p.relative_to(root).as_posix(), _read(p)) for p in files]
         identity["python"] = ".".join(map(str, sys.version_info[:3]))
     else:

@@ -43,7 +43,8 @@ ICL_EARLY, ICL_LATE, ICL_CONTEXT = 50, 500, 1024  # Olsson et al.'s tokens, at t
 class DataConfig:
     """Where the text comes from and how it becomes tokens.
 
-    source        "stdlib" (this interpreter's standard library source), a folder or a file
+    source        "stdlib" (this interpreter's standard library source), "stdlib+tests" (with its tests,
+                  2.6x larger), a folder or a file
     tokenizer     "bpe" (a byte-level BPE of vocab_size tokens, trained on the corpus), "bytes" (256
                   byte tokens) or the path of a tokenizer.json (it needs a <|bos|> token)
     vocab_size    the BPE's vocabulary, BOS and the 256 bytes included
@@ -61,7 +62,7 @@ class DataConfig:
 
     def __post_init__(self):
         # paths absolute, so that a resume or an analysis from another folder reads the same files
-        if self.source != "stdlib":
+        if self.source not in corpus_lib.STDLIB_SOURCES:
             object.__setattr__(self, "source", str(Path(self.source).expanduser().absolute()))
         if self.tokenizer not in ("bpe", "bytes"):
             object.__setattr__(self, "tokenizer", str(Path(self.tokenizer).expanduser().absolute()))
