@@ -26,7 +26,7 @@ def assert_one_line_error(capsys, argv, match):
 
 
 BUILT_IN = ["and_superposition", "grokking_p113", "grokking_p31", "grokking_small", "induction_1l", "induction_2l",
-            "language_attn_1l", "language_attn_1l_full", "language_attn_2l", "language_attn_2l_full",
+            "language_attn_1l", "language_attn_1l_full", "language_attn_2l", "language_attn_2l_bump", "language_attn_2l_full",
             "language_attn_2l_induction", "language_gelu_1l", "language_gelu_1l_full", "language_gelu_2l",
             "language_gelu_2l_full", "tms_20_5",
             "tms_5_2", "tms_dimensionality", "tms_dynamics", "tms_phase_diagram"]
