@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from mi_jax.analysis.induction import loss_bump
-from mi_jax.io import run_dir as run_dir_lib
 from mi_jax.io.results import load_results
 from mi_jax.plots import plt, save
-from mi_jax.runs.trajectory import load_config
+
+sys.path.insert(0, str(Path(__file__).parent))
+from language_bump import load_run  # noqa: E402
 
 BUDGET = 40e6  # tokens
 
@@ -38,16 +39,16 @@ def setting(*programs: tuple[Path, list[int] | None]) -> dict:
 
 
 def one_program(program: Path, members: list[int] | None) -> dict:
-    cfg = load_config(program)
+    run = load_run(program)
+    cfg, metrics, summary = run["cfg"], run["metrics"], run["summaries"]
     corpus = json.loads((program / "corpus.json").read_text())
-    summary = json.loads((program / "analysis" / "language_summary.json").read_text())["members"]
     members = list(range(len(summary))) if members is None else members
     steps, r = load_results(program / "analysis" / "language.npz")
     per_step = cfg.train.batch_size * cfg.seq_len
     keep = steps * per_step <= BUDGET
-    metrics = run_dir_lib.metrics_arrays(run_dir_lib.read_metrics(program), solo=False)
     at = np.searchsorted(metrics["step"], steps[keep])  # the evaluations at the analysed checkpoints
-    upto = metrics["step"] * per_step <= BUDGET  # every evaluation within the budget (no training loss at step 0)
+    upto = metrics["step"] * per_step <= BUDGET  # every evaluation within the budget
+    trained = upto & ~np.isnan(metrics["step_loss"][:, 0])  # no training loss at step 0
     previous = r["previous_token"][keep][-1]  # [member, layer, head] at the budget
     onsets = [summary[m]["tokens_to_induction"] for m in members]
     return {"tokens": steps[keep] * per_step / 1e6, "gap": r["repeat_loss_gap"][keep][:, members],
@@ -56,7 +57,7 @@ def one_program(program: Path, members: list[int] | None) -> dict:
             "seeds": [summary[m]["seed"] for m in members],
             "onsets_M": [None if o is None or o > BUDGET else round(o / 1e6, 1) for o in onsets],
             "bump": [round(loss_bump(metrics["step"][upto], metrics["test_loss"][upto, m])["bump"], 3) for m in members],
-            "train_bump": [round(loss_bump(metrics["step"][upto][1:], metrics["step_loss"][upto][1:, m])["bump"], 3)
+            "train_bump": [round(loss_bump(metrics["step"][trained], metrics["step_loss"][trained, m])["bump"], 3)
                            for m in members],
             "previous_token_layer": [int(np.unravel_index(np.argmax(previous[m]), previous.shape[1:])[0]) for m in members],
             "characters_per_token": round(corpus["characters"] / sum(corpus["tokens"].values()), 2),
