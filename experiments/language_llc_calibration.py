@@ -21,10 +21,8 @@ def main(run_dir: Path, member: int) -> None:
     with opened(run_dir) as (traj, out_dir, lines):
         settings = llc_task.settings_for(make_task(traj.config), {"member": str(member)})
         traj = traj.select_members([member])
-        eps = [settings.llc.epsilon * f for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
-        gammas = [settings.llc.gamma * f for f in (0.1, 1.0, 10.0)]
         start = time.perf_counter()
-        lines += llc_report.calibration_report(traj, out_dir, settings, eps, gammas)
+        lines += llc_report.calibration_report(traj, out_dir, settings)  # `mi-jax llc --calibrate`'s default grid
         lines.append(f"{time.perf_counter() - start:.0f} s")
     print("\n".join(lines))
 

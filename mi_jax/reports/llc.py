@@ -115,8 +115,12 @@ def calibration(traj, settings: LLCSettings, epsilons, gammas=None, n_betas=None
             "grid": {k: grid[k] for k in axes}, "rows": rows, "stable": stable}
 
 
-def calibration_report(traj, out_dir: Path, settings: LLCSettings, epsilons, gammas=None, n_betas=None) -> list[str]:
-    """Run `calibration`, save its rows (JSON) and draw the stable/unstable heatmap -> lines to print."""
+def calibration_report(traj, out_dir: Path, settings: LLCSettings, epsilons=None, gammas=None,
+                       n_betas=None) -> list[str]:
+    """Run `calibration`, save its rows (JSON) and draw the stable/unstable heatmap -> lines to print.
+    epsilons, gammas: the grid (default: llc.epsilon x 0.1, 0.3, 1, 3, 10 and llc.gamma x 0.1, 1, 10)."""
+    epsilons = epsilons or [settings.llc.epsilon * f for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
+    gammas = gammas or [settings.llc.gamma * f for f in (0.1, 1.0, 10.0)]
     out = calibration(traj, settings, epsilons, gammas, n_betas)
     grid, stable = out["grid"], out["stable"]
     doc = {"checkpoints": out["checkpoints"], "n_params": out["n_params"], "settings": config_lib.to_dict(settings),
@@ -155,9 +159,7 @@ def llc_run(run_dir, sets: dict[str, str] | None = None, calibrate: bool = False
                              + "s" * (traj.n_members > 1))
             traj = traj.select_members([settings.member])
         if calibrate:
-            eps = epsilons or [settings.llc.epsilon * f for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
-            gam = gammas or [settings.llc.gamma * f for f in (0.1, 1.0, 10.0)]
-            lines += calibration_report(traj, out_dir, settings, eps, gam, n_betas)
+            lines += calibration_report(traj, out_dir, settings, epsilons, gammas, n_betas)
         logger = WandbLogger(traj.run_dir, traj.config, wandb, members=list(traj.members))
         try:
             return lines + report(traj, out_dir, settings, logger=logger)
